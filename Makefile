@@ -1,0 +1,34 @@
+# Two commands set everything up: `make demo` runs the whole loop, `make test` runs the tests.
+# Both create .venv and install ctloop into it when that has not happened yet.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo up test test-unit lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/ctloop demo
+
+up: install
+	$(VENV)/bin/ctloop up
+
+test: install
+	$(VENV)/bin/ruff check shared services tests
+	$(PY) -m pytest -q
+
+test-unit: install
+	$(PY) -m pytest -q -m 'not integration'
+
+lint: install
+	$(VENV)/bin/ruff check shared services tests benchmarks
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
