@@ -1,0 +1,50 @@
+"""Turns validated feature dicts into the numeric matrix every ctloop model takes.
+
+The encoding is driven by the dataset schema, so it works for any dataset: numeric features
+as floats (NaN when missing), categorical ones as the index of the category in the schema
+(NaN when missing, -1 when unseen). The trainer's pipeline imputes, scales and one-hot
+encodes from there; serving encodes requests the same way, with the schema stored in the
+model version.
+
+>>> from shared.schema import DatasetSchema
+>>> s = DatasetSchema.model_validate({"name": "t", "label": {"classes": [0, 1]},
+...     "features": [{"name": "a", "type": "numeric"},
+...                  {"name": "c", "type": "categorical", "categories": ["u", "v"]}]})
+>>> encode_features(s, [{"a": 1.5, "c": "v"}, {"a": None, "c": "w"}]).tolist()
+[[1.5, 1.0], [nan, -1.0]]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from shared.schema import CategoricalFeature, DatasetSchema
+
+UNSEEN = -1.0
+
+
+def encode_features(schema: DatasetSchema, rows: Sequence[Mapping[str, object]]) -> np.ndarray:
+    """Encode rows of already-validated features into an (n_rows, n_features) float matrix."""
+    matrix = np.empty((len(rows), len(schema.features)), dtype=np.float64)
+    for j, spec in enumerate(schema.features):
+        name = spec.name
+        if isinstance(spec, CategoricalFeature):
+            codes = {c: float(i) for i, c in enumerate(spec.categories)}
+            for i, row in enumerate(rows):
+                value = row.get(name)
+                matrix[i, j] = math.nan if value is None else codes.get(value, UNSEEN)  # type: ignore[arg-type]
+        else:
+            for i, row in enumerate(rows):
+                value = row.get(name)
+                matrix[i, j] = math.nan if value is None else float(value)  # type: ignore[arg-type]
+    return matrix
+
+
+def column_indices(schema: DatasetSchema) -> tuple[list[int], list[int]]:
+    """Indices of the numeric and of the categorical columns of the encoded matrix."""
+    numeric = [j for j, f in enumerate(schema.features) if f.type == "numeric"]
+    categorical = [j for j, f in enumerate(schema.features) if f.type == "categorical"]
+    return numeric, categorical

@@ -1,0 +1,216 @@
+"""Checks incoming records and labels against the dataset schema, one field-level error each.
+
+Ingest uses it on HTTP bodies and on the `raw` topic, serving on prediction inputs: the same
+rules and the same messages everywhere. A batch is never all-or-nothing: `validate_records`
+returns the valid records and an error per rejected one (its index, field and reason).
+
+>>> from shared.schema import DatasetSchema
+>>> s = DatasetSchema.model_validate({"name": "t",
+...     "label": {"classes": [0, 1]},
+...     "features": [{"name": "a", "type": "numeric", "min": 0}]})
+>>> ok, errors = validate_records(s, [{"features": {"a": 1.5}}, {"features": {"a": -1}}])
+>>> len(ok), errors[0].index, errors[0].field, errors[0].reason
+(1, 1, 'features.a', 'below the minimum 0.0')
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared.schema import CategoricalFeature, DatasetSchema, LabelValue, NumericFeature
+
+FeatureValue = float | str | int | None
+
+
+class FieldError(BaseModel):
+    """Why one input was refused: which item of the batch, which field, and the reason."""
+
+    index: int
+    field: str
+    reason: str
+    id: str | None = None
+
+
+class Record(BaseModel):
+    """A validated record: what flows on `records` and into predictions."""
+
+    id: str
+    event_time: datetime
+    features: dict[str, FeatureValue]
+    label: LabelValue | None = None
+
+
+class Label(BaseModel):
+    """A validated late label for a record id."""
+
+    id: str
+    label: LabelValue
+    event_time: datetime
+
+
+class InvalidField(ValueError):
+    """One field of one input is wrong; `field` is its dotted path."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
+
+
+def new_record_id() -> str:
+    return f"r-{uuid.uuid4().hex}"
+
+
+def _check_id(schema: DatasetSchema, value: Any) -> str:
+    if value is None:
+        return new_record_id()
+    if not isinstance(value, str):
+        raise InvalidField("id", f"must be a string, got {type(value).__name__}")
+    if not re.fullmatch(schema.id_pattern, value):
+        raise InvalidField("id", f"does not match the id pattern {schema.id_pattern}")
+    return value
+
+
+def _check_time(schema: DatasetSchema, value: Any, now: datetime) -> datetime:
+    if value is None:
+        return now
+    if not isinstance(value, str):
+        raise InvalidField("event_time", "must be an ISO 8601 string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidField("event_time", f"is not an ISO 8601 time: {value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise InvalidField("event_time", "has no time zone (add Z or +00:00)")
+    parsed = parsed.astimezone(UTC)
+    if parsed - now > timedelta(seconds=schema.max_future_seconds):
+        raise InvalidField("event_time", f"is more than {schema.max_future_seconds:g}s in the future")
+    if now - parsed > timedelta(seconds=schema.max_past_seconds):
+        raise InvalidField("event_time", f"is more than {schema.max_past_seconds:g}s in the past")
+    return parsed
+
+
+def _check_numeric(spec: NumericFeature, value: Any) -> float:
+    field = f"features.{spec.name}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidField(field, f"must be a number, got {type(value).__name__}")
+    number = float(value)
+    if math.isnan(number):
+        raise InvalidField(field, "is NaN")
+    if math.isinf(number):
+        raise InvalidField(field, "is infinite")
+    if spec.min is not None and number < spec.min:
+        raise InvalidField(field, f"below the minimum {spec.min}")
+    if spec.max is not None and number > spec.max:
+        raise InvalidField(field, f"above the maximum {spec.max}")
+    return number
+
+
+def _check_categorical(spec: CategoricalFeature, value: Any) -> LabelValue:
+    field = f"features.{spec.name}"
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidField(field, f"must be a string or integer category, got {type(value).__name__}")
+    if value not in spec.categories and spec.unseen == "reject":
+        raise InvalidField(field, f"{value!r} is not one of the categories {spec.categories}")
+    return value
+
+
+def check_features(schema: DatasetSchema, features: Any) -> dict[str, FeatureValue]:
+    """Validate a `features` object; raises `InvalidField` on the first problem."""
+    if not isinstance(features, dict):
+        raise InvalidField("features", "must be an object of feature name to value")
+    unknown = sorted(set(features) - set(schema.feature_names))
+    if unknown:
+        raise InvalidField(f"features.{unknown[0]}", "is not a feature of the schema")
+    clean: dict[str, FeatureValue] = {}
+    for spec in schema.features:
+        value = features.get(spec.name)
+        if value is None:
+            if spec.required:
+                raise InvalidField(f"features.{spec.name}", "is required")
+            clean[spec.name] = None
+        elif isinstance(spec, NumericFeature):
+            clean[spec.name] = _check_numeric(spec, value)
+        else:
+            clean[spec.name] = _check_categorical(spec, value)
+    return clean
+
+
+def check_label(schema: DatasetSchema, value: Any) -> LabelValue:
+    if isinstance(value, bool) or value not in schema.label.classes:
+        raise InvalidField("label", f"{value!r} is not one of the classes {schema.label.classes}")
+    return value
+
+
+def validate_record(schema: DatasetSchema, raw: Any, now: datetime | None = None) -> Record:
+    """One record, or `InvalidField`. Generates `id` and `event_time` when absent."""
+    now = now or datetime.now(UTC)
+    if not isinstance(raw, dict):
+        raise InvalidField("<record>", "must be a JSON object")
+    extra = sorted(set(raw) - {"id", "event_time", "features", "label"})
+    if extra:
+        raise InvalidField(extra[0], "is not a record field (id, event_time, features, label)")
+    record_id = _check_id(schema, raw.get("id"))
+    event_time = _check_time(schema, raw.get("event_time"), now)
+    features = check_features(schema, raw.get("features"))
+    label = raw.get("label")
+    return Record(
+        id=record_id,
+        event_time=event_time,
+        features=features,
+        label=None if label is None else check_label(schema, label),
+    )
+
+
+def _raw_id(raw: Any) -> str | None:
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def validate_records(
+    schema: DatasetSchema, items: Iterable[Any], now: datetime | None = None
+) -> tuple[list[Record], list[FieldError]]:
+    """Split a batch into valid records and one `FieldError` per rejected item."""
+    now = now or datetime.now(UTC)
+    valid: list[Record] = []
+    errors: list[FieldError] = []
+    for index, raw in enumerate(items):
+        try:
+            valid.append(validate_record(schema, raw, now))
+        except InvalidField as exc:
+            errors.append(FieldError(index=index, field=exc.field, reason=exc.reason, id=_raw_id(raw)))
+    return valid, errors
+
+
+def validate_labels(
+    schema: DatasetSchema, items: Iterable[Any], now: datetime | None = None
+) -> tuple[list[Label], list[FieldError]]:
+    """Split a batch of `{"id", "label"}` objects into valid labels and errors."""
+    now = now or datetime.now(UTC)
+    valid: list[Label] = []
+    errors: list[FieldError] = []
+    for index, raw in enumerate(items):
+        try:
+            if not isinstance(raw, dict):
+                raise InvalidField("<label>", "must be a JSON object")
+            extra = sorted(set(raw) - {"id", "label", "event_time"})
+            if extra:
+                raise InvalidField(extra[0], "is not a label field (id, label, event_time)")
+            if raw.get("id") is None:
+                raise InvalidField("id", "is required")
+            valid.append(
+                Label(
+                    id=_check_id(schema, raw["id"]),
+                    label=check_label(schema, raw.get("label")),
+                    event_time=_check_time(schema, raw.get("event_time"), now),
+                )
+            )
+        except InvalidField as exc:
+            errors.append(FieldError(index=index, field=exc.field, reason=exc.reason, id=_raw_id(raw)))
+    return valid, errors
