@@ -1,0 +1,239 @@
+"""The one event envelope and a typed payload for every topic.
+
+Every message ctloop writes is an `Envelope` (JSON): who sent it, when, which loop it belongs
+to (`correlation_id`, the drift event's id carried into the run, the version, the promotion and
+the swap) and which event caused it (`causation_id`). `EVENT_PAYLOADS` maps each event type to
+its payload model, so `Envelope.parsed()` hands a consumer a validated object, never a dict.
+
+>>> src = Source(service="demo", instance="doc")
+>>> e = new_event("label.accepted", Label(id="r-1", label=1,
+...               event_time="2026-11-21T05:00:00Z"), src)
+>>> back = Envelope.decode(e.encode())
+>>> back.parsed().id, back.correlation_id == e.event_id
+('r-1', True)
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from shared.schema import LabelValue
+from shared.validation import FeatureValue, FieldError, Label, Record
+
+SCHEMA_VERSION = 1
+
+
+class Source(BaseModel):
+    service: str
+    instance: str
+
+
+class Envelope(BaseModel):
+    """The wire format of every ctloop event."""
+
+    event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    type: str
+    schema_version: int = SCHEMA_VERSION
+    occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    source: Source
+    correlation_id: str
+    causation_id: str | None = None
+    payload: dict[str, Any]
+
+    def encode(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Envelope:
+        """Parse bytes into an envelope; raises `BadEvent` saying what is wrong."""
+        try:
+            envelope = cls.model_validate_json(data)
+        except ValidationError as exc:
+            raise BadEvent(f"not a ctloop event envelope: {_summary(exc)}") from exc
+        if envelope.type not in EVENT_PAYLOADS:
+            raise BadEvent(f"unknown event type {envelope.type!r}")
+        return envelope
+
+    def parsed(self) -> Any:
+        """The payload as its typed model; raises `BadEvent` when it does not fit."""
+        try:
+            return EVENT_PAYLOADS[self.type].model_validate(self.payload)
+        except ValidationError as exc:
+            raise BadEvent(f"{self.type} payload invalid: {_summary(exc)}") from exc
+
+
+class BadEvent(ValueError):
+    """A message that is not a valid ctloop event (goes to the dead-letter topic)."""
+
+
+def _summary(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
+    )
+
+
+def new_event(
+    event_type: str,
+    payload: BaseModel,
+    source: Source,
+    *,
+    cause: Envelope | None = None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+) -> Envelope:
+    """Build an envelope. The correlation id comes from `correlation_id`, else from the
+    causing event, else the new event starts a loop of its own; the causation id from
+    `causation_id`, else the causing event."""
+    expected = EVENT_PAYLOADS.get(event_type)
+    if expected is None or not isinstance(payload, expected):
+        raise TypeError(f"event type {event_type!r} does not take a {type(payload).__name__}")
+    event_id = str(uuid.uuid4())
+    return Envelope(
+        event_id=event_id,
+        type=event_type,
+        source=source,
+        correlation_id=correlation_id or (cause.correlation_id if cause else event_id),
+        causation_id=causation_id or (cause.event_id if cause else None),
+        payload=payload.model_dump(mode="json"),
+    )
+
+
+# --- payloads ---------------------------------------------------------------------------
+
+
+class DeadLetter(BaseModel):
+    """Input that was refused, with the reason and the original bytes (as text)."""
+
+    origin: str
+    """Where it came from: a topic name or an HTTP route."""
+    errors: list[FieldError]
+    original: str
+    partition: int | None = None
+    offset: int | None = None
+
+
+def dead_letter_of(
+    origin: str,
+    reason: str,
+    raw: bytes | None,
+    partition: int | None = None,
+    offset: int | None = None,
+    field: str = "<message>",
+) -> DeadLetter:
+    """The dead letter for a message that could not be used, keeping its original bytes."""
+    return DeadLetter(
+        origin=origin,
+        errors=[FieldError(index=0, field=field, reason=reason)],
+        original=(raw or b"").decode("utf-8", errors="replace"),
+        partition=partition,
+        offset=offset,
+    )
+
+
+class Prediction(BaseModel):
+    """One prediction served, logged for the monitor's joins and drift tests."""
+
+    prediction_id: str
+    record_id: str
+    model_name: str
+    model_version: int
+    features: dict[str, FeatureValue]
+    prediction: LabelValue
+    probabilities: dict[str, float]
+    event_time: datetime
+    shadow: bool = False
+
+
+class Example(BaseModel):
+    """A labelled example: a record with a label, or a prediction joined with its late label."""
+
+    record_id: str
+    event_time: datetime
+    features: dict[str, FeatureValue]
+    label: LabelValue
+    model_version: int | None = None
+    prediction: LabelValue | None = None
+
+
+class FeatureDrift(BaseModel):
+    """One feature's (or the prediction's) test result in a window."""
+
+    feature: str
+    test: str
+    statistic: float
+    p_value: float
+    effect: float
+    drifted: bool
+
+
+class DriftDetected(BaseModel):
+    """The monitor's verdict that the world changed enough to retrain."""
+
+    model_name: str
+    reference_version: int | None
+    kind: Literal["feature", "concept"]
+    features: list[FeatureDrift] = []
+    window_start: datetime
+    window_end: datetime
+    window_size: int
+    onset_time: datetime
+    """Best estimate of when the change began: the trainer trains on data from here on."""
+    error_rate: float | None = None
+    baseline_accuracy: float | None = None
+    detector: str
+
+
+class TrainingEvent(BaseModel):
+    """A training run's progress: started, completed (with the version) or failed (with why)."""
+
+    run_id: str
+    model_name: str
+    trigger: Literal["cold_start", "drift", "manual"]
+    trigger_event_id: str | None = None
+    rows: int | None = None
+    version: int | None = None
+    metrics: dict[str, float] = {}
+    failed_gate: str | None = None
+    reason: str | None = None
+
+
+class ModelChanged(BaseModel):
+    """A registry change of state: a version registered, promoted, or rolled back."""
+
+    model_name: str
+    version: int
+    alias: str | None = None
+    previous_version: int | None = None
+    digest: str
+    metrics: dict[str, float] = {}
+
+
+class ModelSwapped(BaseModel):
+    """Serving's report of a hot swap: done (with its duration) or refused (old one stays)."""
+
+    model_name: str
+    version: int
+    previous_version: int | None
+    duration_ms: float
+    reason: str | None = None
+
+
+EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
+    "record.accepted": Record,
+    "label.accepted": Label,
+    "input.rejected": DeadLetter,
+    "prediction.made": Prediction,
+    "example.labelled": Example,
+    "drift.detected": DriftDetected,
+    "training.started": TrainingEvent,
+    "training.completed": TrainingEvent,
+    "training.failed": TrainingEvent,
+    "model.registered": ModelChanged,
+    "model.promoted": ModelChanged,
+    "model.swapped": ModelSwapped,
+    "model.swap_failed": ModelSwapped,
+}

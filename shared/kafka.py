@@ -1,0 +1,187 @@
+"""The one Kafka factory (kafka-python) and the consume loop every non-faust service runs.
+
+Producers are idempotent with acks=all; consumers have a group id, commit explicitly after
+their handler returns (at-least-once: handlers are idempotent on event or record id), and use
+session timeouts that suit Tansu. `EventPublisher` is how services emit envelopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterable
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.producer.future import FutureRecordMetadata
+
+from shared import topics
+from shared.events import Envelope, Source, dead_letter_of, new_event
+from shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(settings: CommonSettings, **overrides: object) -> KafkaProducer:
+    """An idempotent, acks=all producer: an acknowledged write is on the broker."""
+    config: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "retries": 5,
+        "request_timeout_ms": 15_000,
+        "client_id": f"ctloop-{settings.instance}",
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def make_consumer(
+    settings: CommonSettings, group_id: str, topics: Iterable[str], **overrides: object
+) -> KafkaConsumer:
+    """A group consumer with explicit commits, reading from the start of new partitions."""
+    config: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
+        "max_poll_records": 500,
+        "client_id": f"ctloop-{settings.instance}",
+    }
+    config.update(overrides)
+    consumer = KafkaConsumer(**config)
+    consumer.subscribe(list(topics))
+    return consumer
+
+
+def faust_broker_config(settings: CommonSettings) -> dict[str, object]:
+    """The faust (aiokafka) side of the same broker settings, for the monitor's faust app."""
+    return {
+        "broker": ";".join(f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")),
+        "broker_session_timeout": settings.kafka_session_timeout_ms / 1000,
+        "broker_heartbeat_interval": settings.kafka_heartbeat_interval_ms / 1000,
+        "topic_partitions": settings.topic_partitions,
+        "producer_acks": -1,
+    }
+
+
+def acked(future: FutureRecordMetadata) -> asyncio.Future[None]:
+    """Turn a kafka-python send future into an asyncio future on the running loop, so an
+    HTTP handler can await the broker's acknowledgement without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    result: asyncio.Future[None] = loop.create_future()
+
+    def _done(_: object) -> None:
+        if not result.done():
+            result.set_result(None)
+
+    def _failed(exc: BaseException) -> None:
+        if not result.done():
+            result.set_exception(exc)
+
+    # NOTE: kafka-python runs callbacks on its I/O thread; hop back to the event loop.
+    future.add_callback(lambda meta: loop.call_soon_threadsafe(_done, meta))
+    future.add_errback(lambda exc: loop.call_soon_threadsafe(_failed, exc))
+    return result
+
+
+class EventPublisher:
+    """Sends envelopes for one service, keyed by entity id so order holds per entity."""
+
+    def __init__(self, settings: CommonSettings, service: str, producer: KafkaProducer | None = None):
+        self.source = Source(service=service, instance=settings.instance)
+        self.producer = producer or make_producer(settings)
+
+    def publish(
+        self,
+        topic: str,
+        event_type: str,
+        payload: object,
+        key: str,
+        *,
+        cause: Envelope | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> tuple[Envelope, FutureRecordMetadata]:
+        event = new_event(
+            event_type,
+            payload,
+            self.source,  # type: ignore[arg-type]
+            cause=cause,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+        future = self.producer.send(topic, key=key.encode(), value=event.encode())
+        return event, future
+
+    def dead_letter(
+        self,
+        origin: str,
+        reason: str,
+        raw: bytes | None,
+        partition: int | None = None,
+        offset: int | None = None,
+        field: str = "<message>",
+    ) -> None:
+        """Send an input that could not be used to `deadletter`, with why and its bytes."""
+        payload = dead_letter_of(origin, reason, raw, partition, offset, field)
+        self.publish(topics.DEADLETTER, "input.rejected", payload, key=origin)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.producer.flush(timeout)
+
+    def close(self) -> None:
+        self.producer.close(timeout=5)
+
+
+Handler = Callable[[list[ConsumerRecord]], None]
+
+
+class ConsumeLoop(threading.Thread):
+    """Polls a consumer on its own thread, hands each batch to `handler`, then commits.
+
+    The handler must be quick (hand long work to another thread) so that the loop keeps
+    polling within `max_poll_interval_ms`. Handlers deal with bad messages themselves
+    (dead-letter them); an exception means the batch could not be processed now (a bug or the
+    broker down), so the loop seeks back to the batch's start and tries it again a second
+    later, never committing past it.
+    """
+
+    def __init__(self, name: str, consumer_factory: Callable[[], KafkaConsumer], handler: Handler):
+        super().__init__(name=name, daemon=True)
+        self._factory = consumer_factory
+        self._handler = handler
+        self._stop_event = threading.Event()
+        self.assigned = threading.Event()
+
+    def run(self) -> None:
+        consumer = self._factory()
+        try:
+            while not self._stop_event.is_set():
+                batches = consumer.poll(timeout_ms=500)
+                if consumer.assignment():
+                    self.assigned.set()
+                if not batches:
+                    continue
+                records = [r for batch in batches.values() for r in batch]
+                try:
+                    self._handler(records)
+                except Exception:
+                    log.exception("%s: handler failed on %d records; retrying", self.name, len(records))
+                    for partition, batch in batches.items():
+                        consumer.seek(partition, batch[0].offset)
+                    self._stop_event.wait(1.0)
+                    continue
+                consumer.commit()
+        except Exception:
+            log.exception("%s: consume loop stopped", self.name)
+        finally:
+            consumer.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop_event.set()
+        self.join(timeout)

@@ -1,0 +1,90 @@
+"""Wire schemas of the registry's HTTP API, shared by the registry and its clients.
+
+A model version is uploaded as an artifact plus `VersionMetadata`; what comes back is a
+`ModelVersion`. The reference profile is what the drift monitor compares live data with.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from shared.schema import DatasetSchema
+from shared.validation import FeatureValue
+
+
+class GateResult(BaseModel):
+    """One validation gate of a training run, with the value it measured."""
+
+    name: str
+    passed: bool
+    value: float | None = None
+    threshold: float | None = None
+    detail: str = ""
+
+
+class GateReport(BaseModel):
+    passed: bool
+    gates: list[GateResult]
+
+
+class DatasetManifest(BaseModel):
+    """What a model was trained on: enough to find and check the same data again."""
+
+    version: str
+    rows: int
+    holdout_rows: int
+    time_start: datetime
+    time_end: datetime
+    sha256: str
+    source: str
+    path: str | None = None
+
+
+class ReferenceProfile(BaseModel):
+    """A sample of the training features (for drift tests) and the validation accuracy (for
+    the live-accuracy comparison)."""
+
+    sample: dict[str, list[FeatureValue]]
+    validation_accuracy: float
+    class_frequencies: dict[str, float] = {}
+
+
+class Lineage(BaseModel):
+    run_id: str
+    trigger: str
+    trigger_event_id: str | None = None
+    correlation_id: str | None = None
+
+
+class VersionMetadata(BaseModel):
+    """Everything uploaded with an artifact. A version without an input schema is refused."""
+
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    input_schema: DatasetSchema
+    metrics: dict[str, float] = {}
+    gate_report: GateReport
+    dataset: DatasetManifest | None = None
+    reference_profile: ReferenceProfile | None = None
+    estimator: str = ""
+    package_versions: dict[str, str] = {}
+    lineage: Lineage
+
+
+class ModelVersion(VersionMetadata):
+    name: str
+    version: int
+    created_at: datetime
+    aliases: list[str] = []
+
+
+class ModelSummary(BaseModel):
+    name: str
+    latest_version: int
+    aliases: dict[str, int]
+
+
+class PromoteRequest(BaseModel):
+    alias: str = "champion"
+    reason: str = "manual"

@@ -1,0 +1,57 @@
+"""The one model serializer: skops bytes, a sha256 digest, and a ctloop-owned allow-list.
+
+Artifacts never go through pickle: `load_model` refuses an artifact whose digest differs from
+the one the registry recorded, and one whose skops content asks for any type outside
+`TRUSTED_TYPES` (the list is ours, never read from the artifact).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import skops.io as sio
+
+# Types skops does not trust by default but that ctloop's own pipelines contain.
+TRUSTED_TYPES: frozenset[str] = frozenset(
+    {
+        "numpy.dtype",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+        "sklearn._loss.link.LogitLink",
+        "sklearn._loss.link.MultinomialLogit",
+        "sklearn._loss.loss.HalfBinomialLoss",
+        "sklearn._loss.loss.HalfMultinomialLoss",
+    }
+)
+
+
+class ArtifactError(ValueError):
+    """An artifact that must not be loaded: wrong digest, untrusted types, or unreadable."""
+
+
+def digest(data: bytes) -> str:
+    """`sha256:<hex>` of the artifact bytes."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def dump_model(model: object) -> tuple[bytes, str]:
+    """Serialize a model; returns the bytes and their digest."""
+    data = sio.dumps(model)
+    return data, digest(data)
+
+
+def load_model(data: bytes, expected_digest: str | None = None) -> object:
+    """Verify and load an artifact. Raises `ArtifactError` saying why it was refused."""
+    if expected_digest is not None and digest(data) != expected_digest:
+        raise ArtifactError(f"digest mismatch: expected {expected_digest}, got {digest(data)}")
+    try:
+        untrusted = set(sio.get_untrusted_types(data=data))
+    except Exception as exc:
+        raise ArtifactError(f"not a readable skops artifact: {exc}") from exc
+    refused = sorted(untrusted - TRUSTED_TYPES)
+    if refused:
+        raise ArtifactError(f"artifact asks for untrusted types: {refused}")
+    try:
+        return sio.loads(data, trusted=sorted(untrusted))
+    except Exception as exc:
+        raise ArtifactError(f"artifact failed to load: {exc}") from exc
