@@ -1,0 +1,1 @@
+"""ctloop's five services (ingest, monitor, trainer, registry, serving) and the `ctloop` CLI."""

@@ -1,0 +1,1 @@
+"""The registry: model versions, artifacts, aliases and promotion, announced on `models`."""

@@ -1,0 +1,36 @@
+"""Runs the registry: the store, the artifact folder, the outbox relay and the HTTP API."""
+
+from __future__ import annotations
+
+from shared.events import Source
+from shared.http import serve
+from shared.kafka import make_producer
+from shared.logs import setup_logging
+from shared.settings import RegistrySettings
+from shared.topics import ensure_topics
+
+
+def main() -> None:
+    from services.registry.app import build_app
+    from services.registry.artifacts import ArtifactStore
+    from services.registry.outbox import OutboxRelay
+    from services.registry.store import RegistryStore
+
+    settings = RegistrySettings()
+    setup_logging("registry", settings.log_level)
+    root = settings.data_dir / "registry"
+    root.mkdir(parents=True, exist_ok=True)
+    db_url = settings.registry_db_url or f"sqlite:///{(root / 'registry.db').resolve()}"
+    store = RegistryStore(db_url, Source(service="registry", instance=settings.instance))
+    ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
+    relay = OutboxRelay(store, make_producer(settings))
+    relay.start()
+    try:
+        serve(
+            build_app(settings, store, ArtifactStore(root / "artifacts")),
+            settings.host,
+            settings.registry_port,
+            settings.log_level,
+        )
+    finally:
+        relay.stop()

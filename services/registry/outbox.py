@@ -1,0 +1,58 @@
+"""Relays the registry's outbox table to Kafka, in order, marking rows sent once acknowledged.
+
+If the broker is down the rows wait; they are sent when it is back (at least once: consumers
+are idempotent on `event_id`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from kafka import KafkaProducer
+
+from services.registry.store import RegistryStore
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay(threading.Thread):
+    def __init__(self, store: RegistryStore, producer: KafkaProducer, interval_s: float = 0.2) -> None:
+        super().__init__(name="outbox-relay", daemon=True)
+        self.store = store
+        self.producer = producer
+        self.interval_s = interval_s
+        self._stop_event = threading.Event()
+
+    def relay_once(self) -> int:
+        rows = self.store.pending_events()
+        if not rows:
+            return 0
+        futures = [
+            (row_id, self.producer.send(topic, key=key.encode(), value=value.encode()))
+            for row_id, topic, key, value in rows
+        ]
+        sent = []
+        for row_id, future in futures:
+            try:
+                future.get(timeout=15)
+            except Exception as exc:
+                log.warning("outbox: broker did not acknowledge event %d (%s); will retry", row_id, exc)
+                break  # keep order: nothing after an unsent event is marked sent
+            sent.append(row_id)
+        if sent:
+            self.store.mark_sent(sent)
+        return len(sent)
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                if self.relay_once():
+                    continue
+            except Exception:
+                log.exception("outbox relay failed; retrying")
+            self._stop_event.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(10)
