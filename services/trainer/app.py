@@ -1,0 +1,40 @@
+"""The trainer's HTTP API: list runs and their reports, and trigger a run by hand."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.trainer.run import RunReport, Trigger
+from services.trainer.service import Trainer
+from shared.http import NotFound, create_app
+
+
+def build_app(trainer: Trainer, ready: callable) -> FastAPI:  # type: ignore[valid-type]
+    app = create_app(
+        "ctloop trainer",
+        health=lambda: {
+            "ready": ready(),
+            "service": "trainer",
+            "examples": len(trainer.examples),
+            "champion_version": trainer.champion_version,
+        },
+    )
+
+    @app.get("/v1/runs", response_model=list[RunReport], tags=["runs"])
+    def list_runs() -> list[RunReport]:
+        """Every run of this trainer, newest first, with phases, metrics and gate report."""
+        return list(reversed(trainer.runs))
+
+    @app.post("/v1/runs", response_model=Trigger, status_code=202, tags=["runs"])
+    def trigger_run() -> Trigger:
+        """Ask for a run now on the sliding window of examples (merged into any waiting one)."""
+        return trainer.trigger(Trigger(kind="manual"))
+
+    @app.get("/v1/runs/{run_id}", response_model=RunReport, tags=["runs"])
+    def get_run(run_id: str) -> RunReport:
+        for run in trainer.runs:
+            if run.run_id == run_id:
+                return run
+        raise NotFound(f"no run {run_id!r}")
+
+    return app

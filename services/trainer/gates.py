@@ -1,0 +1,112 @@
+"""Validation gates a candidate must pass before it may be uploaded, each with its value.
+
+These are the model's CI: holdout quality, comparison with the champion on the same holdout,
+finite outputs on edge inputs, convergence, a latency budget, and a serialize-load round trip
+that gives identical predictions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+from shared.features import UNSEEN
+from shared.registry_api import GateReport, GateResult
+from shared.schema import DatasetSchema
+from shared.serialization import dump_model, load_model
+
+LATENCY_BUDGET_MS = 25.0
+
+
+def edge_inputs(schema: DatasetSchema) -> np.ndarray:
+    """Rows that stress a model: all missing, unseen categories, extreme numbers."""
+    n = len(schema.features)
+    missing = np.full(n, np.nan)
+    unseen = np.array([UNSEEN if f.type == "categorical" else 0.0 for f in schema.features])
+    huge = np.array([0.0 if f.type == "categorical" else 1e12 for f in schema.features])
+    tiny = np.array([0.0 if f.type == "categorical" else -1e12 for f in schema.features])
+    return np.vstack([missing, unseen, huge, tiny])
+
+
+def run_gates(
+    schema: DatasetSchema,
+    model: Pipeline,
+    x_holdout: np.ndarray,
+    y_holdout: np.ndarray,
+    *,
+    min_accuracy: float,
+    champion: Pipeline | None,
+    champion_tolerance: float,
+    convergence_warnings: list[str],
+) -> tuple[GateReport, bytes, str]:
+    """Run every gate; returns the report and the serialized artifact with its digest."""
+    gates: list[GateResult] = []
+
+    accuracy = float(np.mean(model.predict(x_holdout) == y_holdout))
+    gates.append(
+        GateResult(
+            name="min_accuracy", passed=accuracy >= min_accuracy, value=accuracy, threshold=min_accuracy
+        )
+    )
+
+    if champion is not None:
+        try:
+            champion_accuracy = float(np.mean(champion.predict(x_holdout) == y_holdout))
+            passed = accuracy >= champion_accuracy - champion_tolerance
+            detail = f"champion {champion_accuracy:.4f} on the same holdout"
+        except Exception as exc:  # the champion cannot score this data: nothing to beat
+            champion_accuracy, passed, detail = math.nan, True, f"champion could not score: {exc}"
+        gates.append(
+            GateResult(
+                name="beats_champion",
+                passed=passed,
+                value=accuracy,
+                threshold=champion_accuracy - champion_tolerance,
+                detail=detail,
+            )
+        )
+
+    gates.append(
+        GateResult(
+            name="converged",
+            passed=not convergence_warnings,
+            value=float(len(convergence_warnings)),
+            threshold=0.0,
+            detail="; ".join(convergence_warnings)[:300],
+        )
+    )
+
+    proba = model.predict_proba(np.vstack([x_holdout, edge_inputs(schema)]))
+    gates.append(
+        GateResult(
+            name="finite_outputs",
+            passed=bool(np.isfinite(proba).all()),
+            detail="holdout and edge inputs (missing, unseen, extreme)",
+        )
+    )
+
+    one_row = x_holdout[:1]
+    timings = []
+    for _ in range(15):
+        start = time.perf_counter()
+        model.predict_proba(one_row)
+        timings.append((time.perf_counter() - start) * 1000)
+    latency = float(np.median(timings))
+    gates.append(
+        GateResult(
+            name="latency_ms_per_row",
+            passed=latency <= LATENCY_BUDGET_MS,
+            value=latency,
+            threshold=LATENCY_BUDGET_MS,
+        )
+    )
+
+    artifact, artifact_digest = dump_model(model)
+    reloaded = load_model(artifact, artifact_digest)
+    same = bool(np.array_equal(reloaded.predict_proba(x_holdout), model.predict_proba(x_holdout)))  # type: ignore[attr-defined]
+    gates.append(GateResult(name="round_trip", passed=same, detail="serialize, load, same predictions"))
+
+    return GateReport(passed=all(g.passed for g in gates), gates=gates), artifact, artifact_digest

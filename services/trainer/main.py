@@ -1,0 +1,41 @@
+"""Runs the trainer: consume examples, drift and model events; train on a worker; HTTP API."""
+
+from __future__ import annotations
+
+from shared import topics
+from shared.http import serve
+from shared.kafka import ConsumeLoop, EventPublisher, make_consumer
+from shared.logs import setup_logging
+from shared.registry_client import RegistryClient
+from shared.schema import load_schema
+from shared.settings import TrainerSettings
+
+
+def main() -> None:
+    from services.trainer.app import build_app
+    from services.trainer.service import Trainer
+
+    settings = TrainerSettings()
+    setup_logging("trainer", settings.log_level)
+    schema = load_schema(settings.schema_path)
+    topics.ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
+    trainer = Trainer(
+        settings,
+        schema,
+        EventPublisher(settings, "trainer"),
+        RegistryClient(settings.registry_url, settings.registry_token),
+    )
+    loop = ConsumeLoop(
+        "trainer-consumer",
+        lambda: make_consumer(settings, "ctloop-trainer", [topics.EXAMPLES, topics.DRIFT, topics.MODELS]),
+        trainer.handle,
+    )
+    trainer.start()
+    loop.start()
+    try:
+        serve(
+            build_app(trainer, loop.assigned.is_set), settings.host, settings.trainer_port, settings.log_level
+        )
+    finally:
+        loop.stop()
+        trainer.stop()

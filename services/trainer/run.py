@@ -1,0 +1,194 @@
+"""One training run: materialize the dataset, fit, gate, and upload a passing candidate.
+
+A run that fails a gate is reported with that gate and never uploaded. Phases are timed so
+the run report says where the time went.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import time
+import uuid
+import warnings
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.pipeline import Pipeline
+
+from services.trainer.gates import run_gates
+from services.trainer.pipeline import build_pipeline, make_estimator
+from shared.events import Example
+from shared.features import encode_features
+from shared.registry_api import (
+    DatasetManifest,
+    GateReport,
+    Lineage,
+    ReferenceProfile,
+    VersionMetadata,
+)
+from shared.registry_client import RegistryClient
+from shared.schema import DatasetSchema
+from shared.settings import TrainerSettings
+
+REFERENCE_SAMPLE = 1000
+
+
+class Trigger(BaseModel):
+    kind: Literal["cold_start", "drift", "manual"]
+    event_id: str | None = None
+    correlation_id: str | None = None
+    since: datetime | None = None
+    """Train only on examples from this time on (a drift's onset)."""
+    refined_since: datetime | None = None
+    """The onset as the trainer placed it from the champion's errors (see `refine_onset`)."""
+    merged: list[str] = []
+    """Ids of further triggers that arrived while this one waited or ran."""
+
+
+class RunReport(BaseModel):
+    run_id: str = Field(default_factory=lambda: f"run-{uuid.uuid4().hex[:12]}")
+    trigger: Trigger
+    status: Literal["pending", "running", "completed", "failed"] = "pending"
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    rows: int = 0
+    phases_ms: dict[str, float] = {}
+    metrics: dict[str, float] = {}
+    gate_report: GateReport | None = None
+    failed_gate: str | None = None
+    reason: str | None = None
+    version: int | None = None
+    dataset: DatasetManifest | None = None
+
+
+def _materialize(examples: list[Example], folder: Path, holdout_rows: int) -> DatasetManifest:
+    """Write the dataset (JSON lines, gzip) under its content hash; return its manifest."""
+    lines = [e.model_dump_json().encode() for e in examples]
+    content = b"\n".join(lines)
+    sha = hashlib.sha256(content).hexdigest()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{sha[:16]}.jsonl.gz"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(gzip.compress(content, mtime=0))
+        tmp.replace(path)
+    return DatasetManifest(
+        version=sha[:16],
+        rows=len(examples),
+        holdout_rows=holdout_rows,
+        time_start=examples[0].event_time,
+        time_end=examples[-1].event_time,
+        sha256=f"sha256:{sha}",
+        source="ctloop.examples.v1",
+        path=path.name,
+    )
+
+
+def _reference(schema: DatasetSchema, examples: list[Example], accuracy: float) -> ReferenceProfile:
+    step = max(1, len(examples) // REFERENCE_SAMPLE)
+    sample = examples[::step][:REFERENCE_SAMPLE]
+    labels = [str(e.label) for e in examples]
+    return ReferenceProfile(
+        sample={f: [e.features.get(f) for e in sample] for f in schema.feature_names},
+        validation_accuracy=accuracy,
+        class_frequencies={c: labels.count(c) / len(labels) for c in schema.class_keys},
+    )
+
+
+def execute(
+    report: RunReport,
+    examples: list[Example],
+    schema: DatasetSchema,
+    settings: TrainerSettings,
+    registry: RegistryClient,
+    champion: Pipeline | None,
+) -> RunReport:
+    """Run the phases; fills `report` in place and returns it."""
+    report.status, report.started_at = "running", datetime.now(UTC)
+    clock = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        report.phases_ms[name] = round((now - clock) * 1000, 2)
+        clock = now
+
+    report.rows = len(examples)
+    holdout_rows = max(1, int(len(examples) * settings.trainer_holdout_fraction))
+    train, holdout = examples[:-holdout_rows], examples[-holdout_rows:]
+    report.dataset = _materialize(examples, settings.data_dir / "trainer" / "datasets", holdout_rows)
+    classes = schema.label.classes
+    x_train = encode_features(schema, [e.features for e in train])
+    y_train = np.array([classes.index(e.label) for e in train])
+    x_holdout = encode_features(schema, [e.features for e in holdout])
+    y_holdout = np.array([classes.index(e.label) for e in holdout])
+    phase("prepare")
+
+    if len(set(y_train.tolist())) < 2:
+        return _fail(report, "enough_classes", "the training set has a single class")
+    model = build_pipeline(
+        schema, make_estimator(settings.trainer_estimator, settings.trainer_estimator_params)
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(x_train, y_train)
+    convergence = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    phase("fit")
+
+    gate_report, artifact, artifact_digest = run_gates(
+        schema,
+        model,
+        x_holdout,
+        y_holdout,
+        min_accuracy=settings.trainer_min_accuracy,
+        champion=champion,
+        champion_tolerance=settings.trainer_champion_tolerance,
+        convergence_warnings=convergence,
+    )
+    report.gate_report = gate_report
+    accuracy = next(g.value for g in gate_report.gates if g.name == "min_accuracy") or 0.0
+    report.metrics = {
+        "accuracy": accuracy,
+        "train_rows": float(len(train)),
+        "holdout_rows": float(holdout_rows),
+    }
+    phase("gates")
+    if not gate_report.passed:
+        failed = next(g for g in gate_report.gates if not g.passed)
+        return _fail(
+            report, failed.name, f"{failed.name}: value {failed.value} vs {failed.threshold} {failed.detail}"
+        )
+
+    metadata = VersionMetadata(
+        digest=artifact_digest,
+        input_schema=schema,
+        metrics=report.metrics,
+        gate_report=gate_report,
+        dataset=report.dataset,
+        reference_profile=_reference(schema, train, accuracy),
+        estimator=settings.trainer_estimator,
+        package_versions={p: package_version(p) for p in ("scikit-learn", "numpy", "scipy", "skops")},
+        lineage=Lineage(
+            run_id=report.run_id,
+            trigger=report.trigger.kind,
+            trigger_event_id=report.trigger.event_id,
+            correlation_id=report.trigger.correlation_id,
+        ),
+    )
+    created = registry.upload(schema.name, artifact, metadata)
+    report.version = created.version
+    phase("upload")
+    report.status, report.finished_at = "completed", datetime.now(UTC)
+    return report
+
+
+def _fail(report: RunReport, gate: str, reason: str) -> RunReport:
+    report.status, report.failed_gate, report.reason = "failed", gate, reason
+    report.finished_at = datetime.now(UTC)
+    return report

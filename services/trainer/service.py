@@ -1,0 +1,262 @@
+"""The trainer's loop: collect examples, coalesce triggers, run one training at a time.
+
+The Kafka consume loop only records examples and triggers and returns, so it never blocks
+past `max_poll_interval_ms` (kafka-python #1401, #2179); runs happen on a worker thread.
+Triggers that come while a run waits or runs are merged into it, never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+
+from kafka.consumer.fetcher import ConsumerRecord
+from prometheus_client import Counter, Gauge, Histogram
+from sklearn.pipeline import Pipeline
+
+from services.trainer.examples import ExampleStore
+from services.trainer.run import RunReport, Trigger, execute
+from shared import topics
+from shared.changepoint import change_point, split_p_value
+from shared.events import BadEvent, DriftDetected, Envelope, Example, ModelChanged, TrainingEvent
+from shared.kafka import EventPublisher
+from shared.registry_client import RegistryClient, RegistryError
+from shared.schema import DatasetSchema
+from shared.serialization import ArtifactError, load_model
+from shared.settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+
+RUNS = Counter("ctloop_trainer_runs_total", "Training runs by outcome", ["outcome"])
+RUN_SECONDS = Histogram("ctloop_trainer_run_seconds", "Training run duration", ["phase"])
+EXAMPLES = Gauge("ctloop_trainer_examples", "Labelled examples held for training")
+TRIGGERS = Counter("ctloop_trainer_triggers_total", "Triggers received", ["kind", "outcome"])
+
+
+def refine_onset(examples: list[Example], since: datetime, p_max: float = 1e-3) -> datetime:
+    """A later onset than the monitor's, when the champion's own errors in the examples show
+    the change happened later (significantly so); otherwise `since` unchanged.
+
+    The monitor must place the onset from the few labels it had when it fired; by the time
+    the trainer has enough post-drift examples the change point is much clearer, and an onset
+    placed too early would mix the old concept into the new model.
+    """
+    scored = [e for e in examples if e.prediction is not None]
+    if len(scored) < 100:
+        return since
+    errors = [float(e.prediction != e.label) for e in scored]
+    k = change_point(errors)
+    if 0 < k < len(scored) and split_p_value(errors, k) < p_max:
+        return max(since, scored[k].event_time)
+    return since
+
+
+class Trainer:
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        schema: DatasetSchema,
+        publisher: EventPublisher,
+        registry: RegistryClient,
+    ) -> None:
+        self.settings = settings
+        self.schema = schema
+        self.publisher = publisher
+        self.registry = registry
+        self.examples = ExampleStore(settings.trainer_max_examples)
+        self.runs: list[RunReport] = []
+        self.champion_version: int | None = None
+        self._champion_model: tuple[int, Pipeline] | None = None
+        self._pending: Trigger | None = None
+        self._cold_start_attempt: int | None = None
+        """Examples held at the last cold-start attempt; a failed one retries with more data."""
+        self._running = False
+        self._wake = threading.Condition()
+        self._stop = False
+        self.worker = threading.Thread(target=self._work, name="trainer-worker", daemon=True)
+
+    # --- inputs (called from the consume loop and the HTTP API) --------------------------
+
+    def handle(self, messages: list[ConsumerRecord]) -> None:
+        for message in messages:
+            try:
+                event = Envelope.decode(message.value)
+                payload = event.parsed()
+            except BadEvent as exc:
+                self.publisher.dead_letter(
+                    message.topic, str(exc), message.value, message.partition, message.offset
+                )
+                continue
+            if isinstance(payload, Example):
+                self.examples.add(payload)
+            elif isinstance(payload, DriftDetected) and payload.model_name == self.schema.name:
+                self.trigger(
+                    Trigger(
+                        kind="drift",
+                        event_id=event.event_id,
+                        correlation_id=event.correlation_id,
+                        since=payload.onset_time,
+                    )
+                )
+            elif (
+                isinstance(payload, ModelChanged)
+                and event.type == "model.promoted"
+                and payload.alias == "champion"
+                and payload.model_name == self.schema.name
+            ):
+                self.champion_version = payload.version
+        EXAMPLES.set(len(self.examples))
+        with self._wake:
+            self._wake.notify()
+
+    def trigger(self, trigger: Trigger) -> Trigger:
+        """Queue a trigger, or merge it into the one already waiting."""
+        with self._wake:
+            if self._pending is None:
+                self._pending = trigger
+                TRIGGERS.labels(trigger.kind, "queued").inc()
+            else:
+                self._pending.merged.append(trigger.event_id or trigger.kind)
+                if trigger.kind == "drift":  # a drift outranks a waiting manual or cold start
+                    self._pending.kind, self._pending.event_id = "drift", trigger.event_id
+                    self._pending.correlation_id = trigger.correlation_id
+                    self._pending.since = trigger.since
+                TRIGGERS.labels(trigger.kind, "merged").inc()
+            self._wake.notify()
+            return self._pending
+
+    # --- the worker ----------------------------------------------------------------------
+
+    def _ready(self) -> Trigger | None:
+        """The trigger to run now, if there is one and enough data for it."""
+        if self._running:
+            return None
+        pending = self._pending
+        if pending is None and self._cold_start_due():
+            pending = self._pending = Trigger(kind="cold_start")
+        if pending is None:
+            return None
+        if pending.since is not None:
+            minimum = self.settings.trainer_min_post_drift
+            if self.examples.count_since(pending.since) < minimum:
+                return None
+            pending.refined_since = refine_onset(self.examples.snapshot(since=pending.since), pending.since)
+            enough = self.examples.count_since(pending.refined_since) >= minimum
+        else:
+            enough = len(self.examples) >= self.settings.trainer_min_examples
+        return pending if enough else None
+
+    def _cold_start_due(self) -> bool:
+        if self.champion_version is not None or any(r.status == "completed" for r in self.runs):
+            return False
+        needed = self.settings.trainer_min_examples
+        if self._cold_start_attempt is not None:  # the last one failed: wait for more data
+            needed = self._cold_start_attempt + self.settings.trainer_min_examples // 2
+        return len(self.examples) >= needed
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                trigger = self._ready()
+                while trigger is None and not self._stop:
+                    self._wake.wait(timeout=1.0)
+                    trigger = self._ready()
+                if self._stop:
+                    return
+                self._pending, self._running = None, True
+            try:
+                self._run(trigger)
+            finally:
+                with self._wake:
+                    self._running = False
+
+    def _champion(self) -> Pipeline | None:
+        if self.champion_version is None:
+            return None
+        if self._champion_model and self._champion_model[0] == self.champion_version:
+            return self._champion_model[1]
+        try:
+            version = self.registry.version(self.schema.name, self.champion_version)
+            if version is None:
+                return None
+            model = load_model(self.registry.artifact(self.schema.name, version), version.digest)
+        except (RegistryError, ArtifactError) as exc:
+            log.warning("cannot load champion v%s for comparison: %s", self.champion_version, exc)
+            return None
+        self._champion_model = (self.champion_version, model)  # type: ignore[assignment]
+        return model  # type: ignore[return-value]
+
+    def _run(self, trigger: Trigger) -> None:
+        report = RunReport(trigger=trigger)
+        # A run with no triggering event starts a loop of its own: its id follows it through.
+        trigger.correlation_id = trigger.correlation_id or report.run_id
+        self.runs.append(report)
+        data = self.examples.snapshot(since=trigger.refined_since or trigger.since)
+        if trigger.kind == "cold_start":
+            self._cold_start_attempt = len(self.examples)
+        if trigger.since is None:
+            data = data[-self.settings.trainer_max_examples :]
+        self._emit("training.started", report, rows=len(data))
+        log.info(
+            "run %s started (%s, %d examples%s)",
+            report.run_id,
+            trigger.kind,
+            len(data),
+            f", merged {len(trigger.merged)}" if trigger.merged else "",
+        )
+        try:
+            execute(report, data, self.schema, self.settings, self.registry, self._champion())
+        except Exception as exc:
+            log.exception("run %s crashed", report.run_id)
+            report.status, report.reason, report.failed_gate = "failed", f"crashed: {exc}", None
+            report.finished_at = datetime.now(report.started_at.tzinfo) if report.started_at else None
+        for name, ms in report.phases_ms.items():
+            RUN_SECONDS.labels(name).observe(ms / 1000)
+        RUNS.labels(report.status).inc()
+        if report.status == "completed":
+            log.info(
+                "run %s completed: v%s accuracy %.3f",
+                report.run_id,
+                report.version,
+                report.metrics.get("accuracy", float("nan")),
+            )
+            self._emit("training.completed", report)
+        else:
+            log.warning("run %s failed: %s", report.run_id, report.reason)
+            self._emit("training.failed", report)
+
+    def _emit(self, event_type: str, report: RunReport, rows: int | None = None) -> None:
+        payload = TrainingEvent(
+            run_id=report.run_id,
+            model_name=self.schema.name,
+            trigger=report.trigger.kind,
+            trigger_event_id=report.trigger.event_id,
+            rows=rows or report.rows or None,
+            version=report.version,
+            metrics=report.metrics,
+            failed_gate=report.failed_gate,
+            reason=report.reason,
+        )
+        self.publisher.publish(
+            topics.TRAINING,
+            event_type,
+            payload,
+            key=self.schema.name,
+            correlation_id=report.trigger.correlation_id,
+            causation_id=report.trigger.event_id,
+        )
+
+    def start(self) -> None:
+        try:
+            champion = self.registry.alias(self.schema.name, "champion")
+            self.champion_version = champion.version if champion else None
+        except RegistryError as exc:
+            log.warning("registry not reachable at start (%s); learning the champion from events", exc)
+        self.worker.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stop = True
+            self._wake.notify()
+        self.worker.join(30)
