@@ -1,0 +1,49 @@
+"""Runs serving: the model holder, the swapper following `models`, the prediction log, HTTP."""
+
+from __future__ import annotations
+
+import os
+
+from shared import topics
+from shared.http import serve
+from shared.kafka import ConsumeLoop, EventPublisher, make_consumer
+from shared.logs import setup_logging
+from shared.registry_client import RegistryClient
+from shared.schema import load_schema
+from shared.settings import ServingSettings
+
+
+def main() -> None:
+    # NOTE: more BLAS/OpenMP threads than cores makes one-row predicts several times slower.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from services.serving.app import build_app
+    from services.serving.holder import ModelHolder
+    from services.serving.prediction_log import PredictionLog
+    from services.serving.swapper import Swapper
+
+    settings = ServingSettings()
+    setup_logging("serving", settings.log_level)
+    schema = load_schema(settings.schema_path)
+    topics.ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
+    publisher = EventPublisher(settings, "serving")
+    holder = ModelHolder(schema, RegistryClient(settings.registry_url))
+    swapper = Swapper(holder, publisher, settings.serving_registry_retry_s)
+    prediction_log = PredictionLog(publisher, settings.serving_log_buffer)
+    # NOTE: each serving replica must see every promotion, so the group id is per instance,
+    # and it starts from the latest offset: the registry is asked for the current champion.
+    loop = ConsumeLoop(
+        "serving-models",
+        lambda: make_consumer(
+            settings, f"ctloop-serving-{settings.instance}", [topics.MODELS], auto_offset_reset="latest"
+        ),
+        swapper.handle,
+    )
+    swapper.start()
+    prediction_log.start()
+    loop.start()
+    try:
+        serve(build_app(holder, prediction_log), settings.host, settings.serving_port, settings.log_level)
+    finally:
+        loop.stop()
+        swapper.stop()
+        prediction_log.stop()

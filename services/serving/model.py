@@ -1,0 +1,47 @@
+"""A loaded model version: its pipeline, its input schema, and how it turns records into
+predictions with class probabilities keyed by the schema's classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+from shared.features import encode_features
+from shared.registry_api import ModelVersion
+from shared.schema import DatasetSchema
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: ModelVersion
+    pipeline: Pipeline
+
+    @property
+    def number(self) -> int:
+        return self.version.version
+
+    @property
+    def schema(self) -> DatasetSchema:
+        return self.version.input_schema
+
+    def predict(self, rows: list[dict[str, object]]) -> tuple[list[object], list[dict[str, float]]]:
+        """Predicted classes and per-class probabilities for validated feature dicts."""
+        classes = self.schema.label.classes
+        keys = self.schema.class_keys
+        proba = self.pipeline.predict_proba(encode_features(self.schema, rows))
+        # The pipeline was fit on class indices, maybe not all of them: spread into all classes.
+        full = np.zeros((len(rows), len(classes)))
+        full[:, self.pipeline.classes_.astype(int)] = proba
+        best = full.argmax(axis=1)
+        predictions = [classes[i] for i in best]
+        probabilities = [{k: float(p) for k, p in zip(keys, row, strict=True)} for row in full]
+        return predictions, probabilities
+
+    def warm_up(self) -> None:
+        """One predict on a synthetic row so the first request pays no lazy set-up."""
+        row: dict[str, object] = {}
+        for f in self.schema.features:
+            row[f.name] = f.categories[0] if f.type == "categorical" else (f.min or 0.0)
+        self.predict([row])
