@@ -1,0 +1,1 @@
+"""Ingest: validates records and labels from HTTP and the `raw` topic into the loop."""

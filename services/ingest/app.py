@@ -1,0 +1,105 @@
+"""Ingest's HTTP API: `POST /v1/records`, `POST /v1/labels`, `GET /v1/schema`.
+
+A batch is not all-or-nothing: the response lists what was accepted, what was a duplicate
+of a recent id, and each rejected item with its index, field and reason. An item is reported
+accepted only once the broker acknowledged it (acks=all); if the broker cannot take writes
+the answer is 503 with Retry-After and nothing is reported accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel
+
+from services.ingest.intake import Intake, Outcome
+from shared.http import BadRequest, TooLarge, Unavailable, create_app
+from shared.kafka import acked
+from shared.schema import DatasetSchema
+from shared.settings import IngestSettings
+from shared.validation import FieldError
+
+PRODUCE_ERRORS = Counter("ctloop_ingest_producer_errors_total", "Writes the broker did not acknowledge")
+LATENCY = Histogram("ctloop_ingest_request_seconds", "Ingest request latency", ["route"])
+
+
+class IntakeResponse(BaseModel):
+    accepted: list[dict[str, Any]]
+    duplicates: list[dict[str, Any]]
+    rejected: list[FieldError]
+
+
+async def _parse_body(request: Request, settings: IngestSettings, key: str) -> list[Any]:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > settings.ingest_max_body_bytes:
+        raise TooLarge(f"body of {length} bytes exceeds the limit of {settings.ingest_max_body_bytes}")
+    body = await request.body()
+    if len(body) > settings.ingest_max_body_bytes:
+        raise TooLarge(f"body exceeds the limit of {settings.ingest_max_body_bytes} bytes")
+    if "ndjson" in request.headers.get("content-type", ""):
+        items = []
+        for number, line in enumerate(body.splitlines(), start=1):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise BadRequest(
+                        f"malformed JSON on line {number}, column {exc.colno}: {exc.msg}"
+                    ) from exc
+    else:
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+        items = data[key] if isinstance(data, dict) and key in data else [data]
+        if not isinstance(items, list):
+            raise BadRequest(f"{key!r} must be a list")
+    if len(items) > settings.ingest_max_batch:
+        raise TooLarge(f"{len(items)} items exceed the batch limit of {settings.ingest_max_batch}")
+    return items
+
+
+def build_app(settings: IngestSettings, schema: DatasetSchema, intake: Intake, ready: callable) -> FastAPI:  # type: ignore[valid-type]
+    app = create_app("ctloop ingest", health=lambda: {"ready": ready(), "service": "ingest"})
+
+    async def respond(outcome: Outcome) -> IntakeResponse:
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(acked(f) for f in outcome.futures)), settings.ingest_ack_timeout_s
+            )
+        except Exception as exc:
+            PRODUCE_ERRORS.inc(len(outcome.futures))
+            intake.forget(outcome)
+            raise Unavailable(
+                f"the broker did not acknowledge the writes ({type(exc).__name__}); "
+                "nothing from this request is accepted, retry later",
+                headers={"Retry-After": "5"},
+            ) from exc
+        return IntakeResponse(
+            accepted=outcome.accepted, duplicates=outcome.duplicates, rejected=outcome.rejected
+        )
+
+    @app.post("/v1/records", response_model=IntakeResponse, tags=["intake"])
+    async def post_records(request: Request) -> IntakeResponse:
+        """One record, `{"records": [...]}`, or NDJSON (`Content-Type: application/x-ndjson`)."""
+        with LATENCY.labels("records").time():
+            items = await _parse_body(request, settings, "records")
+            return await respond(intake.records(items, "http:/v1/records"))
+
+    @app.post("/v1/labels", response_model=IntakeResponse, tags=["intake"])
+    async def post_labels(request: Request) -> IntakeResponse:
+        """`{"labels": [{"id": "r-123", "label": 1}]}` (or NDJSON of such objects)."""
+        with LATENCY.labels("labels").time():
+            items = await _parse_body(request, settings, "labels")
+            return await respond(intake.labels(items, "http:/v1/labels"))
+
+    @app.get("/v1/schema", response_model=DatasetSchema, tags=["schema"])
+    def get_schema() -> DatasetSchema:
+        """The dataset schema records are validated against."""
+        return schema
+
+    return app

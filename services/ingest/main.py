@@ -1,0 +1,38 @@
+"""Runs ingest: the HTTP API and the consumer of the `raw` topic."""
+
+from __future__ import annotations
+
+from shared import topics
+from shared.http import serve
+from shared.kafka import ConsumeLoop, EventPublisher, make_consumer
+from shared.logs import setup_logging
+from shared.schema import load_schema
+from shared.settings import IngestSettings
+
+
+def main() -> None:
+    from services.ingest.app import build_app
+    from services.ingest.dedupe import RecentIds
+    from services.ingest.intake import Intake
+    from services.ingest.raw import RawHandler
+
+    settings = IngestSettings()
+    setup_logging("ingest", settings.log_level)
+    schema = load_schema(settings.schema_path)
+    topics.ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
+    recent = RecentIds(settings.ingest_dedupe_window_s, settings.ingest_dedupe_capacity)
+    intake = Intake(schema, EventPublisher(settings, "ingest"), recent)
+    loop = ConsumeLoop(
+        "ingest-raw", lambda: make_consumer(settings, "ctloop-ingest", [topics.RAW]), RawHandler(intake)
+    )
+    loop.start()
+    try:
+        serve(
+            build_app(settings, schema, intake, loop.assigned.is_set),
+            settings.host,
+            settings.ingest_port,
+            settings.log_level,
+        )
+    finally:
+        loop.stop()
+        intake.publisher.close()
