@@ -1,0 +1,238 @@
+"""The monitor's faust app: agents that feed `MonitorState` and send what it decides.
+
+- `observe` reads `records`, `predictions` and `labels` (all keyed by record id, so a
+  record's events land on the same partition) and joins them in a faust table: a record that
+  arrives labelled, or a prediction or record whose late label arrives, becomes an `examples`
+  event; a champion's prediction joined with its label feeds the error stream. Entries whose
+  partner never comes expire after `monitor_join_ttl_s`.
+- `follow_models` resets the reference when a new champion is promoted.
+- an HTTP task serves `/healthz`, `/metrics` and `GET /v1/drift/status`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import Iterator
+from datetime import datetime
+
+import faust
+import httpx
+import uvicorn
+from faust.types import EventT
+
+from services.monitor.state import MonitorState
+from shared import topics
+from shared.events import (
+    BadEvent,
+    DriftDetected,
+    Envelope,
+    Example,
+    Label,
+    ModelChanged,
+    Prediction,
+    Source,
+    dead_letter_of,
+    new_event,
+)
+from shared.http import create_app
+from shared.kafka import faust_broker_config
+from shared.registry_api import ModelVersion
+from shared.schema import DatasetSchema
+from shared.settings import MonitorSettings
+from shared.validation import Record
+
+log = logging.getLogger(__name__)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside faust's event loop: faust owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
+    app = faust.App(
+        "ctloop-monitor",
+        store="memory://",
+        web_enabled=False,
+        **faust_broker_config(settings),
+    )
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    inputs = app.topic(topics.RECORDS, topics.PREDICTIONS, topics.LABELS, **raw)
+    models = app.topic(topics.MODELS, **raw)
+    examples_out = app.topic(topics.EXAMPLES, **raw)
+    drift_out = app.topic(topics.DRIFT, **raw)
+    deadletter = app.topic(topics.DEADLETTER, **raw)
+    pending = app.Table("pending", default=None, partitions=settings.topic_partitions)
+    state = MonitorState(settings, schema)
+    source = Source(service="monitor", instance=settings.instance)
+    expiry: dict[int, deque[tuple[float, str]]] = defaultdict(deque)
+    app.monitor_state = state  # type: ignore[attr-defined]
+
+    async def send_drift(drift: DriftDetected | None) -> None:
+        if drift is None:
+            return
+        event = new_event("drift.detected", drift, source)
+        log.warning("drift detected (%s, %s): %s", drift.kind, drift.detector, _describe(drift))
+        await drift_out.send(key=schema.name.encode(), value=event.encode())
+
+    async def send_example(record_id: str, entry: dict, label: object, cause: Envelope) -> None:
+        example = Example(
+            record_id=record_id,
+            event_time=entry["t"],
+            features=entry["f"],
+            label=label,
+            model_version=entry.get("v"),
+            prediction=entry.get("p"),
+        )
+        event = new_event("example.labelled", example, source, cause=cause)
+        await examples_out.send(key=record_id.encode(), value=event.encode())
+
+    async def dead_letter(event: EventT, reason: str) -> None:
+        message = event.message
+        letter = new_event(
+            "input.rejected",
+            dead_letter_of(message.topic, reason, event.value, message.partition, message.offset),
+            source,
+        )
+        await deadletter.send(key=message.topic.encode(), value=letter.encode())
+
+    def expire(partition: int) -> None:
+        # NOTE: only keys of the current event's partition may be deleted here: a faust table
+        # writes its changelog to the partition of the event being processed.
+        queue, cutoff = expiry[partition], time.monotonic() - settings.monitor_join_ttl_s
+        while queue and queue[0][0] < cutoff:
+            _, key = queue.popleft()
+            if pending.get(key) is not None:
+                del pending[key]
+
+    @app.agent(inputs)
+    async def observe(stream: faust.Stream) -> None:
+        async for event in stream.events():
+            try:
+                envelope = Envelope.decode(event.value)
+                payload = envelope.parsed()
+            except BadEvent as exc:
+                await dead_letter(event, str(exc))
+                continue
+            record_id = (event.key or b"").decode()
+            entry = pending.get(record_id) or {}
+            if isinstance(payload, Record):
+                await send_drift(state.observe_features(payload.features, payload.event_time))
+                if payload.label is not None:
+                    await send_example(
+                        record_id,
+                        {"t": payload.event_time.isoformat(), "f": payload.features},
+                        payload.label,
+                        envelope,
+                    )
+                    continue
+                entry.update(t=payload.event_time.isoformat(), f=payload.features)
+            elif isinstance(payload, Prediction):
+                if payload.shadow:
+                    continue
+                await send_drift(state.observe_features(payload.features, payload.event_time))
+                entry.update(
+                    t=payload.event_time.isoformat(),
+                    f=payload.features,
+                    p=payload.prediction,
+                    v=payload.model_version,
+                )
+            elif isinstance(payload, Label):
+                entry.update(l=payload.label, lt=payload.event_time.isoformat())
+            if "l" in entry and "f" in entry:
+                await send_example(record_id, entry, entry["l"], envelope)
+                reference = state.reference.version if state.reference else None
+                if "p" in entry and entry.get("v") == reference:
+                    correct = entry["p"] == entry["l"]
+                    await send_drift(state.observe_outcome(correct, datetime.fromisoformat(entry["t"])))
+                if record_id in pending:
+                    del pending[record_id]
+            else:
+                pending[record_id] = entry
+                expiry[event.message.partition].append((time.monotonic(), record_id))
+            expire(event.message.partition)
+
+    async def fetch_reference(version: int | None = None) -> ModelVersion | None:
+        path = f"/v1/models/{schema.name}/" + (f"versions/{version}" if version else "aliases/champion")
+        async with httpx.AsyncClient(base_url=settings.registry_url, timeout=10) as client:
+            response = await client.get(path)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return ModelVersion.model_validate_json(response.content)
+
+    @app.agent(models)
+    async def follow_models(stream: faust.Stream) -> None:
+        async for value in stream:
+            try:
+                envelope = Envelope.decode(value)
+                payload = envelope.parsed()
+            except BadEvent:
+                continue
+            if (
+                envelope.type == "model.promoted"
+                and isinstance(payload, ModelChanged)
+                and payload.alias == "champion"
+                and payload.model_name == schema.name
+            ):
+                version = await fetch_reference(payload.version)
+                if version is not None:
+                    state.set_reference(version)
+                    log.info("reference reset to champion v%d", version.version)
+
+    @app.task
+    async def load_champion_at_start() -> None:
+        while state.reference is None:
+            try:
+                version = await fetch_reference()
+                if version is not None and state.reference is None:
+                    state.set_reference(version)
+                    log.info("reference: champion v%d", version.version)
+                return
+            except httpx.HTTPError as exc:
+                log.info("registry not reachable yet (%s)", exc)
+                await app.sleep(2.0)
+
+    http = create_app(
+        "ctloop monitor",
+        health=lambda: {
+            "ready": app.rebalancing is False and bool(app.consumer.assignment()),
+            "service": "monitor",
+        },
+    )
+
+    @http.get("/v1/drift/status", tags=["drift"])
+    def drift_status() -> dict[str, object]:
+        """The current verdict, the reference version, the error detector and the last
+        windows' reports."""
+        return state.status()
+
+    server = _EmbeddedServer(
+        uvicorn.Config(
+            http,
+            host=settings.host,
+            port=settings.monitor_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+    )
+
+    @app.task
+    async def serve_http() -> None:
+        await server.serve()
+
+    return app
+
+
+def _describe(drift: DriftDetected) -> str:
+    if drift.kind == "concept":
+        return f"error rate {drift.error_rate:.2f} vs validation accuracy {drift.baseline_accuracy}"
+    drifted = [f for f in drift.features if f.drifted]
+    return ", ".join(f"{f.feature} {f.test}={f.statistic:.3g} p={f.p_value:.2g}" for f in drifted)

@@ -1,0 +1,258 @@
+"""The monitor's decisions, free of faust: feature windows tested against the champion's
+reference, the error stream of joined predictions, and the alarm policy.
+
+The faust agents feed it observations and send whatever `DriftDetected` it returns. One drift
+event per episode: after an alarm it stays quiet until a new champion resets the reference
+(or `rearm_s` passes, in case no new model came of it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from datetime import datetime
+
+from prometheus_client import Counter, Gauge
+
+from services.monitor.detectors import PageHinkley
+from services.monitor.stats import (
+    benjamini_hochberg,
+    chi2_categorical,
+    ks_numeric,
+    proportion_drop,
+)
+from shared.changepoint import change_point
+from shared.events import DriftDetected, FeatureDrift
+from shared.registry_api import ModelVersion
+from shared.schema import DatasetSchema
+from shared.settings import MonitorSettings
+
+DRIFT_SCORE = Gauge("ctloop_monitor_drift_score", "Effect size in the last window", ["feature"])
+DRIFT_P = Gauge("ctloop_monitor_drift_p_value", "Adjusted-test p-value in the last window", ["feature"])
+ACCURACY = Gauge("ctloop_monitor_window_accuracy", "Accuracy of the recent labelled predictions")
+PROCESSED = Counter("ctloop_monitor_records_total", "Observations processed", ["kind"])
+ALARMS = Counter("ctloop_monitor_drift_events_total", "Drift events emitted", ["kind"])
+
+ROLLING = 200
+OUTCOMES_KEPT = 2000
+ONSET_LOOKBACK = 400
+REPORTS_KEPT = 20
+
+
+class MonitorState:
+    def __init__(self, settings: MonitorSettings, schema: DatasetSchema, rearm_s: float = 300.0) -> None:
+        self.settings = settings
+        self.schema = schema
+        self.rearm_s = rearm_s
+        self.reference: ModelVersion | None = None
+        self.reports: deque[dict[str, object]] = deque(maxlen=REPORTS_KEPT)
+        self.last_alarm: DriftDetected | None = None
+        self._alarm_at: float | None = None
+        self.detector: PageHinkley[datetime] = PageHinkley(
+            settings.monitor_error_delta, settings.monitor_error_threshold, settings.monitor_min_error_samples
+        )
+        self._reset_windows()
+
+    def _reset_windows(self) -> None:
+        self.window: list[dict[str, object]] = []
+        self.window_times: list[datetime] = []
+        self.previous_window: list[dict[str, object]] = []
+        self.previous_times: list[datetime] = []
+        self.outcomes: deque[tuple[datetime, int]] = deque(maxlen=OUTCOMES_KEPT)
+        self.drifting_in_a_row = 0
+        self.first_drifting_start: datetime | None = None
+        self.recent_errors: deque[int] = deque(maxlen=ROLLING)
+        self.detector.reset()
+
+    # --- reference -----------------------------------------------------------------------
+
+    def set_reference(self, version: ModelVersion) -> None:
+        """A new champion: compare with what it learned from, and start a new episode."""
+        self.reference = version
+        self._reset_windows()
+        self._alarm_at = None
+
+    @property
+    def armed(self) -> bool:
+        if self._alarm_at is None:
+            return True
+        return time.monotonic() - self._alarm_at >= self.rearm_s
+
+    # --- features ------------------------------------------------------------------------
+
+    def observe_features(self, features: dict[str, object], event_time: datetime) -> DriftDetected | None:
+        PROCESSED.labels("features").inc()
+        if self.reference is None or self.reference.reference_profile is None:
+            return None
+        self.window.append(features)
+        self.window_times.append(event_time)
+        if len(self.window) < self.settings.monitor_window:
+            return None
+        return self._close_window()
+
+    def _test_window(self) -> list[FeatureDrift]:
+        assert self.reference is not None and self.reference.reference_profile is not None
+        sample = self.reference.reference_profile.sample
+        results = []
+        for spec in self.schema.features:
+            current = [row.get(spec.name) for row in self.window]
+            reference = sample.get(spec.name, [])
+            if spec.type == "numeric":
+                result = ks_numeric(
+                    [v for v in reference if v is not None],  # type: ignore[misc]
+                    [v for v in current if v is not None],
+                )  # type: ignore[misc]
+            else:
+                result = chi2_categorical(reference, current)
+            results.append((spec.name, result))
+        rejected = benjamini_hochberg([r.p_value for _, r in results], self.settings.monitor_alpha)
+        verdicts = []
+        for (name, result), significant in zip(results, rejected, strict=True):
+            drifted = significant and result.effect >= self.settings.monitor_min_effect
+            DRIFT_SCORE.labels(name).set(result.effect)
+            DRIFT_P.labels(name).set(result.p_value)
+            verdicts.append(
+                FeatureDrift(
+                    feature=name,
+                    test=result.test,
+                    statistic=result.statistic,
+                    p_value=result.p_value,
+                    effect=result.effect,
+                    drifted=drifted,
+                )
+            )
+        return verdicts
+
+    def _close_window(self) -> DriftDetected | None:
+        verdicts = self._test_window()
+        start, end, size = self.window_times[0], self.window_times[-1], len(self.window)
+        drifted = any(v.drifted for v in verdicts)
+        self.reports.append(
+            {
+                "kind": "features",
+                "window_start": start.isoformat(),
+                "window_end": end.isoformat(),
+                "size": size,
+                "drifted": drifted,
+                "features": [v.model_dump() for v in verdicts],
+            }
+        )
+        onset = self._feature_onset(verdicts) if drifted else None
+        self.previous_window, self.previous_times = self.window, self.window_times
+        self.window, self.window_times = [], []
+        if not drifted:
+            self.drifting_in_a_row, self.first_drifting_start = 0, None
+            return None
+        self.drifting_in_a_row += 1
+        self.first_drifting_start = self.first_drifting_start or onset
+        if self.drifting_in_a_row < self.settings.monitor_consecutive or not self.armed:
+            return None
+        return self._alarm(
+            DriftDetected(
+                model_name=self.schema.name,
+                reference_version=self._ref_version(),
+                kind="feature",
+                features=verdicts,
+                window_start=start,
+                window_end=end,
+                window_size=size,
+                onset_time=self.first_drifting_start,
+                detector="ks/chi2 + benjamini-hochberg",
+            )
+        )
+
+    def _feature_onset(self, verdicts: list[FeatureDrift]) -> datetime:
+        """Where, in the previous and this window, the most drifted numeric feature changed;
+        the window's start when only categorical features drifted."""
+        numeric = [v for v in verdicts if v.drifted and self.schema.feature(v.feature).type == "numeric"]
+        if not numeric:
+            return self.window_times[0]
+        name = max(numeric, key=lambda v: v.effect).feature
+        rows = self.previous_window + self.window
+        times = self.previous_times + self.window_times
+        known = [
+            (t, float(row[name])) for t, row in zip(times, rows, strict=True) if row.get(name) is not None
+        ]  # type: ignore[arg-type]
+        if not known:
+            return self.window_times[0]
+        return known[change_point([v for _, v in known])][0]
+
+    # --- errors (joined predictions and labels) ------------------------------------------
+
+    def observe_outcome(self, correct: bool, event_time: datetime) -> DriftDetected | None:
+        """One labelled prediction of the champion (stamped with the record's time): right?"""
+        PROCESSED.labels("outcomes").inc()
+        error = 0 if correct else 1
+        self.recent_errors.append(error)
+        self.outcomes.append((event_time, error))
+        accuracy = 1 - sum(self.recent_errors) / len(self.recent_errors)
+        ACCURACY.set(accuracy)
+        fired = self.detector.update(float(error), event_time)
+        detector = "page-hinkley on the error stream"
+        baseline = self._baseline_accuracy()
+        if not fired and baseline is not None and len(self.recent_errors) == ROLLING:
+            n = len(self.recent_errors)
+            p_value = proportion_drop(baseline, n - sum(self.recent_errors), n)
+            fired = (
+                p_value < self.settings.monitor_alpha
+                and baseline - accuracy >= self.settings.monitor_min_effect
+            )
+            detector = f"proportion test vs validation accuracy (p={p_value:.2g})"
+        if not fired or not self.armed:
+            return None
+        # NOTE: Page-Hinkley's own onset (the last minimum of a noisy random walk) can lie far
+        # before the change; the CUSUM split of the recent outcomes is a much closer estimate.
+        recent = list(self.outcomes)[-ONSET_LOOKBACK:]
+        onset = recent[change_point([e for _, e in recent])][0]
+        times = [t for t, _ in self.outcomes]
+        return self._alarm(
+            DriftDetected(
+                model_name=self.schema.name,
+                reference_version=self._ref_version(),
+                kind="concept",
+                window_start=times[0],
+                window_end=event_time,
+                window_size=len(self.outcomes),
+                onset_time=onset,
+                error_rate=1 - accuracy,
+                baseline_accuracy=baseline,
+                detector=detector,
+            )
+        )
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _ref_version(self) -> int | None:
+        return self.reference.version if self.reference else None
+
+    def _baseline_accuracy(self) -> float | None:
+        if self.reference is None or self.reference.reference_profile is None:
+            return None
+        return self.reference.reference_profile.validation_accuracy
+
+    def _alarm(self, drift: DriftDetected) -> DriftDetected:
+        self._alarm_at = time.monotonic()
+        self.last_alarm = drift
+        ALARMS.labels(drift.kind).inc()
+        self.reports.append({"kind": "alarm", **drift.model_dump(mode="json", exclude={"features"})})
+        return drift
+
+    def status(self) -> dict[str, object]:
+        errors = list(self.recent_errors)
+        return {
+            "model_name": self.schema.name,
+            "reference_version": self._ref_version(),
+            "verdict": "drift" if not self.armed else "ok",
+            "armed": self.armed,
+            "window_fill": len(self.window),
+            "window_size": self.settings.monitor_window,
+            "recent_accuracy": (1 - sum(errors) / len(errors)) if errors else None,
+            "labelled_predictions": len(errors),
+            "error_detector": {
+                "n": self.detector.n,
+                "statistic": self.detector.statistic,
+                "threshold": self.detector.threshold,
+            },
+            "last_alarm": self.last_alarm.model_dump(mode="json") if self.last_alarm else None,
+            "reports": list(self.reports),
+        }
