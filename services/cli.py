@@ -1,0 +1,146 @@
+"""The `ctloop` command: run one service, bring the whole stack up, or run the demo.
+
+ctloop run {registry,ingest,trainer,monitor,serving}   one service in this process
+ctloop up [--free-ports]                               broker + five services, Ctrl-C stops
+ctloop demo                                            up + a drifting stream, prints the loop
+ctloop train [--url URL]                               ask the trainer for a run now
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.demo.driver import DemoReport
+
+SERVICES = ("registry", "ingest", "trainer", "monitor", "serving")
+
+
+def _run(args: argparse.Namespace) -> int:
+    importlib.import_module(f"services.{args.service}.main").main()
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from services.supervisor import Stack, StackError, run_forever
+
+    stack = Stack(free_ports=args.free_ports)
+    try:
+        stack.start(timeout_s=args.timeout)
+    except StackError as exc:
+        print(f"ctloop up failed: {exc}", file=sys.stderr)
+        return 1
+    for service in SERVICES:
+        print(f"  {service:<9} {stack.url(service)}")
+    print("ctloop is up. Ctrl-C stops it.")
+    return run_forever(stack)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from services.demo.driver import DemoConfig, run_demo
+    from services.supervisor import Stack, StackError
+
+    config = DemoConfig(seed=args.seed, timeout_s=args.timeout)
+    log_path = Path(args.log)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = log_path.open("w")
+
+    def keep(service: str, line: str) -> bool:
+        # Everything goes to the log file; the terminal shows the supervisor and problems.
+        log_file.write(f"{service:>8} | {line}")
+        log_file.flush()
+        return service == "ctloop" or " ERROR " in line or "Traceback" in line
+
+    with tempfile.TemporaryDirectory(prefix="ctloop-demo-") as data:
+        env = {"CTLOOP_DATA_DIR": data}
+        print(f"ctloop demo: starting the stack (full logs in {log_path})")
+        try:
+            stack = Stack(env=env, free_ports=True, log_filter=keep).start(timeout_s=180)
+        except StackError as exc:
+            print(f"ctloop demo failed to start: {exc}", file=sys.stderr)
+            return 1
+        try:
+            urls = {s: stack.url(s) for s in SERVICES}
+            report = run_demo(urls, stack.bootstrap, config, say=lambda line: print(line, flush=True))
+        finally:
+            stack.stop()
+    _print_summary(report)
+    if args.json:
+        Path(args.json).write_text(report.model_dump_json(indent=2))
+    return 0 if report.closed else 1
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _print_summary(r: DemoReport) -> None:
+    print("\n=== ctloop demo summary ===")
+    if r.trace:
+        print("the loop, traced by its correlation id:")
+        for line in r.trace:
+            print(f"  {line}")
+    print(f"accuracy before the drift       {_pct(r.accuracy_before)}")
+    print(f"accuracy just after the drift   {_pct(r.accuracy_just_after)}")
+    print(f"accuracy after the swap         {_pct(r.accuracy_after_swap)}")
+    if r.closed:
+        print(
+            f"drift to swap                   {r.drift_to_swap_records} records, "
+            f"{r.drift_to_swap_seconds} s (v{r.first_version} -> v{r.new_version})"
+        )
+        print(f"drift onset estimated at record {r.onset_estimate_record} (true: {r.drift_record})")
+    print(f"failed prediction requests      {r.failed_requests}")
+    print("the loop closed" if r.closed else f"the loop did NOT close: {r.reason}")
+
+
+def _train(args: argparse.Namespace) -> int:
+    import httpx
+
+    from shared.settings import TrainerSettings
+
+    url = args.url or f"http://127.0.0.1:{TrainerSettings().trainer_port}"
+    try:
+        response = httpx.post(f"{url}/v1/runs", timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"trainer at {url} not reachable: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(response.json(), indent=2))
+    return 0 if response.status_code < 400 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ctloop", description="Continuous training for tabular ML.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one service in this process")
+    run.add_argument("service", choices=SERVICES)
+    run.set_defaults(func=_run)
+
+    up = sub.add_parser("up", help="start the broker (unless CTLOOP_KAFKA_BOOTSTRAP is set) and all services")
+    up.add_argument("--free-ports", action="store_true", help="pick free ports instead of 8000-8004")
+    up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    up.set_defaults(func=_up)
+
+    demo = sub.add_parser("demo", help="run the whole loop on a stream with a known drift")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds before giving up")
+    demo.add_argument("--log", default="var/demo.log", help="where the services' full logs go")
+    demo.add_argument("--json", help="also write the summary as JSON to this file")
+    demo.set_defaults(func=_demo)
+
+    train = sub.add_parser("train", help="ask the trainer for a training run now")
+    train.add_argument("--url", help="trainer URL (default: 127.0.0.1 and CTLOOP_TRAINER_PORT)")
+    train.set_defaults(func=_train)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

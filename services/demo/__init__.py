@@ -1,0 +1,1 @@
+"""`ctloop demo`: a generated stream with a known concept drift, driven through the stack."""
