@@ -1,0 +1,76 @@
+"""Integration fixtures: a real stack (embedded Tansu and five service processes on free
+ports) and a reader that waits on a topic for a condition, with generous deadlines."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from services.supervisor import Stack
+from shared.events import BadEvent, Envelope
+from shared.kafka import make_consumer
+from shared.settings import CommonSettings
+
+pytestmark = pytest.mark.integration
+
+
+def start_stack(folder: Path, **env: str) -> Stack:
+    log = (folder / "stack.log").open("w")
+    stack = Stack(
+        env={"CTLOOP_DATA_DIR": str(folder), "CTLOOP_TOPIC_PARTITIONS": "3", **env}, free_ports=True, out=log
+    )
+    stack.log_path = folder / "stack.log"  # type: ignore[attr-defined]
+    return stack.start(timeout_s=240)
+
+
+def stop_stack(stack: Stack) -> None:
+    stack.stop()
+    lines = stack.log_path.read_text().splitlines()  # type: ignore[attr-defined]
+    print("\n--- last lines of the stack log ---\n" + "\n".join(lines[-80:]))
+
+
+def read_topic(
+    bootstrap: str, topic: str, until: Callable[[list[Envelope]], bool], timeout_s: float = 90.0
+) -> list[Envelope]:
+    """Every envelope on `topic` from the start, until `until(events)` holds."""
+    consumer = make_consumer(
+        CommonSettings(kafka_bootstrap=bootstrap), f"test-{uuid.uuid4().hex[:8]}", [topic]
+    )
+    events: list[Envelope] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not until(events):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"condition on {topic} not met in {timeout_s}s; saw {len(events)} events"
+                )
+            for batch in consumer.poll(timeout_ms=500).values():
+                for message in batch:
+                    with contextlib.suppress(BadEvent):  # the raw topic holds bare records
+                        events.append(Envelope.decode(message.value))
+    finally:
+        consumer.close()
+    return events
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 90.0) -> object:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = start_stack(tmp_path_factory.mktemp("stack"))
+    yield running
+    stop_stack(running)

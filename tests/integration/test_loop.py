@@ -1,0 +1,52 @@
+"""The whole loop on the embedded broker with five real service processes: cold start, a
+concept drift, detection, retraining, promotion and a hot swap, traced end to end."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from services.demo.driver import DemoConfig, run_demo
+from services.supervisor import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def test_served_version_changes_after_the_drift_and_accuracy_recovers(stack: Stack) -> None:
+    urls = {s: stack.url(s) for s in ("registry", "ingest", "trainer", "monitor", "serving")}
+    config = DemoConfig(warmup=1000, drift_at=1500, after_swap=600, timeout_s=300)
+    report = run_demo(urls, stack.bootstrap, config, say=print)
+    print(report.model_dump_json(indent=2))
+
+    assert report.closed, report.reason
+    assert report.new_version is not None and report.first_version is not None
+    assert report.new_version > report.first_version
+    assert report.failed_requests == 0
+    assert report.accuracy_before is not None and report.accuracy_before > 0.8
+    assert report.accuracy_just_after is not None and report.accuracy_just_after < 0.65
+    assert report.accuracy_after_swap is not None and report.accuracy_after_swap > 0.8
+    assert report.recovered
+
+    # One correlation id from the drift to the swap.
+    kinds = [line.split()[0] + " " + line.split()[1] for line in report.trace]
+    for step in (
+        "DRIFT detected",
+        "TRAINING started",
+        "TRAINING completed",
+        "REGISTRY registered",
+        "REGISTRY promoted",
+        "SERVING swapped",
+    ):
+        assert step in kinds, (step, report.trace)
+
+    # The registry's lineage ties the new version to the drift that caused it.
+    version = httpx.get(f"{urls['registry']}/v1/models/demo/versions/{report.new_version}").json()
+    assert version["lineage"]["trigger"] == "drift"
+    assert version["lineage"]["trigger_event_id"] and version["lineage"]["correlation_id"]
+    assert "champion" in version["aliases"] or version["version"] < report.versions_seen[-1]
+
+    runs = httpx.get(f"{urls['trainer']}/v1/runs").json()
+    assert any(r["trigger"]["kind"] == "drift" and r["status"] == "completed" for r in runs)
+    status = httpx.get(f"{urls['monitor']}/v1/drift/status").json()
+    assert status["last_alarm"] is not None
+    assert status["reference_version"] >= report.new_version

@@ -1,0 +1,210 @@
+"""Each service's HTTP API and Kafka door on a real stack with no model yet: ingest outcomes
+and dead letters, the raw topic, serving's cold start and first swap, registry refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+import skops.io as sio
+from kafka import KafkaProducer
+from sklearn.preprocessing import FunctionTransformer
+
+from services.supervisor import Stack
+from shared import topics
+from shared.events import Example
+from shared.registry_api import GateReport, Lineage, VersionMetadata
+from shared.serialization import digest, dump_model
+from tests.fixtures import demo_rows, demo_schema, tiny_pipeline
+from tests.integration.conftest import read_topic, start_stack, stop_stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "test-token-not-a-placeholder"
+GOOD = {"x1": 0.3, "x2": -1.0, "x3": 2.0, "amount": 12.5, "color": "red"}
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = start_stack(
+        tmp_path_factory.mktemp("api"),
+        CTLOOP_INGEST_MAX_BATCH="50",
+        CTLOOP_TRAINER_MIN_EXAMPLES="100000",
+        CTLOOP_REGISTRY_TOKEN=TOKEN,
+    )
+    yield running
+    stop_stack(running)
+
+
+def test_mixed_batch_and_idempotent_retry(api: Stack) -> None:
+    batch = {
+        "records": [
+            {"id": "mix-1", "features": GOOD, "label": 1},
+            {"id": "mix-2", "features": {**GOOD, "x1": "NaN"}},
+            {"id": "mix-3", "features": GOOD},
+        ]
+    }
+    first = httpx.post(f"{api.url('ingest')}/v1/records", json=batch)
+    assert first.status_code == 200
+    body = first.json()
+    assert [a["id"] for a in body["accepted"]] == ["mix-1", "mix-3"]
+    assert body["rejected"] == [
+        {"index": 1, "field": "features.x1", "reason": "must be a number, got str", "id": "mix-2"}
+    ]
+    retry = httpx.post(f"{api.url('ingest')}/v1/records", json=batch).json()
+    assert retry["accepted"] == [] and [d["id"] for d in retry["duplicates"]] == ["mix-1", "mix-3"]
+
+    records = read_topic(
+        api.bootstrap, topics.RECORDS, lambda ev: {e.payload["id"] for e in ev} >= {"mix-1", "mix-3"}
+    )
+    assert sorted(e.payload["id"] for e in records if e.payload["id"].startswith("mix-")) == [
+        "mix-1",
+        "mix-3",
+    ]
+    letters = read_topic(
+        api.bootstrap, topics.DEADLETTER, lambda ev: any("mix-2" in e.payload["original"] for e in ev)
+    )
+    letter = next(e for e in letters if "mix-2" in e.payload["original"])
+    assert letter.payload["errors"][0]["field"] == "features.x1"
+    assert json.loads(letter.payload["original"])["features"]["x1"] == "NaN"
+
+
+def test_labels_ndjson_and_limits(api: Stack) -> None:
+    url = api.url("ingest")
+    labels = httpx.post(
+        f"{url}/v1/labels", json={"labels": [{"id": "mix-1", "label": 1}, {"id": "x", "label": 7}]}
+    )
+    assert labels.json()["rejected"][0]["reason"] == "7 is not one of the classes [0, 1]"
+    ndjson = "\n".join(json.dumps({"id": f"nd-{i}", "features": GOOD}) for i in range(3))
+    response = httpx.post(
+        f"{url}/v1/records", content=ndjson, headers={"content-type": "application/x-ndjson"}
+    )
+    assert len(response.json()["accepted"]) == 3
+    broken = httpx.post(
+        f"{url}/v1/records", content=b'{"records": [1, 2', headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 400 and "malformed JSON at line 1, column" in broken.json()["detail"]
+    big = httpx.post(f"{url}/v1/records", json={"records": [{"features": GOOD}] * 51})
+    assert big.status_code == 413 and "batch limit of 50" in big.json()["detail"]
+    schema = httpx.get(f"{url}/v1/schema").json()
+    assert schema["name"] == "demo" and schema["features"][0]["name"] == "x1"
+
+
+def test_raw_topic_is_validated_like_http(api: Stack) -> None:
+    producer = KafkaProducer(bootstrap_servers=api.bootstrap, acks="all")
+    producer.send(topics.RAW, json.dumps({"id": "raw-1", "features": GOOD}).encode())
+    producer.send(topics.RAW, json.dumps({"id": "raw-2", "features": {**GOOD, "amount": -1}}).encode())
+    producer.send(topics.RAW, b"{not json")
+    producer.flush()
+    producer.close()
+    read_topic(api.bootstrap, topics.RECORDS, lambda ev: any(e.payload["id"] == "raw-1" for e in ev))
+    letters = read_topic(
+        api.bootstrap,
+        topics.DEADLETTER,
+        lambda ev: sum(e.payload["origin"] in ("kafka:raw", topics.RAW) for e in ev) >= 2,
+    )
+    reasons = {
+        e.payload["errors"][0]["reason"] for e in letters if e.payload["origin"] in ("kafka:raw", topics.RAW)
+    }
+    assert "below the minimum 0.0" in reasons
+    assert any(r.startswith("malformed JSON") for r in reasons)
+
+
+def _metadata(artifact_digest: str) -> VersionMetadata:
+    return VersionMetadata(
+        digest=artifact_digest,
+        input_schema=demo_schema(),
+        metrics={"accuracy": 0.9},
+        gate_report=GateReport(passed=True, gates=[]),
+        lineage=Lineage(run_id="run-test", trigger="manual"),
+    )
+
+
+def _good_artifact() -> bytes:
+    rows = demo_rows(300, seed=1)
+    examples = [
+        Example(
+            record_id=f"u-{i}",
+            event_time=datetime(2026, 11, 21, tzinfo=UTC),
+            features=r,
+            label=int(float(r["x1"]) > 0),
+        )
+        for i, r in enumerate(rows)
+    ]  # type: ignore[arg-type]
+    return dump_model(tiny_pipeline(demo_schema(), examples))[0]
+
+
+def _upload(api: Stack, artifact: bytes, metadata: str, token: str = TOKEN) -> httpx.Response:
+    return httpx.post(
+        f"{api.url('registry')}/v1/models/demo/versions",
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+        files={"artifact": ("m.skops", artifact)},
+        data={"metadata": metadata},
+    )
+
+
+def test_registry_refuses_what_it_must(api: Stack) -> None:
+    good = _good_artifact()
+    good_meta = _metadata(digest(good)).model_dump_json()
+    assert _upload(api, good, good_meta, token="").status_code == 401
+    assert _upload(api, good, good_meta, token="wrong").status_code == 401
+
+    tampered = _upload(api, b"PK not the artifact", good_meta)
+    assert tampered.status_code == 400 and "does not match metadata.digest" in tampered.json()["detail"]
+
+    untrusted = sio.dumps(FunctionTransformer(os.system))
+    refused = _upload(api, untrusted, _metadata(digest(untrusted)).model_dump_json())
+    assert refused.status_code == 400 and "posix.system" in refused.json()["detail"]
+
+    no_schema = json.loads(good_meta)
+    no_schema.pop("input_schema")
+    missing = _upload(api, good, json.dumps(no_schema))
+    assert missing.status_code == 422 and missing.json()["detail"][0]["field"] == "metadata.input_schema"
+
+    traversal = httpx.get(f"{api.url('registry')}/v1/models/..%2Fetc/versions")
+    assert traversal.status_code in (404, 422)
+
+
+def test_serving_cold_start_then_first_swap(api: Stack) -> None:
+    serving = api.url("serving")
+    cold = httpx.post(f"{serving}/v1/predict", json={"records": [{"id": "c-1", "features": GOOD}]})
+    assert cold.status_code == 503 and "cold start" in cold.json()["detail"]
+    assert cold.headers["retry-after"] == "5"
+    assert httpx.get(f"{serving}/healthz").status_code == 503
+
+    artifact_bytes = _good_artifact()
+    created = _upload(api, artifact_bytes, _metadata(digest(artifact_bytes)).model_dump_json())
+    assert created.status_code == 201, created.text
+    version = created.json()["version"]
+    assert created.json()["aliases"] == ["champion"]
+    artifact = httpx.get(f"{api.url('registry')}/v1/models/demo/versions/{version}/artifact")
+    assert artifact.headers["x-ctloop-digest"] == created.json()["digest"]
+
+    wait_for(lambda: httpx.get(f"{serving}/healthz").status_code == 200, "serving to load the champion")
+    answer = httpx.post(f"{serving}/v1/predict", json={"id": "p-1", "features": GOOD}).json()
+    assert answer["model_version"] == version
+    prediction = answer["predictions"][0]
+    assert prediction["id"] == "p-1" and set(prediction["probabilities"]) == {"0", "1"}
+    assert abs(sum(prediction["probabilities"].values()) - 1) < 1e-9
+
+    bad = httpx.post(
+        f"{serving}/v1/predict", json={"records": [{"features": GOOD}, {"features": {**GOOD, "color": "x"}}]}
+    )
+    assert bad.status_code == 422
+    assert bad.json()["detail"] == [
+        {
+            "index": 1,
+            "field": "features.color",
+            "reason": "'x' is not one of the categories ['red', 'green', 'blue']",
+        }
+    ]
+    logged = read_topic(
+        api.bootstrap, topics.PREDICTIONS, lambda ev: any(e.payload["record_id"] == "p-1" for e in ev)
+    )
+    assert next(e for e in logged if e.payload["record_id"] == "p-1").payload["model_version"] == version
+    swaps = read_topic(api.bootstrap, topics.MODELS, lambda ev: any(e.type == "model.swapped" for e in ev))
+    assert [e.payload["version"] for e in swaps if e.type == "model.swapped"] == [version]

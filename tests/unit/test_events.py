@@ -1,0 +1,75 @@
+"""The event envelope: round trip, lineage ids, and refusal of what is not an event."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.events import (
+    EVENT_PAYLOADS,
+    BadEvent,
+    Envelope,
+    ModelChanged,
+    Source,
+    TrainingEvent,
+    new_event,
+)
+
+SRC = Source(service="test", instance="t-1")
+
+
+def test_round_trip_keeps_every_field() -> None:
+    payload = ModelChanged(model_name="demo", version=3, alias="champion", digest="sha256:" + "0" * 64)
+    event = new_event("model.promoted", payload, SRC)
+    back = Envelope.decode(event.encode())
+    assert back == event
+    assert back.parsed() == payload
+    assert back.schema_version == 1 and back.occurred_at.tzinfo is not None
+
+
+def test_correlation_follows_the_cause() -> None:
+    drift = new_event("training.started", TrainingEvent(run_id="r", model_name="demo", trigger="drift"), SRC)
+    child = new_event(
+        "training.completed", TrainingEvent(run_id="r", model_name="demo", trigger="drift"), SRC, cause=drift
+    )
+    assert child.correlation_id == drift.event_id
+    assert child.causation_id == drift.event_id
+    explicit = new_event(
+        "training.failed",
+        TrainingEvent(run_id="r", model_name="demo", trigger="manual"),
+        SRC,
+        correlation_id="loop-1",
+        causation_id="trigger-1",
+    )
+    assert (explicit.correlation_id, explicit.causation_id) == ("loop-1", "trigger-1")
+
+
+def test_payload_type_must_match_the_event_type() -> None:
+    with pytest.raises(TypeError, match="does not take a TrainingEvent"):
+        new_event("model.promoted", TrainingEvent(run_id="r", model_name="d", trigger="manual"), SRC)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"not json", "not a ctloop event envelope"),
+        (b'{"type": "x"}', "not a ctloop event envelope"),
+        (
+            b'{"type": "nope", "source": {"service": "s", "instance": "i"}, "correlation_id": "c", "payload": {}}',
+            "unknown event type 'nope'",
+        ),
+    ],
+)
+def test_decode_refuses_non_events(data: bytes, message: str) -> None:
+    with pytest.raises(BadEvent, match=message):
+        Envelope.decode(data)
+
+
+def test_parsed_refuses_a_payload_that_does_not_fit() -> None:
+    event = Envelope(type="model.promoted", source=SRC, correlation_id="c", payload={"version": "three"})
+    with pytest.raises(BadEvent, match=r"model\.promoted payload invalid"):
+        event.parsed()
+
+
+def test_every_topic_has_typed_payloads() -> None:
+    prefixes = {t.split(".")[0] for t in EVENT_PAYLOADS}
+    assert prefixes == {"record", "label", "input", "prediction", "example", "drift", "training", "model"}

@@ -1,0 +1,82 @@
+"""The monitor's decisions on seeded streams: quiet when stationary, exact detection windows,
+onsets near the truth, one drift event per episode."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+from services.monitor.state import MonitorState
+from shared.settings import MonitorSettings
+from tests.fixtures import demo_rows, demo_schema, model_version
+
+T0 = datetime(2026, 11, 21, tzinfo=UTC)
+DETECTED_AT = 1545  # pinned: 45 labels after the change at 1500
+
+
+def state(window: int = 250) -> MonitorState:
+    schema = demo_schema()
+    reference = demo_rows(1000, seed=1)
+    s = MonitorState(MonitorSettings(monitor_window=window), schema)
+    s.set_reference(model_version(schema, {f: [r[f] for r in reference] for f in schema.feature_names}))
+    return s
+
+
+def feed(s: MonitorState, rows: list[dict[str, object]]) -> list[tuple[int, object]]:
+    alarms = []
+    for i, row in enumerate(rows):
+        drift = s.observe_features(row, T0 + timedelta(seconds=i))
+        if drift is not None:
+            alarms.append((i, drift))
+    return alarms
+
+
+def test_no_reference_no_verdict() -> None:
+    s = MonitorState(MonitorSettings(), demo_schema())
+    assert s.observe_features(demo_rows(1, 0)[0], T0) is None and s.window == []
+
+
+def test_stationary_stream_is_quiet() -> None:
+    s = state()
+    assert feed(s, demo_rows(20_000, seed=2)) == []
+    assert len(s.reports) == 20 and not any(r["drifted"] for r in s.reports)
+
+
+def test_mean_shift_is_caught_in_the_window_that_contains_it() -> None:
+    s = state(window=250)
+    alarms = feed(s, demo_rows(2000, seed=3, shift_x3_from=1100))
+    assert [i for i, _ in alarms] == [1249]  # pinned: the window [1000, 1250) holds the change
+    drift = alarms[0][1]
+    assert drift.kind == "feature" and [f.feature for f in drift.features if f.drifted] == ["x3"]
+    onset_index = (drift.onset_time - T0).total_seconds()
+    assert abs(onset_index - 1100) <= 60
+
+
+def test_concept_change_through_the_error_stream() -> None:
+    s = state()
+    rng = random.Random(5)
+    alarms = []
+    for i in range(3000):
+        correct = rng.random() < (0.92 if i < 1500 else 0.5)
+        drift = s.observe_outcome(correct, T0 + timedelta(seconds=i))
+        if drift is not None:
+            alarms.append((i, drift))
+    assert len(alarms) == 1  # one per episode
+    index, drift = alarms[0]
+    assert index == DETECTED_AT and drift.kind == "concept"
+    # At alarm time only a few dozen post-change labels exist: the onset is coarse (the trainer
+    # refines it later from hundreds of examples, see test_trainer.test_refine_onset).
+    assert abs((drift.onset_time - T0).total_seconds() - 1500) <= 100
+    assert drift.baseline_accuracy == 0.92
+
+
+def test_new_reference_starts_a_new_episode() -> None:
+    s = state()
+    rng = random.Random(6)
+    first = [s.observe_outcome(rng.random() < 0.3, T0 + timedelta(seconds=i)) for i in range(300)]
+    assert sum(d is not None for d in first) == 1 and not s.armed
+    s.set_reference(s.reference.model_copy(update={"version": 2}))  # type: ignore[union-attr]
+    assert s.armed and s.detector.n == 0 and len(s.recent_errors) == 0
+    second = [s.observe_outcome(rng.random() < 0.3, T0 + timedelta(seconds=i)) for i in range(300)]
+    assert sum(d is not None for d in second) == 1
+    assert s.status()["reference_version"] == 2

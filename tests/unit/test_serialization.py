@@ -1,0 +1,47 @@
+"""The model serializer: digest, round trip, and refusal of tampered or untrusted artifacts."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.preprocessing import FunctionTransformer
+
+from shared.features import encode_features
+from shared.serialization import ArtifactError, digest, dump_model, load_model
+from tests.fixtures import credit_examples, credit_schema, tiny_pipeline
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    ["sklearn.linear_model.LogisticRegression", "sklearn.ensemble.HistGradientBoostingClassifier"],
+)
+def test_round_trip_gives_identical_predictions(estimator: str) -> None:
+    schema, examples = credit_schema(), credit_examples(400)
+    params = {"max_iter": 500} if "Logistic" in estimator else {"max_iter": 20, "random_state": 0}
+    model = tiny_pipeline(schema, examples, estimator, params)
+    data, data_digest = dump_model(model)
+    assert data_digest == digest(data) and data_digest.startswith("sha256:")
+    x = encode_features(schema, [e.features for e in examples])
+    assert np.array_equal(load_model(data, data_digest).predict_proba(x), model.predict_proba(x))  # type: ignore[attr-defined]
+
+
+def test_tampered_artifact_is_refused() -> None:
+    data, data_digest = dump_model(tiny_pipeline(credit_schema(), credit_examples(200)))
+    tampered = data[:-10] + b"0123456789"
+    with pytest.raises(ArtifactError, match="digest mismatch"):
+        load_model(tampered, data_digest)
+
+
+def test_untrusted_type_is_refused() -> None:
+    # A FunctionTransformer carrying os.system: loading would hand it a callable to run.
+    data = sio.dumps(FunctionTransformer(os.system))
+    with pytest.raises(ArtifactError, match=r"untrusted types: \['posix.system'\]"):
+        load_model(data)
+
+
+def test_garbage_is_refused() -> None:
+    with pytest.raises(ArtifactError, match="not a readable skops artifact"):
+        load_model(b"\x80\x04 definitely not a zip")

@@ -1,0 +1,199 @@
+"""The trainer's logic: trigger coalescing, every gate failing on a purpose-built case,
+reproducibility, onset refinement. The registry and Kafka are replaced by in-memory fakes
+here; the integration tests use the real ones."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.trainer.run import RunReport, Trigger, execute
+from services.trainer.service import Trainer, refine_onset
+from shared.events import Example
+from shared.features import encode_features
+from shared.registry_api import ModelVersion, VersionMetadata
+from shared.serialization import load_model
+from shared.settings import TrainerSettings
+from tests.fixtures import credit_examples, credit_schema, tiny_pipeline
+
+
+class FakeRegistry:
+    def __init__(self) -> None:
+        self.uploads: list[tuple[bytes, VersionMetadata]] = []
+
+    def upload(self, name: str, artifact: bytes, metadata: VersionMetadata) -> ModelVersion:
+        self.uploads.append((artifact, metadata))
+        return ModelVersion(
+            **metadata.model_dump(), name=name, version=len(self.uploads), created_at=datetime.now(UTC)
+        )
+
+    def alias(self, name: str, alias: str) -> None:
+        return None
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def publish(self, topic: str, event_type: str, payload: object, **_: object) -> None:
+        self.events.append((event_type, payload))
+
+
+def settings(tmp_path: Path, **overrides: object) -> TrainerSettings:
+    return TrainerSettings(
+        data_dir=tmp_path, trainer_min_examples=200, trainer_min_post_drift=100, **overrides
+    )  # type: ignore[arg-type]
+
+
+def run(tmp_path: Path, examples: list[Example], champion: object = None, **overrides: object) -> RunReport:
+    registry = FakeRegistry()
+    report = execute(
+        RunReport(trigger=Trigger(kind="manual")),
+        examples,
+        credit_schema(),
+        settings(tmp_path, **overrides),
+        registry,
+        champion,
+    )  # type: ignore[arg-type]
+    assert (report.status == "completed") == bool(registry.uploads)  # a failed run never uploads
+    return report
+
+
+def test_a_good_run_passes_every_gate_and_carries_its_lineage(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    report = execute(
+        RunReport(trigger=Trigger(kind="drift", event_id="e-1", correlation_id="loop-1")),
+        credit_examples(800),
+        credit_schema(),
+        settings(tmp_path),
+        registry,
+        None,
+    )  # type: ignore[arg-type]
+    assert report.status == "completed", report.reason
+    assert {g.name for g in report.gate_report.gates} == {  # type: ignore[union-attr]
+        "min_accuracy",
+        "converged",
+        "finite_outputs",
+        "latency_ms_per_row",
+        "round_trip",
+    }
+    artifact, meta = registry.uploads[0]
+    assert meta.input_schema.name == "credit" and meta.lineage.correlation_id == "loop-1"
+    assert meta.dataset is not None and meta.dataset.rows == 800 and meta.dataset.holdout_rows == 200
+    assert (tmp_path / "trainer" / "datasets" / meta.dataset.path).exists()  # type: ignore[operator]
+    assert meta.reference_profile is not None and len(meta.reference_profile.sample["age"]) == 600
+    assert set(report.phases_ms) == {"prepare", "fit", "gates", "upload"}
+    load_model(artifact, meta.digest)
+
+
+def test_gate_min_accuracy_fails_on_noise(tmp_path: Path) -> None:
+    rng = random.Random(0)
+    noise = [e.model_copy(update={"label": rng.choice(["no", "yes"])}) for e in credit_examples(600)]
+    report = run(tmp_path, noise)
+    assert report.status == "failed" and report.failed_gate == "min_accuracy"
+
+
+def test_gate_single_class(tmp_path: Path) -> None:
+    report = run(tmp_path, [e.model_copy(update={"label": "no"}) for e in credit_examples(300)])
+    assert report.failed_gate == "enough_classes"
+
+
+def test_gate_convergence(tmp_path: Path) -> None:
+    report = run(
+        tmp_path,
+        credit_examples(600),
+        trainer_estimator="sklearn.linear_model.LogisticRegression",
+        trainer_estimator_params={"max_iter": 1},
+    )
+    assert report.failed_gate == "converged"
+
+
+def test_gate_champion_on_the_same_holdout(tmp_path: Path) -> None:
+    schema, good = credit_schema(), credit_examples(800)
+    champion = tiny_pipeline(
+        schema, good, "sklearn.ensemble.HistGradientBoostingClassifier", {"random_state": 0}
+    )
+    # A candidate that may only look at one feature cannot match a champion that sees them all.
+    report = run(
+        tmp_path,
+        good,
+        champion=champion,
+        trainer_estimator="sklearn.tree.DecisionTreeClassifier",
+        trainer_estimator_params={"max_depth": 1},
+        trainer_min_accuracy=0.0,
+    )
+    assert report.failed_gate == "beats_champion"
+
+
+def test_reproducible_predictions(tmp_path: Path) -> None:
+    data, schema = credit_examples(800), credit_schema()
+    first, second = FakeRegistry(), FakeRegistry()
+    for registry in (first, second):
+        execute(RunReport(trigger=Trigger(kind="manual")), data, schema, settings(tmp_path), registry, None)  # type: ignore[arg-type]
+    x = encode_features(schema, [e.features for e in credit_examples(300, seed=9)])
+    a = load_model(first.uploads[0][0]).predict_proba(x)  # type: ignore[attr-defined]
+    b = load_model(second.uploads[0][0]).predict_proba(x)  # type: ignore[attr-defined]
+    assert np.array_equal(a, b)
+    assert first.uploads[0][1].dataset == second.uploads[0][1].dataset
+
+
+def test_refine_onset_moves_an_early_onset_to_the_change() -> None:
+    rng = random.Random(1)
+    t0 = datetime(2026, 11, 21, tzinfo=UTC)
+    examples = [
+        Example(
+            record_id=f"r-{i}",
+            event_time=t0 + timedelta(seconds=i),
+            features={},
+            label=1,
+            prediction=1 if rng.random() < (0.92 if i < 400 else 0.5) else 0,
+        )
+        for i in range(1000)
+    ]
+    refined = refine_onset(examples, t0)
+    assert abs((refined - t0).total_seconds() - 400) <= 15
+    stationary = [e.model_copy(update={"prediction": 1}) for e in examples]
+    assert refine_onset(stationary, t0) == t0  # nothing significant: keep the monitor's onset
+
+
+def test_a_burst_of_drift_events_makes_one_run(tmp_path: Path) -> None:
+    registry, publisher = FakeRegistry(), FakePublisher()
+    trainer = Trainer(settings(tmp_path), credit_schema(), publisher, registry)  # type: ignore[arg-type]
+    trainer.champion_version = 1  # no cold start: only triggers may start a run
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    for i in range(50):
+        trainer.trigger(Trigger(kind="drift", event_id=f"d-{i}", correlation_id=f"d-{i}", since=t0))
+    trainer.start()
+    for example in credit_examples(600):
+        trainer.examples.add(example)
+    with trainer._wake:
+        trainer._wake.notify()
+    deadline = time.monotonic() + 60
+    while not (trainer.runs and trainer.runs[0].status in ("completed", "failed")):
+        assert time.monotonic() < deadline, "the run did not finish"
+        time.sleep(0.05)
+    trainer.stop()
+    assert len(trainer.runs) == 1 and trainer.runs[0].status == "completed"
+    assert len(trainer.runs[0].trigger.merged) == 49  # recorded, not lost
+    assert [t for t, _ in publisher.events] == ["training.started", "training.completed"]
+
+
+def test_duplicate_examples_count_once(tmp_path: Path) -> None:
+    trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())  # type: ignore[arg-type]
+    data = credit_examples(10)
+    for example in data + data:
+        trainer.examples.add(example)
+    assert len(trainer.examples) == 10 and trainer.examples.duplicates == 10
+
+
+@pytest.fixture(autouse=True)
+def _no_threads_left() -> None:
+    before = threading.active_count()
+    yield
+    assert threading.active_count() <= before + 1
