@@ -121,7 +121,8 @@ def describe(event: Envelope) -> str:
             what = f"error rate {p['error_rate']:.2f} (validation accuracy {p['baseline_accuracy']:.2f})"
         else:
             what = ", ".join(
-                f"{f['feature']} {f['test']}={f['statistic']:.3g} p={f['p_value']:.1e} effect={f['effect']:.2f}"
+                f"{f['feature']} {f['test']}={f['statistic']:.3g} p={f['p_value']:.1e} "
+                f"effect={f['effect']:.2f}"
                 for f in p["features"]
                 if f["drifted"]
             )
@@ -139,7 +140,8 @@ def describe(event: Envelope) -> str:
             extra = f"gate {p['failed_gate']}: {p['reason']}"
         return f"TRAINING {event.type.split('.')[1]:<9} {p['run_id']} ({extra})  [loop {corr}]"
     if event.type == "model.registered":
-        return f"REGISTRY registered v{p['version']} accuracy {p['metrics'].get('accuracy', 0):.3f}  [loop {corr}]"
+        accuracy = p["metrics"].get("accuracy", 0)
+        return f"REGISTRY registered v{p['version']} accuracy {accuracy:.3f}  [loop {corr}]"
     if event.type == "model.promoted":
         return (
             f"REGISTRY promoted v{p['version']} to {p['alias']} (was v{p['previous_version']})  [loop {corr}]"
