@@ -16,6 +16,7 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
     {
         "numpy.dtype",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.tree._tree.Tree",
         "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
         "sklearn._loss.link.LogitLink",
         "sklearn._loss.link.MultinomialLogit",
