@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.producer.future import FutureRecordMetadata
 
 from shared import topics
-from shared.events import Envelope, Source, dead_letter_of, new_event
+from shared.events import BadEvent, Envelope, Source, dead_letter_of, new_event
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,21 @@ class EventPublisher:
 
     def close(self) -> None:
         self.producer.close(timeout=5)
+
+
+def decoded(
+    messages: list[ConsumerRecord], publisher: EventPublisher
+) -> Iterator[tuple[ConsumerRecord, Envelope, Any]]:
+    """Each message as (message, envelope, typed payload); what is not a valid event goes to
+    the dead-letter topic with the reason, and the consumer moves on."""
+    for message in messages:
+        try:
+            event = Envelope.decode(message.value)
+            payload = event.parsed()
+        except BadEvent as exc:
+            publisher.dead_letter(message.topic, str(exc), message.value, message.partition, message.offset)
+            continue
+        yield message, event, payload
 
 
 Handler = Callable[[list[ConsumerRecord]], None]

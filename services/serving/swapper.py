@@ -11,8 +11,8 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from services.serving.holder import ModelHolder, SwapRefused
 from shared import topics
-from shared.events import BadEvent, Envelope, ModelChanged, ModelSwapped
-from shared.kafka import EventPublisher
+from shared.events import Envelope, ModelChanged, ModelSwapped
+from shared.kafka import EventPublisher, decoded
 from shared.registry_client import RegistryError
 
 log = logging.getLogger(__name__)
@@ -30,15 +30,7 @@ class Swapper(threading.Thread):
 
     def handle(self, messages: list[ConsumerRecord]) -> None:
         """Consume-loop handler: remember the newest promoted champion; the thread swaps."""
-        for message in messages:
-            try:
-                event = Envelope.decode(message.value)
-                payload = event.parsed()
-            except BadEvent as exc:
-                self.publisher.dead_letter(
-                    message.topic, str(exc), message.value, message.partition, message.offset
-                )
-                continue
+        for _, event, payload in decoded(messages, self.publisher):
             if (
                 event.type == "model.promoted"
                 and isinstance(payload, ModelChanged)

@@ -19,8 +19,8 @@ from services.trainer.examples import ExampleStore
 from services.trainer.run import RunReport, Trigger, execute
 from shared import topics
 from shared.changepoint import change_point, split_p_value
-from shared.events import BadEvent, DriftDetected, Envelope, Example, ModelChanged, TrainingEvent
-from shared.kafka import EventPublisher
+from shared.events import DriftDetected, Example, ModelChanged, TrainingEvent
+from shared.kafka import EventPublisher, decoded
 from shared.registry_client import RegistryClient, RegistryError
 from shared.schema import DatasetSchema
 from shared.serialization import ArtifactError, load_model
@@ -79,15 +79,7 @@ class Trainer:
     # --- inputs (called from the consume loop and the HTTP API) --------------------------
 
     def handle(self, messages: list[ConsumerRecord]) -> None:
-        for message in messages:
-            try:
-                event = Envelope.decode(message.value)
-                payload = event.parsed()
-            except BadEvent as exc:
-                self.publisher.dead_letter(
-                    message.topic, str(exc), message.value, message.partition, message.offset
-                )
-                continue
+        for _, event, payload in decoded(messages, self.publisher):
             if isinstance(payload, Example):
                 self.examples.add(payload)
             elif isinstance(payload, DriftDetected) and payload.model_name == self.schema.name:

@@ -1,0 +1,70 @@
+"""`ctloop up` as a user runs it: it comes up, and SIGTERM leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_up_then_stop_leaves_no_orphans(tmp_path: Path, stop_signal: signal.Signals) -> None:
+    env = {**os.environ, "CTLOOP_DATA_DIR": str(tmp_path)}
+    env.pop("CTLOOP_KAFKA_BOOTSTRAP", None)
+    process = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--free-ports"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    deadline = time.monotonic() + 240
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "ctloop is up" in line or time.monotonic() > deadline:
+            break
+    assert any("ctloop is up" in line for line in lines), "".join(lines[-40:])
+    below = descendants(process.pid)
+    assert len(below) >= 6  # the broker and five services (faust may add helpers)
+    process.send_signal(stop_signal)
+    try:
+        process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    assert process.returncode == 0
+    deadline = time.monotonic() + 20
+    while any(alive(pid) for pid in below) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in below if alive(pid)]
