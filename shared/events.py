@@ -15,12 +15,12 @@ its payload model, so `Envelope.parsed()` hands a consumer a validated object, n
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from shared.ids import new_id
 from shared.schema import LabelValue
 from shared.validation import FeatureValue, FieldError, Label, Record
 
@@ -35,7 +35,7 @@ class Source(BaseModel):
 class Envelope(BaseModel):
     """The wire format of every ctloop event."""
 
-    event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    event_id: str = Field(default_factory=new_id)
     type: str
     schema_version: int = SCHEMA_VERSION
     occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -91,10 +91,13 @@ def new_event(
     expected = EVENT_PAYLOADS.get(event_type)
     if expected is None or not isinstance(payload, expected):
         raise TypeError(f"event type {event_type!r} does not take a {type(payload).__name__}")
-    event_id = str(uuid.uuid4())
-    return Envelope(
+    event_id = new_id()
+    # The fields are built here from typed values: no need to validate them again.
+    return Envelope.model_construct(
         event_id=event_id,
         type=event_type,
+        schema_version=SCHEMA_VERSION,
+        occurred_at=datetime.now(UTC),
         source=source,
         correlation_id=correlation_id or (cause.correlation_id if cause else event_id),
         causation_id=causation_id or (cause.event_id if cause else None),

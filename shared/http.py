@@ -6,6 +6,7 @@ installs the one handler that turns them into `{"detail": ...}` JSON responses.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 import uvicorn
@@ -74,6 +75,19 @@ def create_app(title: str, health: Callable[[], dict[str, object]], **kwargs: ob
     return app
 
 
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections for a long-running service.
+
+    NOTE: the services allocate several objects per record and keep large live sets (de-dup
+    windows, producer futures); with CPython's default threshold (700) collections took ~20%
+    of ingest's CPU. Start-up objects are frozen out of the collector's scans altogether.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 100)
+
+
 def serve(app: FastAPI, host: str, port: int, log_level: str = "info") -> None:
     """Run an app with uvicorn until SIGINT or SIGTERM."""
+    tune_gc()
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False)

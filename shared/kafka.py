@@ -7,7 +7,6 @@ session timeouts that suit Tansu. `EventPublisher` is how services emit envelope
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +30,9 @@ def make_producer(settings: CommonSettings, **overrides: object) -> KafkaProduce
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 5,
+        # NOTE: with the default 16 KiB batches, batches queue behind the sender and every send
+        # wakes it; 512 KiB took 650-byte sends from ~23k to ~57k/s on Tansu here.
+        "batch_size": 512 * 1024,
         "retries": 5,
         "request_timeout_ms": 15_000,
         "client_id": f"ctloop-{settings.instance}",
@@ -68,26 +70,6 @@ def faust_broker_config(settings: CommonSettings) -> dict[str, object]:
         "topic_partitions": settings.topic_partitions,
         "producer_acks": -1,
     }
-
-
-def acked(future: FutureRecordMetadata) -> asyncio.Future[None]:
-    """Turn a kafka-python send future into an asyncio future on the running loop, so an
-    HTTP handler can await the broker's acknowledgement without blocking the loop."""
-    loop = asyncio.get_running_loop()
-    result: asyncio.Future[None] = loop.create_future()
-
-    def _done(_: object) -> None:
-        if not result.done():
-            result.set_result(None)
-
-    def _failed(exc: BaseException) -> None:
-        if not result.done():
-            result.set_exception(exc)
-
-    # NOTE: kafka-python runs callbacks on its I/O thread; hop back to the event loop.
-    future.add_callback(lambda meta: loop.call_soon_threadsafe(_done, meta))
-    future.add_errback(lambda exc: loop.call_soon_threadsafe(_failed, exc))
-    return result
 
 
 class EventPublisher:
