@@ -17,24 +17,26 @@ from __future__ import annotations
 
 import math
 import re
-import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
 
+from shared.ids import new_id
 from shared.schema import CategoricalFeature, DatasetSchema, LabelValue, NumericFeature
 
 FeatureValue = float | str | int | None
 
 
 class FieldError(BaseModel):
-    """Why one input was refused: which item of the batch, which field, and the reason."""
+    """Why one input was refused: which item of the batch, which field, the reason in words
+    and as a stable code (for metrics and programs)."""
 
     index: int
     field: str
     reason: str
+    code: str = "invalid"
     id: str | None = None
 
 
@@ -58,22 +60,22 @@ class Label(BaseModel):
 class InvalidField(ValueError):
     """One field of one input is wrong; `field` is its dotted path."""
 
-    def __init__(self, field: str, reason: str) -> None:
+    def __init__(self, field: str, reason: str, code: str = "invalid") -> None:
         super().__init__(f"{field}: {reason}")
-        self.field, self.reason = field, reason
+        self.field, self.reason, self.code = field, reason, code
 
 
 def new_record_id() -> str:
-    return f"r-{uuid.uuid4().hex}"
+    return f"r-{new_id().replace('-', '')}"
 
 
 def _check_id(schema: DatasetSchema, value: Any) -> str:
     if value is None:
         return new_record_id()
     if not isinstance(value, str):
-        raise InvalidField("id", f"must be a string, got {type(value).__name__}")
+        raise InvalidField("id", f"must be a string, got {type(value).__name__}", "type")
     if not re.fullmatch(schema.id_pattern, value):
-        raise InvalidField("id", f"does not match the id pattern {schema.id_pattern}")
+        raise InvalidField("id", f"does not match the id pattern {schema.id_pattern}", "id_format")
     return value
 
 
@@ -81,59 +83,63 @@ def _check_time(schema: DatasetSchema, value: Any, now: datetime) -> datetime:
     if value is None:
         return now
     if not isinstance(value, str):
-        raise InvalidField("event_time", "must be an ISO 8601 string")
+        raise InvalidField("event_time", "must be an ISO 8601 string", "type")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidField("event_time", f"is not an ISO 8601 time: {value[:40]!r}") from None
+        raise InvalidField("event_time", f"is not an ISO 8601 time: {value[:40]!r}", "time_format") from None
     if parsed.tzinfo is None:
-        raise InvalidField("event_time", "has no time zone (add Z or +00:00)")
+        raise InvalidField("event_time", "has no time zone (add Z or +00:00)", "time_zone")
     parsed = parsed.astimezone(UTC)
     if parsed - now > timedelta(seconds=schema.max_future_seconds):
-        raise InvalidField("event_time", f"is more than {schema.max_future_seconds:g}s in the future")
+        raise InvalidField(
+            "event_time", f"is more than {schema.max_future_seconds:g}s in the future", "time_future"
+        )
     if now - parsed > timedelta(seconds=schema.max_past_seconds):
-        raise InvalidField("event_time", f"is more than {schema.max_past_seconds:g}s in the past")
+        raise InvalidField(
+            "event_time", f"is more than {schema.max_past_seconds:g}s in the past", "time_past"
+        )
     return parsed
 
 
 def _check_numeric(spec: NumericFeature, value: Any) -> float:
     field = f"features.{spec.name}"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidField(field, f"must be a number, got {type(value).__name__}")
+        raise InvalidField(field, f"must be a number, got {type(value).__name__}", "type")
     number = float(value)
     if math.isnan(number):
-        raise InvalidField(field, "is NaN")
+        raise InvalidField(field, "is NaN", "nan")
     if math.isinf(number):
-        raise InvalidField(field, "is infinite")
+        raise InvalidField(field, "is infinite", "infinite")
     if spec.min is not None and number < spec.min:
-        raise InvalidField(field, f"below the minimum {spec.min}")
+        raise InvalidField(field, f"below the minimum {spec.min}", "range")
     if spec.max is not None and number > spec.max:
-        raise InvalidField(field, f"above the maximum {spec.max}")
+        raise InvalidField(field, f"above the maximum {spec.max}", "range")
     return number
 
 
 def _check_categorical(spec: CategoricalFeature, value: Any) -> LabelValue:
     field = f"features.{spec.name}"
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise InvalidField(field, f"must be a string or integer category, got {type(value).__name__}")
+        raise InvalidField(field, f"must be a string or integer category, got {type(value).__name__}", "type")
     if value not in spec.categories and spec.unseen == "reject":
-        raise InvalidField(field, f"{value!r} is not one of the categories {spec.categories}")
+        raise InvalidField(field, f"{value!r} is not one of the categories {spec.categories}", "category")
     return value
 
 
 def check_features(schema: DatasetSchema, features: Any) -> dict[str, FeatureValue]:
     """Validate a `features` object; raises `InvalidField` on the first problem."""
     if not isinstance(features, dict):
-        raise InvalidField("features", "must be an object of feature name to value")
+        raise InvalidField("features", "must be an object of feature name to value", "type")
     unknown = sorted(set(features) - set(schema.feature_names))
     if unknown:
-        raise InvalidField(f"features.{unknown[0]}", "is not a feature of the schema")
+        raise InvalidField(f"features.{unknown[0]}", "is not a feature of the schema", "unknown_field")
     clean: dict[str, FeatureValue] = {}
     for spec in schema.features:
         value = features.get(spec.name)
         if value is None:
             if spec.required:
-                raise InvalidField(f"features.{spec.name}", "is required")
+                raise InvalidField(f"features.{spec.name}", "is required", "missing")
             clean[spec.name] = None
         elif isinstance(spec, NumericFeature):
             clean[spec.name] = _check_numeric(spec, value)
@@ -144,7 +150,7 @@ def check_features(schema: DatasetSchema, features: Any) -> dict[str, FeatureVal
 
 def check_label(schema: DatasetSchema, value: Any) -> LabelValue:
     if isinstance(value, bool) or value not in schema.label.classes:
-        raise InvalidField("label", f"{value!r} is not one of the classes {schema.label.classes}")
+        raise InvalidField("label", f"{value!r} is not one of the classes {schema.label.classes}", "label")
     return value
 
 
@@ -152,15 +158,18 @@ def validate_record(schema: DatasetSchema, raw: Any, now: datetime | None = None
     """One record, or `InvalidField`. Generates `id` and `event_time` when absent."""
     now = now or datetime.now(UTC)
     if not isinstance(raw, dict):
-        raise InvalidField("<record>", "must be a JSON object")
+        raise InvalidField("<record>", "must be a JSON object", "type")
     extra = sorted(set(raw) - {"id", "event_time", "features", "label"})
     if extra:
-        raise InvalidField(extra[0], "is not a record field (id, event_time, features, label)")
+        raise InvalidField(
+            extra[0], "is not a record field (id, event_time, features, label)", "unknown_field"
+        )
     record_id = _check_id(schema, raw.get("id"))
     event_time = _check_time(schema, raw.get("event_time"), now)
     features = check_features(schema, raw.get("features"))
     label = raw.get("label")
-    return Record(
+    # Every field was checked above: construct without validating a second time.
+    return Record.model_construct(
         id=record_id,
         event_time=event_time,
         features=features,
@@ -184,7 +193,9 @@ def validate_records(
         try:
             valid.append(validate_record(schema, raw, now))
         except InvalidField as exc:
-            errors.append(FieldError(index=index, field=exc.field, reason=exc.reason, id=_raw_id(raw)))
+            errors.append(
+                FieldError(index=index, field=exc.field, reason=exc.reason, code=exc.code, id=_raw_id(raw))
+            )
     return valid, errors
 
 
@@ -198,12 +209,12 @@ def validate_labels(
     for index, raw in enumerate(items):
         try:
             if not isinstance(raw, dict):
-                raise InvalidField("<label>", "must be a JSON object")
+                raise InvalidField("<label>", "must be a JSON object", "type")
             extra = sorted(set(raw) - {"id", "label", "event_time"})
             if extra:
-                raise InvalidField(extra[0], "is not a label field (id, label, event_time)")
+                raise InvalidField(extra[0], "is not a label field (id, label, event_time)", "unknown_field")
             if raw.get("id") is None:
-                raise InvalidField("id", "is required")
+                raise InvalidField("id", "is required", "missing")
             valid.append(
                 Label(
                     id=_check_id(schema, raw["id"]),
@@ -212,5 +223,7 @@ def validate_labels(
                 )
             )
         except InvalidField as exc:
-            errors.append(FieldError(index=index, field=exc.field, reason=exc.reason, id=_raw_id(raw)))
+            errors.append(
+                FieldError(index=index, field=exc.field, reason=exc.reason, code=exc.code, id=_raw_id(raw))
+            )
     return valid, errors

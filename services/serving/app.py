@@ -87,7 +87,7 @@ def build_app(holder: ModelHolder, prediction_log: PredictionLog) -> FastAPI:
                 rows.append(check_features(model.schema, item.get("features")))
                 ids.append(record_id)
             except InvalidField as exc:
-                errors.append(FieldError(index=index, field=exc.field, reason=exc.reason))
+                errors.append(FieldError(index=index, field=exc.field, reason=exc.reason, code=exc.code))
         if errors:
             REQUESTS.labels("422", str(model.number)).inc()
             raise Unprocessable([e.model_dump(exclude_none=True) for e in errors])
