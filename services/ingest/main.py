@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared import topics
 from shared.http import serve
-from shared.kafka import ConsumeLoop, EventPublisher, make_consumer
+from shared.kafka import ConsumeLoop, EventPublisher, make_consumer, make_producer
 from shared.logs import setup_logging
 from shared.schema import load_schema
 from shared.settings import IngestSettings
@@ -21,9 +21,14 @@ def main() -> None:
     schema = load_schema(settings.schema_path)
     topics.ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     recent = RecentIds(settings.ingest_dedupe_window_s, settings.ingest_dedupe_capacity)
-    intake = Intake(schema, EventPublisher(settings, "ingest"), recent)
+    # NOTE: a send blocks while the producer lacks metadata; keep that short, the HTTP side
+    # answers 503 rather than hang.
+    producer = make_producer(settings, max_block_ms=5000)
+    intake = Intake(schema, EventPublisher(settings, "ingest", producer), recent)
     loop = ConsumeLoop(
-        "ingest-raw", lambda: make_consumer(settings, "ctloop-ingest", [topics.RAW]), RawHandler(intake)
+        "ingest-raw",
+        lambda: make_consumer(settings, "ctloop-ingest", [topics.RAW]),
+        RawHandler(intake, settings.ingest_max_body_bytes),
     )
     loop.start()
     try:

@@ -11,13 +11,28 @@ from kafka.consumer.fetcher import ConsumerRecord
 from services.ingest.intake import Intake
 
 
+class InFlight(RuntimeError):
+    """Some records of the batch are still being written: the batch is retried."""
+
+
 class RawHandler:
-    def __init__(self, intake: Intake) -> None:
+    def __init__(self, intake: Intake, max_bytes: int) -> None:
         self.intake = intake
+        self.max_bytes = max_bytes
 
     def __call__(self, messages: list[ConsumerRecord]) -> None:
         items = []
         for message in messages:
+            if len(message.value or b"") > self.max_bytes:
+                self.intake.publisher.dead_letter(
+                    message.topic,
+                    f"message of {len(message.value)} bytes exceeds the limit of {self.max_bytes}",
+                    message.value[:1024],
+                    message.partition,
+                    message.offset,
+                    field="<record>",
+                )
+                continue
             try:
                 items.append(json.loads(message.value))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -29,8 +44,11 @@ class RawHandler:
                     message.offset,
                     field="<record>",
                 )
-        outcome = self.intake.records(items, "kafka:raw") if items else None
-        self.intake.publisher.flush(30)
-        if outcome is not None:
-            for future in outcome.futures:
-                future.get(timeout=0)  # raises if the write failed: the loop retries the batch
+        if not items:
+            return
+        outcome = self.intake.records(items, "kafka:raw")
+        # Raises if a write failed or timed out: the loop then retries the whole batch (what
+        # was written is a duplicate the second time, so nothing is doubled).
+        outcome.written.result(timeout=60)
+        if outcome.in_flight:
+            raise InFlight(f"{len(outcome.in_flight)} record(s) still being written; retrying")

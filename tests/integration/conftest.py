@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.supervisor import Stack
+from services.supervisor import SERVICES, Stack
 from shared.events import BadEvent, Envelope
 from shared.kafka import make_consumer
 from shared.settings import CommonSettings
@@ -19,10 +19,13 @@ from shared.settings import CommonSettings
 pytestmark = pytest.mark.integration
 
 
-def start_stack(folder: Path, **env: str) -> Stack:
+def start_stack(folder: Path, services: tuple[str, ...] = SERVICES, **env: str) -> Stack:
     log = (folder / "stack.log").open("w")
     stack = Stack(
-        env={"CTLOOP_DATA_DIR": str(folder), "CTLOOP_TOPIC_PARTITIONS": "3", **env}, free_ports=True, out=log
+        env={"CTLOOP_DATA_DIR": str(folder), "CTLOOP_TOPIC_PARTITIONS": "3", **env},
+        free_ports=True,
+        out=log,
+        services=services,
     )
     stack.log_path = folder / "stack.log"  # type: ignore[attr-defined]
     return stack.start(timeout_s=240)
@@ -56,6 +59,25 @@ def read_topic(
     finally:
         consumer.close()
     return events
+
+
+def read_all(
+    bootstrap: str,
+    topic: str,
+    expect: Callable[[list[Envelope]], bool],
+    quiet_s: float = 3.0,
+    timeout_s: float = 90.0,
+) -> list[Envelope]:
+    """Every envelope on `topic`: first until `expect(events)` holds, then on until nothing new
+    has come for `quiet_s` (so that a late duplicate would be seen)."""
+    last = [0, time.monotonic()]
+
+    def settled(events: list[Envelope]) -> bool:
+        if len(events) != last[0]:
+            last[0], last[1] = len(events), time.monotonic()
+        return expect(events) and time.monotonic() - last[1] > quiet_s
+
+    return read_topic(bootstrap, topic, settled, timeout_s)
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 90.0) -> object:
