@@ -190,12 +190,15 @@ class DriftDetected(BaseModel):
     detector: str
 
 
+TriggerKind = Literal["cold_start", "drift", "manual", "schedule", "new_examples"]
+
+
 class TrainingEvent(BaseModel):
     """A training run's progress: started, completed (with the version) or failed (with why)."""
 
     run_id: str
     model_name: str
-    trigger: Literal["cold_start", "drift", "manual"]
+    trigger: TriggerKind
     trigger_event_id: str | None = None
     rows: int | None = None
     version: int | None = None

@@ -38,8 +38,13 @@ class DatasetManifest(BaseModel):
     time_start: datetime
     time_end: datetime
     sha256: str
+    """sha256 of the Parquet file: the same rows give the same bytes and version."""
     source: str
+    offsets: dict[str, list[int]] = {}
+    """Per source partition, the first and last offset of the rows used."""
+    columns: list[str] = []
     path: str | None = None
+    """The Parquet file, relative to the trainer's dataset folder."""
 
 
 class ReferenceProfile(BaseModel):

@@ -16,19 +16,39 @@ class ExampleStore:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._items: OrderedDict[str, Example] = OrderedDict()
+        self._offsets: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self.duplicates = 0
+        self.added = 0
+        """Examples added since the store was made (a run notes it to count new ones)."""
 
-    def add(self, example: Example) -> bool:
-        """Add one example; False when its record id is already here."""
+    def add(self, example: Example, partition: int | None = None, offset: int | None = None) -> bool:
+        """Add one example (with where it was read from); False when its id is already here."""
         with self._lock:
             if example.record_id in self._items:
                 self.duplicates += 1
                 return False
             self._items[example.record_id] = example
+            if partition is not None and offset is not None:
+                self._offsets[example.record_id] = (partition, offset)
             while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+                dropped, _ = self._items.popitem(last=False)
+                self._offsets.pop(dropped, None)
+            self.added += 1
             return True
+
+    def offset_ranges(self, examples: list[Example]) -> dict[str, list[int]]:
+        """Per partition, the first and last source offset of `examples`."""
+        ranges: dict[str, list[int]] = {}
+        with self._lock:
+            for example in examples:
+                where = self._offsets.get(example.record_id)
+                if where is None:
+                    continue
+                partition, offset = str(where[0]), where[1]
+                low, high = ranges.get(partition, [offset, offset])
+                ranges[partition] = [min(low, offset), max(high, offset)]
+        return ranges
 
     def __len__(self) -> int:
         return len(self._items)

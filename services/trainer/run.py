@@ -6,14 +6,11 @@ the run report says where the time went.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import time
 import uuid
 import warnings
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -21,9 +18,10 @@ from pydantic import BaseModel, Field
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 
+from services.trainer.dataset import materialize
 from services.trainer.gates import run_gates
 from services.trainer.pipeline import build_pipeline, make_estimator
-from shared.events import Example
+from shared.events import Example, TriggerKind
 from shared.features import encode_features
 from shared.registry_api import (
     DatasetManifest,
@@ -40,7 +38,7 @@ REFERENCE_SAMPLE = 1000
 
 
 class Trigger(BaseModel):
-    kind: Literal["cold_start", "drift", "manual"]
+    kind: TriggerKind
     event_id: str | None = None
     correlation_id: str | None = None
     since: datetime | None = None
@@ -67,29 +65,6 @@ class RunReport(BaseModel):
     dataset: DatasetManifest | None = None
 
 
-def _materialize(examples: list[Example], folder: Path, holdout_rows: int) -> DatasetManifest:
-    """Write the dataset (JSON lines, gzip) under its content hash; return its manifest."""
-    lines = [e.model_dump_json().encode() for e in examples]
-    content = b"\n".join(lines)
-    sha = hashlib.sha256(content).hexdigest()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{sha[:16]}.jsonl.gz"
-    if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(gzip.compress(content, mtime=0))
-        tmp.replace(path)
-    return DatasetManifest(
-        version=sha[:16],
-        rows=len(examples),
-        holdout_rows=holdout_rows,
-        time_start=examples[0].event_time,
-        time_end=examples[-1].event_time,
-        sha256=f"sha256:{sha}",
-        source="ctloop.examples.v1",
-        path=path.name,
-    )
-
-
 def _reference(schema: DatasetSchema, examples: list[Example], accuracy: float) -> ReferenceProfile:
     step = max(1, len(examples) // REFERENCE_SAMPLE)
     sample = examples[::step][:REFERENCE_SAMPLE]
@@ -108,6 +83,7 @@ def execute(
     settings: TrainerSettings,
     registry: RegistryClient,
     champion: Pipeline | None,
+    offsets: dict[str, list[int]] | None = None,
 ) -> RunReport:
     """Run the phases; fills `report` in place and returns it."""
     report.status, report.started_at = "running", datetime.now(UTC)
@@ -122,7 +98,9 @@ def execute(
     report.rows = len(examples)
     holdout_rows = max(1, int(len(examples) * settings.trainer_holdout_fraction))
     train, holdout = examples[:-holdout_rows], examples[-holdout_rows:]
-    report.dataset = _materialize(examples, settings.data_dir / "trainer" / "datasets", holdout_rows)
+    report.dataset = materialize(
+        schema, examples, settings.data_dir / "trainer" / "datasets", holdout_rows, offsets or {}
+    )
     classes = schema.label.classes
     x_train = encode_features(schema, [e.features for e in train])
     y_train = np.array([classes.index(e.label) for e in train])

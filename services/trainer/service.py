@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime
 
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from services.trainer.examples import ExampleStore
 from services.trainer.run import RunReport, Trigger, execute
@@ -31,6 +33,11 @@ log = logging.getLogger(__name__)
 RUNS = Counter("ctloop_trainer_runs_total", "Training runs by outcome", ["outcome"])
 RUN_SECONDS = Histogram("ctloop_trainer_run_seconds", "Training run duration", ["phase"])
 EXAMPLES = Gauge("ctloop_trainer_examples", "Labelled examples held for training")
+DATASET_ROWS = Histogram(
+    "ctloop_trainer_dataset_rows",
+    "Rows per training run",
+    buckets=(100, 500, 1000, 5000, 10_000, 50_000, 100_000),
+)
 TRIGGERS = Counter("ctloop_trainer_triggers_total", "Triggers received", ["kind", "outcome"])
 
 
@@ -70,6 +77,8 @@ class Trainer:
         self._champion_model: tuple[int, Pipeline] | None = None
         self._pending: Trigger | None = None
         self._cold_start_attempt: int | None = None
+        self._last_run_at = time.monotonic()
+        self._added_at_last_run = 0
         """Examples held at the last cold-start attempt; a failed one retries with more data."""
         self._running = False
         self._wake = threading.Condition()
@@ -79,9 +88,9 @@ class Trainer:
     # --- inputs (called from the consume loop and the HTTP API) --------------------------
 
     def handle(self, messages: list[ConsumerRecord]) -> None:
-        for _, event, payload in decoded(messages, self.publisher):
+        for message, event, payload in decoded(messages, self.publisher):
             if isinstance(payload, Example):
-                self.examples.add(payload)
+                self.examples.add(payload, message.partition, message.offset)
             elif isinstance(payload, DriftDetected) and payload.model_name == self.schema.name:
                 self.trigger(
                     Trigger(
@@ -127,6 +136,8 @@ class Trainer:
         pending = self._pending
         if pending is None and self._cold_start_due():
             pending = self._pending = Trigger(kind="cold_start")
+        if pending is None and self.champion_version is not None:
+            pending = self._pending = self._routine_trigger()
         if pending is None:
             return None
         if pending.since is not None:
@@ -138,6 +149,16 @@ class Trainer:
         else:
             enough = len(self.examples) >= self.settings.trainer_min_examples
         return pending if enough else None
+
+    def _routine_trigger(self) -> Trigger | None:
+        """A scheduled run, or one for enough new examples, when either is configured."""
+        schedule = self.settings.trainer_schedule_s
+        if schedule and time.monotonic() - self._last_run_at >= schedule:
+            return Trigger(kind="schedule")
+        every = self.settings.trainer_retrain_every
+        if every and self.examples.added - self._added_at_last_run >= every:
+            return Trigger(kind="new_examples")
+        return None
 
     def _cold_start_due(self) -> bool:
         if self.champion_version is not None or any(r.status == "completed" for r in self.runs):
@@ -184,6 +205,7 @@ class Trainer:
         # A run with no triggering event starts a loop of its own: its id follows it through.
         trigger.correlation_id = trigger.correlation_id or report.run_id
         self.runs.append(report)
+        self._last_run_at, self._added_at_last_run = time.monotonic(), self.examples.added
         data = self.examples.snapshot(since=trigger.refined_since or trigger.since)
         if trigger.kind == "cold_start":
             self._cold_start_attempt = len(self.examples)
@@ -198,7 +220,18 @@ class Trainer:
             f", merged {len(trigger.merged)}" if trigger.merged else "",
         )
         try:
-            execute(report, data, self.schema, self.settings, self.registry, self._champion())
+            DATASET_ROWS.observe(len(data))
+            # NOTE: this is a worker thread; see TrainerSettings.trainer_threads for why 1.
+            with threadpool_limits(self.settings.trainer_threads):
+                execute(
+                    report,
+                    data,
+                    self.schema,
+                    self.settings,
+                    self.registry,
+                    self._champion(),
+                    offsets=self.examples.offset_ranges(data),
+                )
         except Exception as exc:
             log.exception("run %s crashed", report.run_id)
             report.status, report.reason, report.failed_gate = "failed", f"crashed: {exc}", None
@@ -242,7 +275,8 @@ class Trainer:
     def start(self) -> None:
         try:
             champion = self.registry.alias(self.schema.name, "champion")
-            self.champion_version = champion.version if champion else None
+            if champion is not None:
+                self.champion_version = champion.version
         except RegistryError as exc:
             log.warning("registry not reachable at start (%s); learning the champion from events", exc)
         self.worker.start()

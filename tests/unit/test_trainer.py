@@ -11,13 +11,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
 
+from services.trainer.dataset import materialize
+from services.trainer.gates import run_gates
+from services.trainer.pipeline import build_pipeline
 from services.trainer.run import RunReport, Trigger, execute
 from services.trainer.service import Trainer, refine_onset
 from shared.events import Example
 from shared.features import encode_features
-from shared.registry_api import ModelVersion, VersionMetadata
+from shared.registry_api import DatasetManifest, ModelVersion, VersionMetadata
 from shared.serialization import load_model
 from shared.settings import TrainerSettings
 from tests.fixtures import credit_examples, credit_schema, tiny_pipeline
@@ -35,6 +40,9 @@ class FakeRegistry:
 
     def alias(self, name: str, alias: str) -> None:
         return None
+
+    def version(self, name: str, version: int) -> None:
+        return None  # no champion artifact to compare with
 
 
 class FakePublisher:
@@ -197,3 +205,137 @@ def _no_threads_left() -> None:
     before = threading.active_count()
     yield
     assert threading.active_count() <= before + 1
+
+
+class _Extreme(ClassifierMixin, BaseEstimator):
+    """Purpose-built bad model: NaN probabilities on extreme inputs, optionally slow."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> _Extreme:
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        time.sleep(self.delay_s)
+        proba = np.tile([0.5, 0.5], (len(x), 1))
+        proba[np.abs(x).max(axis=1) > 1e6] = np.nan
+        return proba
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.zeros(len(x), dtype=int)
+
+
+def _gates(model_estimator: object) -> dict[str, bool]:
+    schema, data = credit_schema(), credit_examples(300)
+    x = encode_features(schema, [e.features for e in data])
+    y = np.array([schema.label.classes.index(e.label) for e in data])
+    model = build_pipeline(schema, model_estimator).fit(x, y)  # type: ignore[arg-type]
+    report, _, _ = run_gates(
+        schema, model, x, y, min_accuracy=0.0, champion=None, champion_tolerance=0.0, convergence_warnings=[]
+    )
+    return {g.name: g.passed for g in report.gates}
+
+
+def test_gates_finite_outputs_and_round_trip_fail_on_a_bad_model() -> None:
+    gates = _gates(_Extreme())
+    assert gates["finite_outputs"] is False  # NaN on the extreme edge inputs
+    assert gates["round_trip"] is False  # its type is not on ctloop's allow-list: never servable
+    assert gates["latency_ms_per_row"] is True
+
+
+def test_gate_latency_fails_on_a_slow_model() -> None:
+    assert _gates(_Extreme(delay_s=0.04))["latency_ms_per_row"] is False
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_gate_iteration_cap_without_a_warning() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    schema, data = credit_schema(), credit_examples(300)
+    x = encode_features(schema, [e.features for e in data])
+    y = np.array([schema.label.classes.index(e.label) for e in data])
+    model = build_pipeline(schema, LogisticRegression(max_iter=2)).fit(x, y)
+    report, _, _ = run_gates(
+        schema, model, x, y, min_accuracy=0.0, champion=None, champion_tolerance=0.0, convergence_warnings=[]
+    )  # warnings swallowed
+    converged = next(g for g in report.gates if g.name == "converged")
+    assert converged.passed is False and converged.value == 2 and converged.threshold == 2
+
+
+def test_dataset_is_versioned_parquet_with_offsets(tmp_path: Path) -> None:
+    schema, data = credit_schema(), credit_examples(500)
+    offsets = {"0": [10, 250], "2": [0, 249]}
+    first = materialize(schema, data, tmp_path, 125, offsets)
+    again = materialize(schema, data, tmp_path, 125, offsets)
+    assert first == again and first.version == first.sha256[7:23]
+    table = pq.read_table(tmp_path / first.path)  # type: ignore[operator]
+    assert table.num_rows == 500 and "feature.income" in table.column_names
+    assert table.column("record_id").to_pylist()[:2] == ["app-0", "app-1"]
+    manifest = DatasetManifest.model_validate_json((tmp_path / first.version / "manifest.json").read_text())
+    assert manifest.offsets == offsets and manifest.source == "ctloop.examples.v1"
+    assert materialize(schema, data[:-1], tmp_path, 125, offsets).version != first.version
+
+
+def test_store_tracks_offset_ranges(tmp_path: Path) -> None:
+    trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())  # type: ignore[arg-type]
+    data = credit_examples(6)
+    for i, example in enumerate(data):
+        trainer.examples.add(example, partition=i % 2, offset=100 + i)
+    assert trainer.examples.offset_ranges(data) == {"0": [100, 104], "1": [101, 105]}
+
+
+class _CrashingRegistry(FakeRegistry):
+    def upload(self, name: str, artifact: bytes, metadata: VersionMetadata) -> ModelVersion:
+        raise ConnectionError("registry went away mid-upload")
+
+
+def _run_one(trainer: Trainer, trigger: Trigger | None = None) -> RunReport:
+    if trigger is not None:
+        trainer.trigger(trigger)
+    trainer.start()
+    with trainer._wake:
+        trainer._wake.notify()
+    deadline = time.monotonic() + 60
+    while not (trainer.runs and trainer.runs[0].status in ("completed", "failed")):
+        assert time.monotonic() < deadline, "no run finished"
+        time.sleep(0.05)
+    trainer.stop()
+    return trainer.runs[0]
+
+
+def test_a_run_that_crashes_mid_upload_registers_nothing(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    registry = _CrashingRegistry()
+    trainer = Trainer(settings(tmp_path), credit_schema(), publisher, registry)  # type: ignore[arg-type]
+    trainer.champion_version = 1
+    for example in credit_examples(400):
+        trainer.examples.add(example)
+    report = _run_one(trainer, Trigger(kind="manual"))
+    assert report.status == "failed" and "registry went away" in (report.reason or "")
+    assert report.version is None and not registry.uploads
+    assert [t for t, _ in publisher.events] == ["training.started", "training.failed"]
+
+
+def test_new_examples_trigger(tmp_path: Path) -> None:
+    trainer = Trainer(
+        settings(tmp_path, trainer_retrain_every=300), credit_schema(), FakePublisher(), FakeRegistry()
+    )  # type: ignore[arg-type]
+    trainer.champion_version = 1
+    for example in credit_examples(299):
+        trainer.examples.add(example)
+    assert trainer._ready() is None
+    trainer.examples.add(credit_examples(300)[-1])
+    assert trainer._ready() is not None and trainer._ready().kind == "new_examples"  # type: ignore[union-attr]
+
+
+def test_schedule_trigger(tmp_path: Path) -> None:
+    trainer = Trainer(
+        settings(tmp_path, trainer_schedule_s=0.2), credit_schema(), FakePublisher(), FakeRegistry()
+    )  # type: ignore[arg-type]
+    trainer.champion_version = 1
+    for example in credit_examples(300):
+        trainer.examples.add(example)
+    report = _run_one(trainer)
+    assert report.trigger.kind == "schedule" and report.status == "completed"
