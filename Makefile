@@ -29,6 +29,7 @@ test-unit: install
 
 bench: install
 	$(PY) -m benchmarks.bench_ingest
+	$(PY) -m benchmarks.bench_trainer
 
 lint: install
 	$(VENV)/bin/ruff check shared services tests benchmarks

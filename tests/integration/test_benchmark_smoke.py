@@ -16,3 +16,12 @@ def test_ingest_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "HTTP / raw producer ratio" in out
     assert (RESULTS.read_text() if RESULTS.exists() else None) == before  # quick runs write nothing
+
+
+def test_trainer_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import bench_trainer
+
+    before = RESULTS.read_text() if RESULTS.exists() else None
+    bench_trainer.main(["--quick"])
+    assert "Overhead over the bare fit" in capsys.readouterr().out
+    assert (RESULTS.read_text() if RESULTS.exists() else None) == before

@@ -1,0 +1,141 @@
+"""Trainer overhead: trigger-to-upload time split by phase, beside the bare fit.
+
+A real trainer object (the service's own code) gets a manual trigger with N labelled examples
+in its store and uploads to a real registry process; the bare fit is the same pipeline's
+`fit` on the same rows, timed alone. Overhead = (trigger-to-upload - bare fit) / bare fit.
+
+    python -m benchmarks.bench_trainer [--rows N] [--runs R] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from benchmarks.common import fmt, write_section
+from services.demo.stream import ConceptStream
+from services.supervisor import Stack
+from services.trainer.pipeline import build_pipeline, make_estimator
+from services.trainer.run import Trigger
+from services.trainer.service import Trainer
+from shared.events import Example
+from shared.features import encode_features
+from shared.kafka import EventPublisher
+from shared.registry_client import RegistryClient
+from shared.schema import load_schema
+from shared.settings import DEFAULT_SCHEMA, TrainerSettings
+
+
+def examples(n: int, seed: int) -> list[Example]:
+    stream, start = ConceptStream(seed=seed, drift_at=10**9, prefix=f"b{seed}"), datetime.now(UTC)
+    return [
+        Example(
+            record_id=r["id"], event_time=start + timedelta(milliseconds=i), features=r["features"], label=y
+        )
+        for i, (r, y) in enumerate(stream.take(n))
+    ]
+
+
+def bare_fit(settings: TrainerSettings, data: list[Example]) -> float:
+    schema = load_schema(DEFAULT_SCHEMA)
+    train = data[: len(data) - int(len(data) * settings.trainer_holdout_fraction)]
+    x = encode_features(schema, [e.features for e in train])
+    y = np.array([e.label for e in train])
+    pipeline = build_pipeline(
+        schema, make_estimator(settings.trainer_estimator, settings.trainer_estimator_params)
+    )
+    with threadpool_limits(settings.trainer_threads):
+        start = time.perf_counter()
+        pipeline.fit(x, y)
+        return time.perf_counter() - start
+
+
+def trigger_to_upload(trainer: Trainer, data: list[Example]) -> tuple[float, dict[str, float]]:
+    for example in data:
+        trainer.examples.add(example)
+    done = len(trainer.runs)
+    start = time.perf_counter()
+    trainer.trigger(Trigger(kind="manual"))
+    with trainer._wake:
+        trainer._wake.notify()
+    while len(trainer.runs) <= done or trainer.runs[done].status not in ("completed", "failed"):
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - start
+    report = trainer.runs[done]
+    if report.status != "completed":
+        raise RuntimeError(f"run failed: {report.reason}")
+    return elapsed, report.phases_ms
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, no RESULTS.md (smoke test)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows, args.runs = 2000, 1
+
+    with tempfile.TemporaryDirectory() as folder:
+        log = (Path(folder) / "stack.log").open("w")
+        stack = Stack(
+            env={"CTLOOP_DATA_DIR": folder}, free_ports=True, out=log, services=("registry",)
+        ).start(timeout_s=120)
+        try:
+            settings = TrainerSettings(
+                data_dir=Path(folder),
+                kafka_bootstrap=stack.bootstrap,
+                trainer_max_examples=args.rows,
+                trainer_min_examples=20,
+            )
+            schema = load_schema(DEFAULT_SCHEMA)
+            registry = RegistryClient(stack.url("registry"), settings.registry_token, timeout_s=120)
+            trainer = Trainer(settings, schema, EventPublisher(settings, "bench-trainer"), registry)
+            trainer.champion_version = 0  # no cold start; the champion is not compared (none loads)
+            trainer.start()
+            fits, totals, overheads, phases = [], [], [], {}
+            for run in range(args.runs):
+                data = examples(args.rows, seed=run)
+                fits.append(bare_fit(settings, data))
+                total, run_phases = trigger_to_upload(trainer, data)
+                totals.append(total)
+                overheads.append((total - fits[-1]) / fits[-1])
+                for name, ms in run_phases.items():
+                    phases.setdefault(name, []).append(ms / 1000)
+                print(
+                    f"run {run + 1}: bare fit {fits[-1]:.2f}s, trigger to upload {total:.2f}s "
+                    f"(overhead {overheads[-1]:.0%}), phases {run_phases}",
+                    flush=True,
+                )
+            trainer.stop()
+        finally:
+            stack.stop()
+    rows = "\n".join(f"| {name} | {fmt(values, ' s', 2)} |" for name, values in phases.items())
+    body = f"""
+What: a manual trigger to a completed upload through the trainer's own code (store, dataset
+materialization as Parquet + manifest, fit, every gate, HTTP upload to a real registry
+process), beside the same pipeline's bare `fit` on the same rows. {args.rows:,} rows of the demo
+schema ({settings.trainer_estimator.rsplit(".", 1)[1]}, {settings.trainer_estimator_params}),
+{args.runs} runs.
+
+| phase | seconds: median (min, max, n) |
+|---|---|
+{rows}
+| **trigger to upload** | {fmt(totals, " s", 2)} |
+| bare pipeline fit | {fmt(fits, " s", 2)} |
+
+**Overhead over the bare fit: {fmt([100 * o for o in overheads], "%", 0)}** (goal <= 25%).
+"""
+    print(body)
+    if not args.quick:
+        write_section("Trainer overhead", body)
+
+
+if __name__ == "__main__":
+    main()
