@@ -13,19 +13,25 @@ pytestmark = pytest.mark.integration
 
 
 def test_cold_start_and_predictions_on_the_credit_schema(tmp_path_factory: pytest.TempPathFactory) -> None:
-    stack = start_stack(tmp_path_factory.mktemp("credit"), CTLOOP_SCHEMA=str(CREDIT_SCHEMA),
-                        CTLOOP_TRAINER_MIN_EXAMPLES="400")
+    stack = start_stack(
+        tmp_path_factory.mktemp("credit"), CTLOOP_SCHEMA=str(CREDIT_SCHEMA), CTLOOP_TRAINER_MIN_EXAMPLES="400"
+    )
     try:
         examples = credit_examples(600, seed=4)
         records = [{"id": e.record_id, "features": e.features, "label": e.label} for e in examples]
         for start in range(0, len(records), 200):
-            response = httpx.post(f"{stack.url('ingest')}/v1/records", json={"records": records[start:start + 200]})
+            response = httpx.post(
+                f"{stack.url('ingest')}/v1/records", json={"records": records[start : start + 200]}
+            )
             assert response.status_code == 200 and not response.json()["rejected"], response.text
         schema = httpx.get(f"{stack.url('ingest')}/v1/schema").json()
         assert schema["name"] == "credit"
 
-        wait_for(lambda: httpx.get(f"{stack.url('serving')}/healthz").status_code == 200,
-                 "the first credit model", timeout_s=180)
+        wait_for(
+            lambda: httpx.get(f"{stack.url('serving')}/healthz").status_code == 200,
+            "the first credit model",
+            timeout_s=180,
+        )
         features = {"age": 40, "debt_ratio": 2.5, "housing": "houseboat", "purpose": "car"}  # income missing
         answer = httpx.post(f"{stack.url('serving')}/v1/predict", json={"id": "app-99", "features": features})
         assert answer.status_code == 200, answer.text

@@ -53,7 +53,13 @@ def test_mixed_batch_and_idempotent_retry(api: Stack) -> None:
     body = first.json()
     assert [a["id"] for a in body["accepted"]] == ["mix-1", "mix-3"]
     assert body["rejected"] == [
-        {"index": 1, "field": "features.x1", "reason": "must be a number, got str", "code": "type", "id": "mix-2"}
+        {
+            "index": 1,
+            "field": "features.x1",
+            "reason": "must be a number, got str",
+            "code": "type",
+            "id": "mix-2",
+        }
     ]
     retry = httpx.post(f"{api.url('ingest')}/v1/records", json=batch).json()
     assert retry["accepted"] == [] and [d["id"] for d in retry["duplicates"]] == ["mix-1", "mix-3"]

@@ -45,8 +45,13 @@ def alive(pid: int) -> bool:
 def test_up_then_stop_leaves_no_orphans(tmp_path: Path, stop_signal: signal.Signals) -> None:
     env = {**os.environ, "CTLOOP_DATA_DIR": str(tmp_path)}
     env.pop("CTLOOP_KAFKA_BOOTSTRAP", None)
-    process = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--free-ports"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up", "--free-ports"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert process.stdout is not None
     deadline = time.monotonic() + 240
     lines = []
