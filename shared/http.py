@@ -55,15 +55,20 @@ class TooLarge(ServiceError):
 
 
 def create_app(title: str, health: Callable[[], dict[str, object]], **kwargs: object) -> FastAPI:
-    """A FastAPI app with `GET /healthz` (200 when `health()["ready"]`, else 503) and
-    `GET /metrics` (Prometheus text format)."""
+    """A FastAPI app with `GET /livez` (200 while the process serves), `GET /healthz`
+    (readiness: 200 when `health()["ready"]`, else 503 with the state) and `GET /metrics`
+    (Prometheus text format)."""
     app = FastAPI(title=title, **kwargs)  # type: ignore[arg-type]
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.get("/healthz", tags=["ops"], summary="Liveness and readiness of this service")
+    @app.get("/livez", tags=["ops"], summary="Liveness: the process answers")
+    def livez() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/healthz", tags=["ops"], summary="Readiness of this service, with its state")
     def healthz() -> JSONResponse:
         state = health()
         return JSONResponse(state, status_code=200 if state.get("ready") else 503)

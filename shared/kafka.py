@@ -15,6 +15,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.producer.future import FutureRecordMetadata
+from prometheus_client import Gauge
 
 from shared import topics
 from shared.events import BadEvent, Envelope, Source, dead_letter_of, new_event
@@ -136,6 +137,22 @@ def decoded(
         yield message, event, payload
 
 
+CONSUMER_LAG = Gauge(
+    "ctloop_consumer_lag",
+    "Messages behind the partition's end, per consumer group",
+    ["group", "topic", "partition"],
+)
+
+
+def report_lag(consumer: KafkaConsumer, group: str) -> None:
+    """Set the lag gauge for every assigned partition from what the last fetch learned."""
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(max(0, highwater - consumer.position(tp)))
+
+
 Handler = Callable[[list[ConsumerRecord]], None]
 
 
@@ -163,6 +180,7 @@ class ConsumeLoop(threading.Thread):
                 batches = consumer.poll(timeout_ms=500)
                 if consumer.assignment():
                     self.assigned.set()
+                    report_lag(consumer, consumer.config["group_id"])
                 if not batches:
                     continue
                 records = [r for batch in batches.values() for r in batch]

@@ -38,7 +38,7 @@ from shared.events import (
     new_event,
 )
 from shared.http import create_app
-from shared.kafka import faust_broker_config
+from shared.kafka import CONSUMER_LAG, faust_broker_config
 from shared.registry_api import ModelVersion
 from shared.schema import DatasetSchema
 from shared.settings import MonitorSettings
@@ -185,6 +185,17 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
                 if version is not None:
                     state.set_reference(version)
                     log.info("reference reset to champion v%d", version.version)
+
+    @app.timer(interval=5.0)
+    async def report_lag() -> None:
+        # NOTE: faust's consumer knows each partition's end (highwater) and our position.
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            last_read = consumer._read_offset.get(tp)  # faust's record of the last offset read
+            if highwater is not None and last_read is not None:
+                lag = max(0, highwater - last_read - 1)
+                CONSUMER_LAG.labels("ctloop-monitor", tp.topic, str(tp.partition)).set(lag)
 
     @app.task
     async def load_champion_at_start() -> None:
