@@ -56,6 +56,11 @@ class Envelope(BaseModel):
             raise BadEvent(f"not a ctloop event envelope: {_summary(exc)}") from exc
         if envelope.type not in EVENT_PAYLOADS:
             raise BadEvent(f"unknown event type {envelope.type!r}")
+        if envelope.schema_version > SCHEMA_VERSION:
+            raise BadEvent(
+                f"{envelope.type} has schema_version {envelope.schema_version}; this service "
+                f"reads up to {SCHEMA_VERSION} (upgrade consumers before producers)"
+            )
         return envelope
 
     def parsed(self) -> Any:

@@ -64,6 +64,13 @@ def test_decode_refuses_non_events(data: bytes, message: str) -> None:
         Envelope.decode(data)
 
 
+def test_newer_schema_version_is_refused() -> None:
+    event = new_event("training.started", TrainingEvent(run_id="r", model_name="d", trigger="manual"), SRC)
+    newer = event.model_copy(update={"schema_version": 2}).encode()
+    with pytest.raises(BadEvent, match="schema_version 2; this service reads up to 1"):
+        Envelope.decode(newer)
+
+
 def test_parsed_refuses_a_payload_that_does_not_fit() -> None:
     event = Envelope(type="model.promoted", source=SRC, correlation_id="c", payload={"version": "three"})
     with pytest.raises(BadEvent, match=r"model\.promoted payload invalid"):
