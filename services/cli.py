@@ -114,6 +114,32 @@ def _train(args: argparse.Namespace) -> int:
     return 0 if response.status_code < 400 else 1
 
 
+def _probe(args: argparse.Namespace) -> int:
+    import os
+
+    import httpx
+
+    from services.supervisor import DEFAULT_PORTS
+
+    port = int(os.environ.get(f"CTLOOP_{args.service.upper()}_PORT", DEFAULT_PORTS[args.service]))
+    path = "/healthz" if args.ready else "/livez"
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=3)
+    except httpx.HTTPError as exc:
+        print(f"{args.service} on port {port}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        print(f"{args.service} on port {port}: {response.status_code} {response.text[:200]}", file=sys.stderr)
+    return 0 if response.status_code == 200 else 1
+
+
+def _config_reference(_: argparse.Namespace) -> int:
+    from services.config_reference import render
+
+    print(render(), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ctloop", description="Continuous training for tabular ML.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train", help="ask the trainer for a training run now")
     train.add_argument("--url", help="trainer URL (default: 127.0.0.1 and CTLOOP_TRAINER_PORT)")
     train.set_defaults(func=_train)
+
+    probe = sub.add_parser("probe", help="health check of a service on this host (for containers)")
+    probe.add_argument("service", choices=SERVICES)
+    probe.add_argument("--ready", action="store_true", help="check readiness (/healthz), not liveness")
+    probe.set_defaults(func=_probe)
+
+    reference = sub.add_parser("config-reference", help="print every setting as Markdown")
+    reference.set_defaults(func=_config_reference)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

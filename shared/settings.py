@@ -28,7 +28,9 @@ DEFAULT_SCHEMA = Path(__file__).parent / "schemas" / "demo.yaml"
 class CommonSettings(BaseSettings):
     """Configuration shared by all services."""
 
-    model_config = SettingsConfigDict(env_prefix="CTLOOP_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="CTLOOP_", extra="ignore", populate_by_name=True, use_attribute_docstrings=True
+    )
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     """Kafka bootstrap servers, `host:port[,host:port]`. `ctloop up` sets it to its embedded
