@@ -9,8 +9,10 @@ import httpx
 
 from shared.registry_api import ModelVersion, VersionMetadata
 from shared.serialization import ArtifactError, digest
+from shared.signing import verify
 
 DIGEST_HEADER = "X-Ctloop-Digest"
+SIGNATURE_HEADER = "X-Ctloop-Signature"
 
 
 class RegistryError(RuntimeError):
@@ -18,7 +20,12 @@ class RegistryError(RuntimeError):
 
 
 class RegistryClient:
-    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 10.0) -> None:
+    """`signing_key` is needed to download artifacts: every artifact's signature is checked."""
+
+    def __init__(
+        self, base_url: str, token: str | None = None, timeout_s: float = 10.0, signing_key: str | None = None
+    ) -> None:
+        self.signing_key = signing_key
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
 
@@ -50,6 +57,14 @@ class RegistryClient:
         data = response.content
         if digest(data) != version.digest or response.headers.get(DIGEST_HEADER) != version.digest:
             raise ArtifactError(f"artifact of {name} v{version.version} does not match its digest")
+        if self.signing_key is None:
+            raise ArtifactError("no signing key configured: artifacts cannot be verified")
+        if not verify(self.signing_key, version.digest, version.signature) or not verify(
+            self.signing_key, version.digest, response.headers.get(SIGNATURE_HEADER)
+        ):
+            raise ArtifactError(
+                f"artifact of {name} v{version.version} is unsigned or its signature is wrong"
+            )
         return data
 
     def upload(self, name: str, artifact: bytes, metadata: VersionMetadata) -> ModelVersion:
@@ -70,6 +85,19 @@ class RegistryClient:
         if response.status_code == 404:
             raise RegistryError(f"{name} v{version} not found")
         return ModelVersion.model_validate_json(response.content)
+
+    def post(self, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+        """A write to the registry (approve, rollback, archive, aliases); raises on refusal."""
+        response = self._request("POST", path, json=body or {})
+        if response.status_code == 404:
+            raise RegistryError(f"POST {path}: {response.json().get('detail')}")
+        return response.json()  # type: ignore[no-any-return]
+
+    def get(self, path: str) -> object:
+        response = self._request("GET", path)
+        if response.status_code == 404:
+            raise RegistryError(f"GET {path}: {response.json().get('detail')}")
+        return response.json()
 
     def versions(self, name: str) -> list[ModelVersion]:
         response = self._request("GET", f"/v1/models/{name}/versions")

@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_TOKENS = {"", "changeme", "change-me", "secret", "dev-token"}
+PLACEHOLDER_TOKENS = {"", "changeme", "change-me", "secret", "dev-token", "dev-signing-key"}
 DEFAULT_SCHEMA = Path(__file__).parent / "schemas" / "demo.yaml"
 
 
@@ -55,6 +55,10 @@ class CommonSettings(BaseSettings):
     registry_token: str = "dev-token"
     """Bearer token for writes to the registry. Placeholders are refused unless `dev_mode`."""
 
+    signing_key: str = "dev-signing-key"
+    """Key of the HMAC that signs artifacts (the registry signs, serving and the trainer verify).
+    Placeholders are refused unless `dev_mode`."""
+
     dev_mode: bool = True
     """Local development: allows a placeholder registry token. Turn off in any deployment."""
 
@@ -78,11 +82,18 @@ class CommonSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _no_placeholder_token_outside_dev(self) -> CommonSettings:
-        if not self.dev_mode and self.registry_token.strip().lower() in PLACEHOLDER_TOKENS:
-            raise ValueError(
-                "CTLOOP_REGISTRY_TOKEN is a placeholder; set a real secret or CTLOOP_DEV_MODE=true"
-            )
+    def _no_placeholder_secrets_outside_dev(self) -> CommonSettings:
+        if self.dev_mode:
+            return self
+        for variable, value in (
+            ("CTLOOP_REGISTRY_TOKEN", self.registry_token),
+            ("CTLOOP_SIGNING_KEY", self.signing_key),
+        ):
+            if value.strip().lower() in PLACEHOLDER_TOKENS or len(value.strip()) < 16:
+                raise ValueError(
+                    f"{variable} is a placeholder or shorter than 16 characters; set a real secret "
+                    "or CTLOOP_DEV_MODE=true"
+                )
         return self
 
 
@@ -141,9 +152,10 @@ class RegistrySettings(HTTPServiceSettings):
     registry_db_url: str = ""
     """SQLAlchemy URL of the metadata database; empty means SQLite in `data_dir/registry`."""
 
-    registry_promotion_policy: Literal["auto", "manual"] = "auto"
-    """`auto`: a candidate whose gates passed becomes champion at once; `manual`: it waits for
-    `POST …/promote`."""
+    registry_promotion_policy: Literal["auto", "shadow", "manual"] = "auto"
+    """What a candidate whose gates passed becomes: `auto`, the champion at once; `shadow`, the
+    challenger (serving shadows it; `POST …/approve` or a promotion makes it champion);
+    `manual`, nothing until `POST …/approve`."""
 
 
 class TrainerSettings(HTTPServiceSettings):

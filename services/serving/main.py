@@ -26,7 +26,7 @@ def main() -> None:
     schema = load_schema(settings.schema_path)
     topics.ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     publisher = EventPublisher(settings, "serving")
-    holder = ModelHolder(schema, RegistryClient(settings.registry_url))
+    holder = ModelHolder(schema, RegistryClient(settings.registry_url, signing_key=settings.signing_key))
     swapper = Swapper(holder, publisher, settings.serving_registry_retry_s)
     prediction_log = PredictionLog(publisher, settings.serving_log_buffer)
     # NOTE: each serving replica must see every promotion, so the group id is per instance,

@@ -23,7 +23,7 @@ def main() -> None:
         settings,
         schema,
         EventPublisher(settings, "trainer"),
-        RegistryClient(settings.registry_url, settings.registry_token),
+        RegistryClient(settings.registry_url, settings.registry_token, signing_key=settings.signing_key),
     )
     loop = ConsumeLoop(
         "trainer-consumer",
