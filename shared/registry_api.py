@@ -7,6 +7,7 @@ A model version is uploaded as an artifact plus `VersionMetadata`; what comes ba
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -81,7 +82,36 @@ class ModelVersion(VersionMetadata):
     name: str
     version: int
     created_at: datetime
+    status: Literal["active", "archived"] = "active"
+    signature: str = ""
+    """HMAC-SHA256 of the digest under the registry's signing key; loaders verify it."""
     aliases: list[str] = []
+
+
+class AliasChange(BaseModel):
+    """One move of an alias (promotion, approval, rollback), kept forever."""
+
+    alias: str
+    version: int | None
+    previous_version: int | None
+    reason: str
+    correlation_id: str | None = None
+    at: datetime
+
+
+class VersionLineage(BaseModel):
+    """Where a version came from and what happened to it: dataset -> run -> trigger -> promotions."""
+
+    name: str
+    version: int
+    dataset: DatasetManifest | None
+    run_id: str
+    trigger: str
+    trigger_event_id: str | None
+    correlation_id: str | None
+    estimator: str
+    package_versions: dict[str, str]
+    promotions: list[AliasChange]
 
 
 class ModelSummary(BaseModel):
@@ -91,5 +121,14 @@ class ModelSummary(BaseModel):
 
 
 class PromoteRequest(BaseModel):
-    alias: str = "champion"
-    reason: str = "manual"
+    alias: str = Field("champion", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    reason: str = Field("manual", max_length=200)
+
+
+class AliasTarget(BaseModel):
+    version: int
+    reason: str = Field("manual", max_length=200)
+
+
+class RollbackRequest(BaseModel):
+    reason: str = Field("manual rollback", max_length=200)

@@ -1,15 +1,17 @@
-"""The registry's HTTP API: models, versions, artifacts, aliases and promotion.
+"""The registry's HTTP API: models, versions, artifacts, aliases, promotion, rollback, lineage.
 
 Writes need `Authorization: Bearer <CTLOOP_REGISTRY_TOKEN>`. An upload is refused unless its
 bytes match the declared digest, it loads under ctloop's skops allow-list, and it carries an
-input schema. With the `auto` policy a candidate whose gates passed becomes champion in the
-same transaction that registers it.
+input schema. A candidate whose gates passed gets the alias of the promotion policy (`auto`:
+champion, `shadow`: challenger, `manual`: none until approved) in the transaction that
+registers it. Every version is signed (HMAC over its digest); downloads carry the digest and
+the signature in headers for the loader to verify.
 """
 
 from __future__ import annotations
 
 import hmac
-import re
+import json
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, Header, Path, UploadFile
@@ -18,16 +20,29 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from services.registry.artifacts import ArtifactStore
-from services.registry.store import RegistryStore
-from shared.http import BadRequest, NotFound, Unauthorized, Unprocessable, create_app
-from shared.registry_api import ModelSummary, ModelVersion, PromoteRequest, VersionMetadata
-from shared.registry_client import DIGEST_HEADER
+from services.registry.store import RegistryStore, StoreConflict
+from shared.http import BadRequest, Conflict, NotFound, Unauthorized, Unprocessable, create_app
+from shared.registry_api import (
+    AliasChange,
+    AliasTarget,
+    ModelSummary,
+    ModelVersion,
+    PromoteRequest,
+    RollbackRequest,
+    VersionLineage,
+    VersionMetadata,
+)
+from shared.registry_client import DIGEST_HEADER, SIGNATURE_HEADER
 from shared.schema import NAME_PATTERN
 from shared.serialization import ArtifactError, digest, load_model
 from shared.settings import RegistrySettings
 
 UPLOADS = Counter("ctloop_registry_uploads_total", "Model uploads by outcome", ["outcome"])
 PROMOTIONS = Counter("ctloop_registry_promotions_total", "Alias changes", ["alias"])
+ROLLBACKS = Counter("ctloop_registry_rollbacks_total", "Champion rollbacks")
+
+# Which alias a candidate whose gates passed gets at upload, by promotion policy.
+POLICY_ALIAS = {"auto": "champion", "shadow": "challenger", "manual": None}
 
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="Model (dataset schema) name")]
 Alias = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
@@ -45,11 +60,18 @@ def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: Artif
                 "a valid bearer token is required for writes", headers={"WWW-Authenticate": "Bearer"}
             )
 
+    writes = [Depends(require_token)]
+
     def version_or_404(name: str, version: int) -> ModelVersion:
         found = store.version(name, version)
         if found is None:
             raise NotFound(f"model {name!r} has no version {version}")
         return found
+
+    def changed(result: ModelVersion | None, name: str, version: int) -> ModelVersion:
+        if result is None:
+            raise NotFound(f"model {name!r} has no version {version}")
+        return result
 
     @app.get("/v1/models", response_model=list[ModelSummary], tags=["models"])
     def list_models() -> list[ModelSummary]:
@@ -75,7 +97,7 @@ def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: Artif
         response_model=ModelVersion,
         status_code=201,
         tags=["versions"],
-        dependencies=[Depends(require_token)],
+        dependencies=writes,
     )
     async def upload_version(
         name: ModelName,
@@ -107,13 +129,11 @@ def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: Artif
             UPLOADS.labels("refused_artifact").inc()
             raise BadRequest(f"artifact refused: {exc}") from exc
         artifacts.put(data)
-        promote = (
-            "champion" if settings.registry_promotion_policy == "auto" and meta.gate_report.passed else None
-        )
-        created = store.create_version(name, meta, promote_to=promote)
+        alias = POLICY_ALIAS[settings.registry_promotion_policy] if meta.gate_report.passed else None
+        created = store.create_version(name, meta, promote_to=alias)
         UPLOADS.labels("registered").inc()
-        if promote:
-            PROMOTIONS.labels(promote).inc()
+        for name_of_alias in created.aliases:
+            PROMOTIONS.labels(name_of_alias).inc()
         return created
 
     @app.get("/v1/models/{name}/versions/{version}", response_model=ModelVersion, tags=["versions"])
@@ -122,12 +142,16 @@ def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: Artif
 
     @app.get("/v1/models/{name}/versions/{version}/artifact", tags=["versions"], response_class=Response)
     def get_artifact(name: ModelName, version: int) -> Response:
-        """The artifact bytes; the digest is in the `X-Ctloop-Digest` header."""
+        """The artifact bytes; digest and signature in `X-Ctloop-Digest`, `X-Ctloop-Signature`."""
         found = version_or_404(name, version)
+        try:
+            data = artifacts.get(found.digest)
+        except FileNotFoundError as exc:
+            raise NotFound(f"the artifact of {name} v{version} is missing from the store") from exc
         return Response(
-            artifacts.get(found.digest),
+            data,
             media_type="application/octet-stream",
-            headers={DIGEST_HEADER: found.digest},
+            headers={DIGEST_HEADER: found.digest, SIGNATURE_HEADER: found.signature},
         )
 
     @app.get("/v1/models/{name}/aliases/{alias}", response_model=ModelVersion, tags=["aliases"])
@@ -138,21 +162,97 @@ def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: Artif
             raise NotFound(f"model {name!r} has no {alias}")
         return found
 
+    def set_alias(name: str, version: int, alias: str, reason: str) -> ModelVersion:
+        try:
+            result = changed(store.promote(name, version, alias, reason), name, version)
+        except StoreConflict as exc:
+            raise Conflict(str(exc)) from exc
+        PROMOTIONS.labels(alias).inc()
+        return result
+
     @app.post(
         "/v1/models/{name}/versions/{version}/promote",
         response_model=ModelVersion,
         tags=["aliases"],
-        dependencies=[Depends(require_token)],
+        dependencies=writes,
     )
     def promote(name: ModelName, version: int, body: PromoteRequest | None = None) -> ModelVersion:
         """Point an alias (default `champion`) at this version."""
-        alias = (body or PromoteRequest()).alias
-        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", alias):
-            raise BadRequest(f"alias {alias!r} must match [a-z][a-z0-9_-]{{0,31}}")
-        promoted = store.promote(name, version, alias)
-        if promoted is None:
-            raise NotFound(f"model {name!r} has no version {version}")
-        PROMOTIONS.labels(alias).inc()
-        return promoted
+        request = body or PromoteRequest()
+        return set_alias(name, version, request.alias, request.reason)
+
+    @app.post(
+        "/v1/models/{name}/versions/{version}/approve",
+        response_model=ModelVersion,
+        tags=["aliases"],
+        dependencies=writes,
+    )
+    def approve(name: ModelName, version: int) -> ModelVersion:
+        """A person's approval (policies `manual` and `shadow`): the version becomes champion."""
+        return set_alias(name, version, "champion", "approved")
+
+    @app.post(
+        "/v1/models/{name}/aliases/{alias}",
+        response_model=ModelVersion,
+        tags=["aliases"],
+        dependencies=writes,
+    )
+    def move_alias(name: ModelName, alias: Alias, body: AliasTarget) -> ModelVersion:
+        """Point `alias` at `{"version": v}`."""
+        return set_alias(name, body.version, alias, body.reason)
+
+    @app.post(
+        "/v1/models/{name}/rollback", response_model=ModelVersion, tags=["aliases"], dependencies=writes
+    )
+    def rollback(name: ModelName, body: RollbackRequest | None = None) -> ModelVersion:
+        """Make the previous champion the champion again, in one call."""
+        try:
+            result = store.rollback(name, (body or RollbackRequest()).reason)
+        except StoreConflict as exc:
+            raise Conflict(str(exc)) from exc
+        if result is None:
+            raise NotFound(f"model {name!r} has no champion")
+        ROLLBACKS.inc()
+        return result
+
+    @app.post(
+        "/v1/models/{name}/versions/{version}/archive",
+        response_model=ModelVersion,
+        tags=["versions"],
+        dependencies=writes,
+    )
+    def archive(name: ModelName, version: int) -> ModelVersion:
+        """Retire a version no alias points at: it can no longer be promoted."""
+        try:
+            return changed(store.archive(name, version), name, version)
+        except StoreConflict as exc:
+            raise Conflict(str(exc)) from exc
+
+    @app.get("/v1/models/{name}/versions/{version}/lineage", response_model=VersionLineage, tags=["versions"])
+    def lineage(name: ModelName, version: int) -> VersionLineage:
+        """Dataset -> training run -> triggering event -> promotions of this version."""
+        found = version_or_404(name, version)
+        return VersionLineage(
+            name=name,
+            version=version,
+            dataset=found.dataset,
+            run_id=found.lineage.run_id,
+            trigger=found.lineage.trigger,
+            trigger_event_id=found.lineage.trigger_event_id,
+            correlation_id=found.lineage.correlation_id,
+            estimator=found.estimator,
+            package_versions=found.package_versions,
+            promotions=store.history(name, version),
+        )
+
+    @app.get("/v1/models/{name}/history", response_model=list[AliasChange], tags=["aliases"])
+    def history(name: ModelName) -> list[AliasChange]:
+        """Every alias change of this model, oldest first."""
+        return store.history(name)
+
+    @app.get("/v1/models/{name}/events", tags=["models"])
+    def events(name: ModelName) -> list[dict[str, object]]:
+        """Every event the registry emitted for this model (as sent on `models`), oldest first."""
+        return [json.loads(e) for e in store.events(name)]
 
     return app

@@ -7,12 +7,14 @@ from shared.http import serve
 from shared.kafka import make_producer
 from shared.logs import setup_logging
 from shared.settings import RegistrySettings
+from shared.signing import sign
 from shared.topics import ensure_topics
 
 
 def main() -> None:
     from services.registry.app import build_app
     from services.registry.artifacts import ArtifactStore
+    from services.registry.migrate import migrate
     from services.registry.outbox import OutboxRelay
     from services.registry.store import RegistryStore
 
@@ -21,7 +23,12 @@ def main() -> None:
     root = settings.data_dir / "registry"
     root.mkdir(parents=True, exist_ok=True)
     db_url = settings.registry_db_url or f"sqlite:///{(root / 'registry.db').resolve()}"
-    store = RegistryStore(db_url, Source(service="registry", instance=settings.instance))
+    store = RegistryStore(
+        db_url,
+        Source(service="registry", instance=settings.instance),
+        signer=lambda digest: sign(settings.signing_key, digest),
+    )
+    migrate(store.engine)
     ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     relay = OutboxRelay(store, make_producer(settings))
     relay.start()

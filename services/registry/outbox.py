@@ -1,7 +1,8 @@
 """Relays the registry's outbox table to Kafka, in order, marking rows sent once acknowledged.
 
 If the broker is down the rows wait; they are sent when it is back (at least once: consumers
-are idempotent on `event_id`).
+are idempotent on `event_id`). Each pass claims its rows in one transaction, so several
+registry replicas on PostgreSQL never relay the same row at the same time.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ import logging
 import threading
 
 from kafka import KafkaProducer
+from prometheus_client import Gauge
 
 from services.registry.store import RegistryStore
 
 log = logging.getLogger(__name__)
+
+PENDING = Gauge("ctloop_registry_outbox_pending", "Events written but not yet acknowledged by Kafka")
 
 
 class OutboxRelay(threading.Thread):
@@ -24,10 +28,7 @@ class OutboxRelay(threading.Thread):
         self.interval_s = interval_s
         self._stop_event = threading.Event()
 
-    def relay_once(self) -> int:
-        rows = self.store.pending_events()
-        if not rows:
-            return 0
+    def _send(self, rows: list[tuple[int, str, str, str]]) -> list[int]:
         futures = [
             (row_id, self.producer.send(topic, key=key.encode(), value=value.encode()))
             for row_id, topic, key, value in rows
@@ -40,15 +41,17 @@ class OutboxRelay(threading.Thread):
                 log.warning("outbox: broker did not acknowledge event %d (%s); will retry", row_id, exc)
                 break  # keep order: nothing after an unsent event is marked sent
             sent.append(row_id)
-        if sent:
-            self.store.mark_sent(sent)
-        return len(sent)
+        return sent
+
+    def relay_once(self) -> int:
+        return self.store.relay(self._send)
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             try:
                 if self.relay_once():
                     continue
+                PENDING.set(self.store.pending_count())
             except Exception:
                 log.exception("outbox relay failed; retrying")
             self._stop_event.wait(self.interval_s)

@@ -1,14 +1,21 @@
-"""The registry's metadata store (SQLAlchemy): versions, aliases, and the event outbox.
+"""The registry's metadata store (SQLAlchemy): versions, aliases and their history, and the
+event outbox.
 
 Every change of state is one transaction that also writes its `models` event to the outbox
 table; `OutboxRelay` sends those to Kafka afterwards. So no event is lost while the broker is
-down, and none is sent for a change that rolled back.
+down, and none is sent for a change that rolled back. Version numbers and alias rows are
+protected by unique keys, so two registry replicas on one PostgreSQL database stay consistent:
+a writer that loses a race retries.
 """
 
 from __future__ import annotations
 
+import random
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import (
     Column,
@@ -26,10 +33,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from shared import topics
 from shared.events import ModelChanged, Source, new_event
-from shared.registry_api import ModelSummary, ModelVersion, VersionMetadata
+from shared.registry_api import AliasChange, ModelSummary, ModelVersion, VersionMetadata
 
 metadata_obj = MetaData()
 
@@ -40,6 +48,8 @@ versions = Table(
     Column("model_name", String(64), nullable=False),
     Column("version", Integer, nullable=False),
     Column("digest", String(80), nullable=False),
+    Column("signature", String(80), nullable=False),
+    Column("status", String(16), nullable=False, server_default="active"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("metadata", Text, nullable=False),
     UniqueConstraint("model_name", "version", name="uq_model_version"),
@@ -54,10 +64,24 @@ aliases = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+alias_history = Table(
+    "alias_history",
+    metadata_obj,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(64), nullable=False),
+    Column("alias", String(32), nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("previous_version", Integer, nullable=True),
+    Column("reason", String(200), nullable=False),
+    Column("correlation_id", String(64), nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
 outbox = Table(
     "outbox",
     metadata_obj,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(64), nullable=False, server_default=""),
     Column("topic", String(128), nullable=False),
     Column("key", String(128), nullable=False),
     Column("value", Text, nullable=False),
@@ -65,15 +89,21 @@ outbox = Table(
     Column("sent_at", DateTime(timezone=True), nullable=True),
 )
 
+T = TypeVar("T")
+
+
+class StoreConflict(ValueError):
+    """A change that the current state forbids (e.g. promoting an archived version)."""
+
 
 class RegistryStore:
-    def __init__(self, url: str, source: Source) -> None:
+    def __init__(self, url: str, source: Source, signer: Callable[[str], str]) -> None:
         self.engine: Engine = create_engine(url)
         self.source = source
-        # NOTE: serializes this process's writes; version numbers are also protected by the
-        # unique constraint for writers in other processes.
+        self.sign = signer
+        # NOTE: serializes this process's writes (SQLite has one writer anyway); writers in
+        # other processes are kept apart by the unique keys and a retry.
         self._write_lock = threading.Lock()
-        metadata_obj.create_all(self.engine)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -88,6 +118,8 @@ class RegistryStore:
             name=row.model_name,  # type: ignore[attr-defined]
             version=row.version,  # type: ignore[attr-defined]
             created_at=row.created_at,  # type: ignore[attr-defined]
+            status=row.status,  # type: ignore[attr-defined]
+            signature=row.signature,  # type: ignore[attr-defined]
             aliases=sorted(a for a, v in alias_map.items() if v == row.version),  # type: ignore[attr-defined]
         )
 
@@ -121,18 +153,68 @@ class RegistryStore:
             target = self._aliases_of(conn, name).get(alias)
         return None if target is None else self.version(name, target)
 
+    def history(self, name: str, version: int | None = None) -> list[AliasChange]:
+        """Alias changes of a model (or of one version), oldest first."""
+        query = select(alias_history).where(alias_history.c.model_name == name)
+        if version is not None:
+            query = query.where(
+                (alias_history.c.version == version) | (alias_history.c.previous_version == version)
+            )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(alias_history.c.id)).all()
+        return [
+            AliasChange(
+                alias=r.alias,
+                version=r.version,
+                previous_version=r.previous_version,
+                reason=r.reason,
+                correlation_id=r.correlation_id,
+                at=r.at,
+            )
+            for r in rows
+        ]
+
+    def events(self, name: str, limit: int = 500) -> list[str]:
+        """The model's events as written (JSON envelopes), oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbox.c.value).where(outbox.c.model_name == name).order_by(outbox.c.id).limit(limit)
+            ).all()
+        return [r.value for r in rows]
+
     # --- writes --------------------------------------------------------------------------
 
-    def _emit(self, conn: Connection, event_type: str, change: ModelChanged, meta: VersionMetadata) -> None:
+    def _retrying(self, change: Callable[[Connection], T], attempts: int = 10) -> T:
+        """Run `change` in one transaction; retry when another writer won a race, after a
+        short random pause so that two losers do not collide again in lockstep."""
+        for attempt in range(attempts):
+            try:
+                with self._write_lock, self.engine.begin() as conn:
+                    return change(conn)
+            except (IntegrityError, OperationalError):
+                if attempt == attempts - 1:
+                    raise
+            time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+        raise AssertionError("unreachable")
+
+    def _emit(
+        self,
+        conn: Connection,
+        event_type: str,
+        change: ModelChanged,
+        meta: VersionMetadata,
+        correlation_id: str | None = None,
+    ) -> None:
         event = new_event(
             event_type,
             change,
             self.source,
-            correlation_id=meta.lineage.correlation_id,
+            correlation_id=correlation_id or meta.lineage.correlation_id,
             causation_id=meta.lineage.trigger_event_id,
         )
         conn.execute(
             insert(outbox).values(
+                model_name=change.model_name,
                 topic=topics.MODELS,
                 key=change.model_name,
                 value=event.model_dump_json(),
@@ -141,7 +223,14 @@ class RegistryStore:
         )
 
     def _set_alias(
-        self, conn: Connection, name: str, alias: str, version: int, meta: VersionMetadata
+        self,
+        conn: Connection,
+        name: str,
+        alias: str,
+        version: int,
+        meta: VersionMetadata,
+        reason: str,
+        correlation_id: str | None = None,
     ) -> None:
         previous = self._aliases_of(conn, name).get(alias)
         now = datetime.now(UTC)
@@ -155,6 +244,17 @@ class RegistryStore:
                 .where(aliases.c.model_name == name, aliases.c.alias == alias)
                 .values(version=version, updated_at=now)
             )
+        conn.execute(
+            insert(alias_history).values(
+                model_name=name,
+                alias=alias,
+                version=version,
+                previous_version=previous,
+                reason=reason[:200],
+                correlation_id=correlation_id or meta.lineage.correlation_id,
+                at=now,
+            )
+        )
         change = ModelChanged(
             model_name=name,
             version=version,
@@ -163,12 +263,18 @@ class RegistryStore:
             digest=meta.digest,
             metrics=meta.metrics,
         )
-        self._emit(conn, "model.promoted", change, meta)
+        self._emit(conn, "model.promoted", change, meta, correlation_id)
+
+    def _row(self, conn: Connection, name: str, version: int) -> object | None:
+        return conn.execute(
+            select(versions).where(versions.c.model_name == name, versions.c.version == version)
+        ).first()
 
     def create_version(self, name: str, meta: VersionMetadata, promote_to: str | None) -> ModelVersion:
         """Register a new version (next number for `name`), optionally pointing an alias at it,
         in one transaction with its events."""
-        with self._write_lock, self.engine.begin() as conn:
+
+        def change(conn: Connection) -> int:
             latest = conn.execute(
                 select(func.max(versions.c.version)).where(versions.c.model_name == name)
             ).scalar()
@@ -178,41 +284,102 @@ class RegistryStore:
                     model_name=name,
                     version=number,
                     digest=meta.digest,
+                    signature=self.sign(meta.digest),
                     created_at=datetime.now(UTC),
                     metadata=meta.model_dump_json(),
                 )
             )
-            change = ModelChanged(model_name=name, version=number, digest=meta.digest, metrics=meta.metrics)
-            self._emit(conn, "model.registered", change, meta)
+            registered = ModelChanged(
+                model_name=name, version=number, digest=meta.digest, metrics=meta.metrics
+            )
+            self._emit(conn, "model.registered", registered, meta)
             if promote_to:
-                self._set_alias(conn, name, promote_to, number, meta)
+                self._set_alias(
+                    conn, name, promote_to, number, meta, reason=f"policy: {promote_to} on upload"
+                )
+            return number
+
+        number = self._retrying(change)
         created = self.version(name, number)
         assert created is not None
         return created
 
-    def promote(self, name: str, version: int, alias: str) -> ModelVersion | None:
-        with self._write_lock, self.engine.begin() as conn:
-            row = conn.execute(
-                select(versions).where(versions.c.model_name == name, versions.c.version == version)
-            ).first()
+    def promote(
+        self, name: str, version: int, alias: str, reason: str = "manual", correlation_id: str | None = None
+    ) -> ModelVersion | None:
+        def change(conn: Connection) -> bool:
+            row = self._row(conn, name, version)
             if row is None:
+                return False
+            if row.status == "archived":  # type: ignore[attr-defined]
+                raise StoreConflict(f"{name} v{version} is archived and cannot be promoted")
+            meta = VersionMetadata.model_validate_json(row.metadata)  # type: ignore[attr-defined]
+            self._set_alias(conn, name, alias, version, meta, reason, correlation_id)
+            return True
+
+        return self.version(name, version) if self._retrying(change) else None
+
+    def rollback(self, name: str, reason: str = "manual rollback") -> ModelVersion | None:
+        """Point `champion` back at the version it pointed at before the current one."""
+
+        def change(conn: Connection) -> int | None:
+            current = self._aliases_of(conn, name).get("champion")
+            if current is None:
                 return None
-            meta = VersionMetadata.model_validate_json(row.metadata)
-            self._set_alias(conn, name, alias, version, meta)
-        return self.version(name, version)
+            rows = conn.execute(
+                select(alias_history.c.version, alias_history.c.previous_version)
+                .where(alias_history.c.model_name == name, alias_history.c.alias == "champion")
+                .order_by(alias_history.c.id.desc())
+            ).all()
+            # The newest change that made the current version champion says what came before.
+            previous = next((p for v, p in rows if v == current and p is not None), None)
+            if previous is None:
+                raise StoreConflict(f"{name} has no earlier champion to roll back to")
+            row = self._row(conn, name, previous)
+            meta = VersionMetadata.model_validate_json(row.metadata)  # type: ignore[attr-defined]
+            self._set_alias(conn, name, "champion", previous, meta, reason)
+            return previous
+
+        target = self._retrying(change)
+        return None if target is None else self.version(name, target)
+
+    def archive(self, name: str, version: int) -> ModelVersion | None:
+        def change(conn: Connection) -> bool:
+            row = self._row(conn, name, version)
+            if row is None:
+                return False
+            if version in self._aliases_of(conn, name).values():
+                raise StoreConflict(f"{name} v{version} is behind an alias; move the alias first")
+            conn.execute(update(versions).where(versions.c.id == row.id).values(status="archived"))  # type: ignore[attr-defined]
+            return True
+
+        return self.version(name, version) if self._retrying(change) else None
 
     # --- outbox --------------------------------------------------------------------------
 
-    def pending_events(self, limit: int = 100) -> list[tuple[int, str, str, str]]:
-        with self.engine.connect() as conn:
+    def relay(self, send: Callable[[list[tuple[int, str, str, str]]], list[int]], limit: int = 100) -> int:
+        """Claim up to `limit` unsent events, hand them to `send` (which returns the ids it
+        delivered, in order), and mark those sent, all in one transaction.
+
+        NOTE: on PostgreSQL the rows are locked with SKIP LOCKED, so several registry replicas
+        relay without sending the same event twice; SQLite has a single writer anyway.
+        """
+        with self.engine.begin() as conn:
             rows = conn.execute(
                 select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value)
                 .where(outbox.c.sent_at.is_(None))
                 .order_by(outbox.c.id)
                 .limit(limit)
+                .with_for_update(skip_locked=True)
             ).all()
-            return [tuple(r) for r in rows]  # type: ignore[misc]
+            if not rows:
+                return 0
+            sent = send([tuple(r) for r in rows])  # type: ignore[misc]
+            if sent:
+                conn.execute(update(outbox).where(outbox.c.id.in_(sent)).values(sent_at=datetime.now(UTC)))
+            return len(sent)
 
-    def mark_sent(self, ids: list[int]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=datetime.now(UTC)))
+    def pending_count(self) -> int:
+        with self.engine.connect() as conn:
+            query = select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
+            return int(conn.execute(query).scalar() or 0)

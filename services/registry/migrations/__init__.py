@@ -1,0 +1,1 @@
+"""Alembic migrations of the registry's metadata database (applied at start-up)."""
