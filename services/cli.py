@@ -140,6 +140,44 @@ def _config_reference(_: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    from shared.registry_client import RegistryClient, RegistryError
+    from shared.settings import CommonSettings
+
+    settings = CommonSettings()
+    client = RegistryClient(args.url or settings.registry_url, settings.registry_token)
+    name = getattr(args, "name", None)
+    paths = {
+        "list": ("GET", "/v1/models"),
+        "show": (
+            "GET",
+            f"/v1/models/{name}/versions/{args.version}"
+            if getattr(args, "version", None)
+            else f"/v1/models/{name}/versions",
+        ),
+        "history": ("GET", f"/v1/models/{name}/history"),
+        "lineage": ("GET", f"/v1/models/{name}/versions/{getattr(args, 'version', None)}/lineage"),
+        "promote": ("POST", f"/v1/models/{name}/versions/{getattr(args, 'version', None)}/promote"),
+        "approve": ("POST", f"/v1/models/{name}/versions/{getattr(args, 'version', None)}/approve"),
+        "rollback": ("POST", f"/v1/models/{name}/rollback"),
+    }
+    method, path = paths[args.action]
+    body: dict[str, object] = {}
+    if args.action == "promote":
+        body = {"alias": args.alias, "reason": args.reason}
+    elif args.action == "rollback":
+        body = {"reason": args.reason}
+    try:
+        result = client.post(path, body) if method == "POST" else client.get(path)
+    except RegistryError as exc:
+        print(f"registry: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ctloop", description="Continuous training for tabular ML.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +209,34 @@ def main(argv: list[str] | None = None) -> int:
 
     reference = sub.add_parser("config-reference", help="print every setting as Markdown")
     reference.set_defaults(func=_config_reference)
+
+    models = sub.add_parser(
+        "models", help="look at and change the registry (writes need CTLOOP_REGISTRY_TOKEN)"
+    )
+    models.add_argument("--url", help="registry URL (default: CTLOOP_REGISTRY_URL)")
+    actions = models.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="every model with its latest version and aliases")
+    show = actions.add_parser("show", help="a model's versions, or one version")
+    show.add_argument("name")
+    show.add_argument("version", nargs="?", type=int)
+    for action, text in (
+        ("lineage", "dataset, run, trigger and promotions of a version"),
+        ("approve", "make a version champion (policies manual and shadow)"),
+    ):
+        one = actions.add_parser(action, help=text)
+        one.add_argument("name")
+        one.add_argument("version", type=int)
+    promote_cmd = actions.add_parser("promote", help="point an alias at a version")
+    promote_cmd.add_argument("name")
+    promote_cmd.add_argument("version", type=int)
+    promote_cmd.add_argument("--alias", default="champion")
+    promote_cmd.add_argument("--reason", default="manual (cli)")
+    rollback_cmd = actions.add_parser("rollback", help="the previous champion becomes champion again")
+    rollback_cmd.add_argument("name")
+    rollback_cmd.add_argument("--reason", default="manual rollback (cli)")
+    history_cmd = actions.add_parser("history", help="every alias change of a model")
+    history_cmd.add_argument("name")
+    models.set_defaults(func=_models)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
