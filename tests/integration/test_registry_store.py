@@ -1,0 +1,194 @@
+"""The registry store's suite, run the same on SQLite and on the real PostgreSQL server at
+127.0.0.1:5432: migrations, numbering, aliases and history, rollback, archive, concurrent
+replicas (separate engines) and the outbox claimed by several relays."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from services.registry.migrate import migrate
+from services.registry.store import RegistryStore, StoreConflict
+from shared.events import Envelope, Source
+from shared.registry_api import GateReport, Lineage, VersionMetadata
+from shared.signing import sign, verify
+from tests.fixtures import demo_schema
+
+pytestmark = pytest.mark.integration
+
+POSTGRES = "postgresql+psycopg://{user}@127.0.0.1:5432/{database}"
+KEY = "test-signing-key-0123456789"
+
+
+def _postgres_database() -> Iterator[str]:
+    admin_url = None
+    for user in ("postgres", "root"):
+        try:
+            engine = create_engine(POSTGRES.format(user=user, database="test"), isolation_level="AUTOCOMMIT")
+            engine.connect().close()
+            admin_url = (engine, user)
+            break
+        except Exception:
+            continue
+    if admin_url is None:
+        pytest.fail("PostgreSQL at 127.0.0.1:5432 (database test, trust auth) is not reachable")
+    engine, user = admin_url
+    name = f"ctloop_{uuid.uuid4().hex[:10]}"
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES.format(user=user, database=name)
+    finally:
+        create_engine(POSTGRES.format(user=user, database=name)).dispose()
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'registry.db'}"
+    else:
+        yield from _postgres_database()
+
+
+def store_for(url: str, instance: str = "t") -> RegistryStore:
+    store = RegistryStore(url, Source(service="registry", instance=instance), signer=lambda d: sign(KEY, d))
+    migrate(store.engine)
+    return store
+
+
+def metadata(n: int, correlation: str | None = None) -> VersionMetadata:
+    return VersionMetadata(
+        digest="sha256:" + f"{n:064x}",
+        input_schema=demo_schema(),
+        metrics={"accuracy": 0.9},
+        gate_report=GateReport(passed=True, gates=[]),
+        lineage=Lineage(
+            run_id=f"run-{n}", trigger="drift", trigger_event_id=f"drift-{n}", correlation_id=correlation
+        ),
+    )
+
+
+def test_migrations_create_the_schema(url: str) -> None:
+    store = store_for(url)
+    migrate(store.engine)  # idempotent
+    tables = set(inspect(store.engine).get_table_names())
+    assert {"versions", "aliases", "alias_history", "outbox", "alembic_version"} <= tables
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+
+
+def test_versions_aliases_history_rollback_archive(url: str) -> None:
+    store = store_for(url)
+    v1 = store.create_version("demo", metadata(1, "loop-1"), promote_to="champion")
+    v2 = store.create_version("demo", metadata(2, "loop-2"), promote_to="champion")
+    v3 = store.create_version("demo", metadata(3), promote_to="challenger")
+    assert [v.version for v in (v1, v2, v3)] == [1, 2, 3]
+    assert verify(KEY, v2.digest, v2.signature)
+    assert store.alias("demo", "champion").version == 2  # type: ignore[union-attr]
+    assert store.alias("demo", "challenger").version == 3  # type: ignore[union-attr]
+
+    rolled = store.rollback("demo", "v2 underperforms")
+    assert rolled is not None and rolled.version == 1 and "champion" in rolled.aliases
+    history = [(h.alias, h.version, h.previous_version, h.reason) for h in store.history("demo")]
+    assert history == [
+        ("champion", 1, None, "policy: champion on upload"),
+        ("champion", 2, 1, "policy: champion on upload"),
+        ("challenger", 3, None, "policy: challenger on upload"),
+        ("champion", 1, 2, "v2 underperforms"),
+    ]
+    with pytest.raises(StoreConflict, match="behind an alias"):
+        store.archive("demo", 3)
+    archived = store.archive("demo", 2)
+    assert archived is not None and archived.status == "archived"
+    with pytest.raises(StoreConflict, match="archived"):
+        store.promote("demo", 2, "champion")
+    assert store.promote("demo", 99, "champion") is None
+
+    events = [Envelope.model_validate_json(e) for e in store.events("demo")]
+    assert [e.type for e in events].count("model.registered") == 3
+    promoted_v2 = next(e for e in events if e.type == "model.promoted" and e.payload["version"] == 2)
+    assert promoted_v2.correlation_id == "loop-2" and promoted_v2.causation_id == "drift-2"
+
+
+def test_replicas_never_reuse_a_number_and_keep_one_champion(url: str) -> None:
+    replicas = [store_for(url, instance=f"r{i}") for i in range(2)]
+    numbers: list[int] = []
+    errors: list[BaseException] = []
+
+    def upload(replica: RegistryStore, start: int) -> None:
+        try:
+            for i in range(start, start + 10):
+                numbers.append(replica.create_version("race", metadata(i), promote_to="champion").version)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upload, args=(r, k * 100)) for k, r in enumerate(replicas)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sorted(numbers) == list(range(1, 21))  # unique, never reused
+
+    def promote(replica: RegistryStore, version: int) -> None:
+        replica.promote("race", version, "champion", f"race {version}")
+
+    threads = [threading.Thread(target=promote, args=(replicas[v % 2], v)) for v in range(1, 21)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with replicas[0].engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT version FROM aliases WHERE model_name='race' AND alias='champion'")
+        ).all()
+    assert len(rows) == 1  # exactly one champion
+    assert replicas[1].alias("race", "champion").version == rows[0][0]  # type: ignore[union-attr]
+
+
+def test_outbox_relayed_once_by_several_relays(url: str) -> None:
+    # Several registry replicas are a PostgreSQL set-up (rows are claimed with SKIP LOCKED);
+    # SQLite has no row locks and is the single-replica default, so it runs one relay.
+    replicas = [store_for(url, instance=f"r{i}") for i in range(2 if url.startswith("postgresql") else 1)]
+    for i in range(30):
+        replicas[i % len(replicas)].create_version(
+            "outbox", metadata(i), promote_to="champion" if i % 3 == 0 else None
+        )
+    sent: list[int] = []
+    lock = threading.Lock()
+
+    def send(rows: list[tuple[int, str, str, str]]) -> list[int]:
+        with lock:
+            sent.extend(r[0] for r in rows)
+        return [r[0] for r in rows]
+
+    def relay(store: RegistryStore) -> None:
+        while store.relay(send, limit=7):
+            pass
+
+    threads = [threading.Thread(target=relay, args=(r,)) for r in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    counts = Counter(sent)
+    assert len(counts) == 40 and set(counts.values()) == {1}  # 30 registered + 10 promoted, once each
+    assert replicas[0].pending_count() == 0
+
+
+def test_a_failed_send_keeps_the_rest_in_order(url: str) -> None:
+    store = store_for(url)
+    for i in range(3):
+        store.create_version("order", metadata(i), promote_to=None)
+    assert store.relay(lambda rows: [rows[0][0]]) == 1  # the broker took only the first
+    assert store.pending_count() == 2
+    assert store.relay(lambda rows: []) == 0 and store.pending_count() == 2
