@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 from kafka import KafkaProducer
 
-from benchmarks.common import fmt, write_section
+from benchmarks.common import bench_stack, fmt, write_section
 from services.demo.stream import ConceptStream
-from services.supervisor import Stack
 from shared import topics
 from shared.kafka import make_consumer, make_producer
 from shared.settings import CommonSettings
@@ -122,35 +119,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.records, args.runs = 1000, 1
 
-    with tempfile.TemporaryDirectory() as folder:
-        log = (Path(folder) / "stack.log").open("w")
-        stack = Stack(
-            env={"CTLOOP_DATA_DIR": folder, "CTLOOP_INGEST_MAX_BATCH": str(args.batch)},
-            free_ports=True,
-            out=log,
-            services=("ingest",),
-        ).start(timeout_s=120)
-        try:
-            raw, tuned, http, path, ratios, tuned_ratios = [], [], [], [], [], []
-            for run in range(args.runs):
-                raw.append(raw_limit(stack.bootstrap, records(args.records, f"l{run}"), tuned=False))
-                tuned.append(raw_limit(stack.bootstrap, records(args.records, f"k{run}"), tuned=True))
-                http.append(
-                    http_ingest(
-                        stack.url("ingest"), records(args.records, f"h{run}"), args.batch, args.clients
-                    )
-                )
-                path.append(raw_topic_path(stack.bootstrap, records(args.records, f"t{run}")))
-                ratios.append(http[-1] / raw[-1])
-                tuned_ratios.append(http[-1] / tuned[-1])
-                print(
-                    f"run {run + 1}: raw producer {raw[-1]:,.0f}/s (tuned {tuned[-1]:,.0f}/s), "
-                    f"HTTP {http[-1]:,.0f}/s (ratio {ratios[-1]:.2f}, vs tuned {tuned_ratios[-1]:.2f}), "
-                    f"raw-topic path {path[-1]:,.0f}/s",
-                    flush=True,
-                )
-        finally:
-            stack.stop()
+    with bench_stack(("ingest",), CTLOOP_INGEST_MAX_BATCH=str(args.batch)) as stack:
+        raw, tuned, http, path, ratios, tuned_ratios = [], [], [], [], [], []
+        for run in range(args.runs):
+            raw.append(raw_limit(stack.bootstrap, records(args.records, f"l{run}"), tuned=False))
+            tuned.append(raw_limit(stack.bootstrap, records(args.records, f"k{run}"), tuned=True))
+            http.append(
+                http_ingest(stack.url("ingest"), records(args.records, f"h{run}"), args.batch, args.clients)
+            )
+            path.append(raw_topic_path(stack.bootstrap, records(args.records, f"t{run}")))
+            ratios.append(http[-1] / raw[-1])
+            tuned_ratios.append(http[-1] / tuned[-1])
+            print(
+                f"run {run + 1}: raw producer {raw[-1]:,.0f}/s (tuned {tuned[-1]:,.0f}/s), "
+                f"HTTP {http[-1]:,.0f}/s (ratio {ratios[-1]:.2f}, vs tuned {tuned_ratios[-1]:.2f}), "
+                f"raw-topic path {path[-1]:,.0f}/s",
+                flush=True,
+            )
     body = f"""
 What: records/s through ingest beside a bare kafka-python producer sending the same records
 (bare JSON, ~200 bytes) on the same embedded Tansu broker, alternating within one run. Two

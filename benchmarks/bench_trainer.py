@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from benchmarks.common import fmt, write_section
+from benchmarks.common import bench_stack, fmt, write_section
 from services.demo.stream import ConceptStream
-from services.supervisor import Stack
 from services.trainer.pipeline import build_pipeline, make_estimator
 from services.trainer.run import Trigger
 from services.trainer.service import Trainer
@@ -82,40 +81,33 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.rows, args.runs = 2000, 1
 
-    with tempfile.TemporaryDirectory() as folder:
-        log = (Path(folder) / "stack.log").open("w")
-        stack = Stack(
-            env={"CTLOOP_DATA_DIR": folder}, free_ports=True, out=log, services=("registry",)
-        ).start(timeout_s=120)
-        try:
-            settings = TrainerSettings(
-                data_dir=Path(folder),
-                kafka_bootstrap=stack.bootstrap,
-                trainer_max_examples=args.rows,
-                trainer_min_examples=20,
+    with bench_stack(("registry",)) as stack, tempfile.TemporaryDirectory() as folder:
+        settings = TrainerSettings(
+            data_dir=Path(folder),
+            kafka_bootstrap=stack.bootstrap,
+            trainer_max_examples=args.rows,
+            trainer_min_examples=20,
+        )
+        schema = load_schema(DEFAULT_SCHEMA)
+        registry = RegistryClient(stack.url("registry"), settings.registry_token, timeout_s=120)
+        trainer = Trainer(settings, schema, EventPublisher(settings, "bench-trainer"), registry)
+        trainer.champion_version = 0  # no cold start; the champion is not compared (none loads)
+        trainer.start()
+        fits, totals, overheads, phases = [], [], [], {}
+        for run in range(args.runs):
+            data = examples(args.rows, seed=run)
+            fits.append(bare_fit(settings, data))
+            total, run_phases = trigger_to_upload(trainer, data)
+            totals.append(total)
+            overheads.append((total - fits[-1]) / fits[-1])
+            for name, ms in run_phases.items():
+                phases.setdefault(name, []).append(ms / 1000)
+            print(
+                f"run {run + 1}: bare fit {fits[-1]:.2f}s, trigger to upload {total:.2f}s "
+                f"(overhead {overheads[-1]:.0%}), phases {run_phases}",
+                flush=True,
             )
-            schema = load_schema(DEFAULT_SCHEMA)
-            registry = RegistryClient(stack.url("registry"), settings.registry_token, timeout_s=120)
-            trainer = Trainer(settings, schema, EventPublisher(settings, "bench-trainer"), registry)
-            trainer.champion_version = 0  # no cold start; the champion is not compared (none loads)
-            trainer.start()
-            fits, totals, overheads, phases = [], [], [], {}
-            for run in range(args.runs):
-                data = examples(args.rows, seed=run)
-                fits.append(bare_fit(settings, data))
-                total, run_phases = trigger_to_upload(trainer, data)
-                totals.append(total)
-                overheads.append((total - fits[-1]) / fits[-1])
-                for name, ms in run_phases.items():
-                    phases.setdefault(name, []).append(ms / 1000)
-                print(
-                    f"run {run + 1}: bare fit {fits[-1]:.2f}s, trigger to upload {total:.2f}s "
-                    f"(overhead {overheads[-1]:.0%}), phases {run_phases}",
-                    flush=True,
-                )
-            trainer.stop()
-        finally:
-            stack.stop()
+        trainer.stop()
     rows = "\n".join(f"| {name} | {fmt(values, ' s', 2)} |" for name, values in phases.items())
     body = f"""
 What: a manual trigger to a completed upload through the trainer's own code (store, dataset

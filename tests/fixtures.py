@@ -92,3 +92,19 @@ def demo_rows(n: int, seed: int, shift_x3_from: int | None = None) -> list[dict[
             }
         )
     return rows
+
+
+def demo_artifact(rows: int = 200, seed: int = 1) -> tuple[bytes, str]:
+    """A small trained demo-schema pipeline, serialized: (artifact bytes, digest)."""
+    from shared.serialization import dump_model
+
+    examples = [
+        Example(
+            record_id=f"u-{i}",
+            event_time=datetime(2026, 11, 21, tzinfo=UTC),
+            features=r,  # type: ignore[arg-type]
+            label=int(float(r["x1"]) > 0),
+        )  # type: ignore[arg-type]
+        for i, r in enumerate(demo_rows(rows, seed=seed))
+    ]
+    return dump_model(tiny_pipeline(demo_schema(), examples))

@@ -70,7 +70,12 @@ def test_compose_runs_each_service_with_a_real_command() -> None:
 
 def test_compose_requires_its_secrets() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
-    for secret in ("CTLOOP_REGISTRY_TOKEN", "CTLOOP_SIGNING_KEY", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+    for secret in (
+        "CTLOOP_REGISTRY_TOKEN",
+        "CTLOOP_SIGNING_KEY",
+        "POSTGRES_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+    ):
         assert re.search(r"\$\{" + secret + r":\?[^}]+\}", text), secret
 
 

@@ -10,18 +10,16 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from services.supervisor import Stack
 from shared import topics
-from shared.events import Example
 from shared.registry_api import GateReport, Lineage, VersionMetadata
 from shared.registry_client import RegistryClient
-from shared.serialization import ArtifactError, dump_model
-from tests.fixtures import demo_rows, demo_schema, tiny_pipeline
+from shared.serialization import ArtifactError
+from tests.fixtures import demo_artifact, demo_schema
 from tests.integration.conftest import read_all, start_stack, stop_stack
 
 pytestmark = pytest.mark.integration
@@ -46,17 +44,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def upload(stack: Stack, name: str = "demo", seed: int = 1, correlation: str | None = None) -> dict:
-    rows = demo_rows(200, seed=seed)
-    examples = [
-        Example(
-            record_id=f"u-{i}",
-            event_time=datetime(2026, 11, 21, tzinfo=UTC),
-            features=r,
-            label=int(float(r["x1"]) > 0),
-        )
-        for i, r in enumerate(rows)
-    ]  # type: ignore[arg-type]
-    artifact, digest = dump_model(tiny_pipeline(demo_schema(), examples))
+    artifact, digest = demo_artifact(seed=seed)
     meta = VersionMetadata(
         digest=digest,
         input_schema=demo_schema().model_copy(update={"name": name}),

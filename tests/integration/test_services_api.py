@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -16,10 +15,9 @@ from sklearn.preprocessing import FunctionTransformer
 
 from services.supervisor import Stack
 from shared import topics
-from shared.events import Example
 from shared.registry_api import GateReport, Lineage, VersionMetadata
-from shared.serialization import digest, dump_model
-from tests.fixtures import demo_rows, demo_schema, tiny_pipeline
+from shared.serialization import digest
+from tests.fixtures import demo_artifact, demo_schema
 from tests.integration.conftest import read_topic, start_stack, stop_stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -131,17 +129,7 @@ def _metadata(artifact_digest: str) -> VersionMetadata:
 
 
 def _good_artifact() -> bytes:
-    rows = demo_rows(300, seed=1)
-    examples = [
-        Example(
-            record_id=f"u-{i}",
-            event_time=datetime(2026, 11, 21, tzinfo=UTC),
-            features=r,
-            label=int(float(r["x1"]) > 0),
-        )
-        for i, r in enumerate(rows)
-    ]  # type: ignore[arg-type]
-    return dump_model(tiny_pipeline(demo_schema(), examples))[0]
+    return demo_artifact(rows=300)[0]
 
 
 def _upload(api: Stack, artifact: bytes, metadata: str, token: str = TOKEN) -> httpx.Response:
