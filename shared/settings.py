@@ -152,6 +152,10 @@ class RegistrySettings(HTTPServiceSettings):
     registry_db_url: str = ""
     """SQLAlchemy URL of the metadata database; empty means SQLite in `data_dir/registry`."""
 
+    registry_artifact_url: str = ""
+    """Where artifacts are stored: an fsspec URL (`s3://bucket/ctloop`, `gs://…`); empty means
+    the folder `data_dir/registry/artifacts`."""
+
     registry_promotion_policy: Literal["auto", "shadow", "manual"] = "auto"
     """What a candidate whose gates passed becomes: `auto`, the champion at once; `shadow`, the
     challenger (serving shadows it; `POST …/approve` or a promotion makes it champion);

@@ -1,45 +1,58 @@
-"""Content-addressed artifact store: bytes filed under their sha256, written atomically."""
+"""Content-addressed artifact store: bytes filed under their sha256, written atomically.
+
+The store is a local folder by default, or any fsspec URL (`s3://bucket/ctloop`,
+`gs://…`, `memory://…`) when the stack spans machines. Bytes are written under a temporary
+name and moved into place, so a crash never leaves a half-written artifact under a real digest.
+
+>>> store = ArtifactStore("memory://doctest-artifacts")
+>>> key = store.put(b"model bytes")
+>>> store.get(key), store.put(b"model bytes") == key
+(b'model bytes', True)
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
+import uuid
 from pathlib import Path
+
+import fsspec
 
 from shared.serialization import digest
 
 
 class ArtifactStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, location: str | Path) -> None:
+        location = str(location)
+        if "://" not in location:
+            Path(location).mkdir(parents=True, exist_ok=True)
+            location = Path(location).resolve().as_uri()
+        self.fs, self.root = fsspec.core.url_to_fs(location)
+        self.location = location
 
-    def _path(self, artifact_digest: str) -> Path:
+    def _path(self, artifact_digest: str) -> str:
         algo, _, hexdigest = artifact_digest.partition(":")
         if algo != "sha256" or len(hexdigest) != 64 or not all(c in "0123456789abcdef" for c in hexdigest):
             raise ValueError(f"not a sha256 digest: {artifact_digest!r}")
-        return self.root / hexdigest[:2] / hexdigest
+        return f"{self.root.rstrip('/')}/{hexdigest[:2]}/{hexdigest}"
 
     def put(self, data: bytes) -> str:
         """Store bytes; return their digest. Storing the same bytes twice is a no-op."""
         artifact_digest = digest(data)
         path = self._path(artifact_digest)
-        if path.exists():
+        if self.fs.exists(path):
             return artifact_digest
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # NOTE: write to a temp file in the same folder and rename, so a crash never leaves
-        # a half-written artifact under a real digest.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        folder = path.rsplit("/", 1)[0]
+        self.fs.makedirs(folder, exist_ok=True)
+        temporary = f"{folder}/.tmp-{uuid.uuid4().hex}"
         try:
-            with os.fdopen(fd, "wb") as out:
+            with self.fs.open(temporary, "wb") as out:
                 out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
+            self.fs.mv(temporary, path)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            if self.fs.exists(temporary):
+                self.fs.rm(temporary)
         return artifact_digest
 
     def get(self, artifact_digest: str) -> bytes:
-        return self._path(artifact_digest).read_bytes()
+        """The bytes of a digest; FileNotFoundError when the store does not have them."""
+        return self.fs.cat_file(self._path(artifact_digest))  # type: ignore[no-any-return]

@@ -34,7 +34,7 @@ def main() -> None:
     relay.start()
     try:
         serve(
-            build_app(settings, store, ArtifactStore(root / "artifacts")),
+            build_app(settings, store, ArtifactStore(settings.registry_artifact_url or root / "artifacts")),
             settings.host,
             settings.registry_port,
             settings.log_level,
