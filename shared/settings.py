@@ -236,5 +236,9 @@ class MonitorSettings(HTTPServiceSettings):
     monitor_min_error_samples: int = Field(30, ge=1)
     """Labelled predictions needed before the error detector may fire."""
 
+    monitor_auto_rollback: bool = True
+    """Ask the registry to roll back when a new champion's first 200 labelled predictions are
+    significantly worse (by `monitor_min_effect` at least) than the champion it replaced."""
+
     monitor_join_ttl_s: float = Field(3600.0, gt=0)
     """How long a prediction waits for its label (and a label for its prediction)."""

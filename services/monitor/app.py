@@ -23,7 +23,7 @@ import httpx
 import uvicorn
 from faust.types import EventT
 
-from services.monitor.state import MonitorState
+from services.monitor.state import MonitorState, Underperformance
 from shared import topics
 from shared.events import (
     BadEvent,
@@ -151,12 +151,29 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
                 if "p" in entry and entry.get("v") == reference:
                     correct = entry["p"] == entry["l"]
                     await send_drift(state.observe_outcome(correct, datetime.fromisoformat(entry["t"])))
+                    await request_rollback(state.take_underperformance())
                 if record_id in pending:
                     del pending[record_id]
             else:
                 pending[record_id] = entry
                 expiry[event.message.partition].append((time.monotonic(), record_id))
             expire(event.message.partition)
+
+    async def request_rollback(finding: Underperformance | None) -> None:
+        if finding is None or not settings.monitor_auto_rollback:
+            return
+        log.warning("%s; asking the registry to roll back", finding.reason)
+        try:
+            async with httpx.AsyncClient(base_url=settings.registry_url, timeout=10) as client:
+                response = await client.post(
+                    f"/v1/models/{schema.name}/rollback",
+                    json={"reason": finding.reason[:200]},
+                    headers={"Authorization": f"Bearer {settings.registry_token}"},
+                )
+            if response.status_code >= 400:
+                log.error("registry refused the rollback: %s %s", response.status_code, response.text[:200])
+        except httpx.HTTPError as exc:
+            log.error("registry unreachable for the rollback: %s", exc)
 
     async def fetch_reference(version: int | None = None) -> ModelVersion | None:
         path = f"/v1/models/{schema.name}/" + (f"versions/{version}" if version else "aliases/champion")

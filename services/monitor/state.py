@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import Counter, Gauge
@@ -21,7 +22,7 @@ from services.monitor.stats import (
     ks_numeric,
     proportion_drop,
 )
-from shared.changepoint import change_point
+from shared.changepoint import change_point, split_p_value
 from shared.events import DriftDetected, FeatureDrift
 from shared.registry_api import ModelVersion
 from shared.schema import DatasetSchema
@@ -32,8 +33,31 @@ DRIFT_P = Gauge("ctloop_monitor_drift_p_value", "Adjusted-test p-value in the la
 ACCURACY = Gauge("ctloop_monitor_window_accuracy", "Accuracy of the recent labelled predictions")
 PROCESSED = Counter("ctloop_monitor_records_total", "Observations processed", ["kind"])
 ALARMS = Counter("ctloop_monitor_drift_events_total", "Drift events emitted", ["kind"])
+ROLLBACKS = Counter("ctloop_monitor_rollbacks_requested_total", "Rollbacks asked of the registry")
+
+
+@dataclass(frozen=True)
+class Underperformance:
+    """A new champion doing significantly worse on live labels than the one it replaced."""
+
+    current_version: int
+    previous_version: int
+    current_accuracy: float
+    previous_accuracy: float
+    p_value: float
+    labelled: int
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"auto rollback: v{self.current_version} live accuracy {self.current_accuracy:.3f} over "
+            f"{self.labelled} labels, v{self.previous_version} had {self.previous_accuracy:.3f} "
+            f"(p={self.p_value:.2g})"
+        )
+
 
 ROLLING = 200
+MIN_PREVIOUS_OUTCOMES = 50
 OUTCOMES_KEPT = 2000
 ONSET_LOOKBACK = 400
 REPORTS_KEPT = 20
@@ -47,6 +71,10 @@ class MonitorState:
         self.reference: ModelVersion | None = None
         self.reports: deque[dict[str, object]] = deque(maxlen=REPORTS_KEPT)
         self.last_alarm: DriftDetected | None = None
+        self._previous: tuple[int, list[int]] | None = None
+        """The replaced champion's version and its last labelled outcomes, for the comparison."""
+        self._compared = True
+        self._underperformance: Underperformance | None = None
         self._alarm_at: float | None = None
         self.detector: PageHinkley[datetime] = PageHinkley(
             settings.monitor_error_delta, settings.monitor_error_threshold, settings.monitor_min_error_samples
@@ -68,6 +96,11 @@ class MonitorState:
 
     def set_reference(self, version: ModelVersion) -> None:
         """A new champion: compare with what it learned from, and start a new episode."""
+        if self.reference is not None and len(self.recent_errors) >= MIN_PREVIOUS_OUTCOMES:
+            self._previous = (self.reference.version, list(self.recent_errors))
+            self._compared = False
+        else:
+            self._previous, self._compared = None, True
         self.reference = version
         self._reset_windows()
         self._alarm_at = None
@@ -187,6 +220,8 @@ class MonitorState:
         self.outcomes.append((event_time, error))
         accuracy = 1 - sum(self.recent_errors) / len(self.recent_errors)
         ACCURACY.set(accuracy)
+        if not self._compared and len(self.recent_errors) == ROLLING:
+            self._compare_with_previous()
         fired = self.detector.update(float(error), event_time)
         detector = "page-hinkley on the error stream"
         baseline = self._baseline_accuracy()
@@ -219,6 +254,34 @@ class MonitorState:
                 detector=detector,
             )
         )
+
+    def _compare_with_previous(self) -> None:
+        """Once per champion: is it significantly worse than the champion it replaced?"""
+        assert self._previous is not None and self.reference is not None
+        self._compared = True
+        previous_version, previous_errors = self._previous
+        current_errors = list(self.recent_errors)
+        p_value = split_p_value(previous_errors + current_errors, len(previous_errors))
+        previous_rate = sum(previous_errors) / len(previous_errors)
+        current_rate = sum(current_errors) / len(current_errors)
+        if (
+            p_value < self.settings.monitor_alpha
+            and current_rate - previous_rate >= self.settings.monitor_min_effect
+        ):
+            self._underperformance = Underperformance(
+                current_version=self.reference.version,
+                previous_version=previous_version,
+                current_accuracy=1 - current_rate,
+                previous_accuracy=1 - previous_rate,
+                p_value=p_value,
+                labelled=len(current_errors),
+            )
+            ROLLBACKS.inc()
+
+    def take_underperformance(self) -> Underperformance | None:
+        """The pending rollback request, if any (handed out once)."""
+        found, self._underperformance = self._underperformance, None
+        return found
 
     # --- helpers -------------------------------------------------------------------------
 

@@ -80,3 +80,45 @@ def test_new_reference_starts_a_new_episode() -> None:
     second = [s.observe_outcome(rng.random() < 0.3, T0 + timedelta(seconds=i)) for i in range(300)]
     assert sum(d is not None for d in second) == 1
     assert s.status()["reference_version"] == 2
+
+
+def _promote_after(s: MonitorState, previous_accuracy: float, seed: int) -> None:
+    rng = random.Random(seed)
+    for i in range(300):
+        s.observe_outcome(rng.random() < previous_accuracy, T0 + timedelta(seconds=i))
+    s.set_reference(s.reference.model_copy(update={"version": s.reference.version + 1}))  # type: ignore[union-attr]
+
+
+def test_a_worse_new_champion_asks_for_one_rollback() -> None:
+    s = state()
+    _promote_after(s, previous_accuracy=0.85, seed=8)
+    rng = random.Random(9)
+    findings = []
+    for i in range(600):
+        s.observe_outcome(rng.random() < 0.55, T0 + timedelta(seconds=1000 + i))
+        found = s.take_underperformance()
+        if found is not None:
+            findings.append((i, found))
+    assert len(findings) == 1 and findings[0][0] == 199  # at the 200th label, once
+    found = findings[0][1]
+    assert (found.current_version, found.previous_version) == (2, 1)
+    assert found.current_accuracy < 0.7 < found.previous_accuracy and found.p_value < 0.01
+    assert found.reason.startswith("auto rollback: v2 live accuracy")
+
+
+def test_a_better_or_equal_new_champion_is_kept() -> None:
+    for new_accuracy, seed in ((0.95, 10), (0.84, 11)):
+        s = state()
+        _promote_after(s, previous_accuracy=0.85, seed=seed)
+        rng = random.Random(seed + 100)
+        for i in range(400):
+            s.observe_outcome(rng.random() < new_accuracy, T0 + timedelta(seconds=1000 + i))
+        assert s.take_underperformance() is None
+
+
+def test_no_comparison_without_enough_history() -> None:
+    s = state()  # the first champion: nothing before it
+    rng = random.Random(12)
+    for i in range(400):
+        s.observe_outcome(rng.random() < 0.3, T0 + timedelta(seconds=i))
+    assert s.take_underperformance() is None
