@@ -114,6 +114,13 @@ class ServingSettings(HTTPServiceSettings):
     """Prediction-log records that may wait for Kafka before new ones are dropped (and
     counted): the log never blocks a request."""
 
+    serving_shadow_fraction: float = Field(1.0, ge=0, le=1)
+    """Share of prediction requests also scored by the challenger (when one exists), off the
+    request path; its predictions are logged with `shadow: true` for the comparison."""
+
+    serving_shadow_queue: int = Field(1000, ge=1)
+    """Requests that may wait for shadow scoring before new ones are skipped (and counted)."""
+
     serving_registry_retry_s: float = Field(2.0, gt=0)
     """Seconds between attempts to reach the registry while no model is loaded."""
 
@@ -158,7 +165,8 @@ class RegistrySettings(HTTPServiceSettings):
 
     registry_promotion_policy: Literal["auto", "shadow", "manual"] = "auto"
     """What a candidate whose gates passed becomes: `auto`, the champion at once; `shadow`, the
-    challenger (serving shadows it; `POST …/approve` or a promotion makes it champion);
+    challenger (serving shadows it and the monitor promotes it once enough labelled shadow
+    predictions show it at least as good; the first model of a name becomes champion);
     `manual`, nothing until `POST …/approve`."""
 
 
@@ -239,6 +247,14 @@ class MonitorSettings(HTTPServiceSettings):
     monitor_auto_rollback: bool = True
     """Ask the registry to roll back when a new champion's first 200 labelled predictions are
     significantly worse (by `monitor_min_effect` at least) than the champion it replaced."""
+
+    monitor_shadow_min_labels: int = Field(200, ge=10)
+    """Labelled records scored by both champion and challenger before the challenger may be
+    promoted (policy `shadow`)."""
+
+    monitor_shadow_tolerance: float = Field(0.0, ge=0, le=1)
+    """The challenger is promoted when its accuracy on those records is at least the
+    champion's minus this."""
 
     monitor_join_ttl_s: float = Field(3600.0, gt=0)
     """How long a prediction waits for its label (and a label for its prediction)."""

@@ -130,6 +130,8 @@ def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: Artif
             raise BadRequest(f"artifact refused: {exc}") from exc
         artifacts.put(data)
         alias = POLICY_ALIAS[settings.registry_promotion_policy] if meta.gate_report.passed else None
+        if alias == "challenger" and store.alias(name, "champion") is None:
+            alias = "champion"  # shadow policy, cold start: there is nothing to shadow against
         created = store.create_version(name, meta, promote_to=alias)
         UPLOADS.labels("registered").inc()
         for name_of_alias in created.aliases:
