@@ -7,7 +7,6 @@ is 503 with the reason; inputs that do not fit the schema get 422 with each fiel
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,8 +16,10 @@ from pydantic import BaseModel
 
 from services.serving.holder import ModelHolder
 from services.serving.prediction_log import PredictionLog
+from services.serving.shadow import ShadowScorer
 from shared.events import Prediction
 from shared.http import Unavailable, Unprocessable, create_app
+from shared.ids import new_id
 from shared.schema import LabelValue
 from shared.validation import FieldError, InvalidField, check_features, new_record_id
 
@@ -48,13 +49,14 @@ EXAMPLE = {
 }
 
 
-def build_app(holder: ModelHolder, prediction_log: PredictionLog) -> FastAPI:
+def build_app(holder: ModelHolder, prediction_log: PredictionLog, shadow: ShadowScorer) -> FastAPI:
     def health() -> dict[str, object]:
         model = holder.current
         return {
             "ready": model is not None,
             "service": "serving",
             "model_version": model.number if model else None,
+            "challenger_version": holder.challenger.number if holder.challenger else None,
             "reason": None if model else "no champion model loaded yet",
         }
 
@@ -98,7 +100,7 @@ def build_app(holder: ModelHolder, prediction_log: PredictionLog) -> FastAPI:
                 id=i,
                 prediction=c,
                 probabilities=p,
-                prediction_id=uuid.uuid4().hex,
+                prediction_id=new_id(),
                 model_version=model.number,
             )
             for i, c, p in zip(ids, classes, probabilities, strict=True)
@@ -118,6 +120,7 @@ def build_app(holder: ModelHolder, prediction_log: PredictionLog) -> FastAPI:
                 for o, row in zip(out, rows, strict=True)
             ]
         )
+        shadow.offer(ids, rows, classes, now)
         REQUESTS.labels("200", str(model.number)).inc()
         LATENCY.observe(time.perf_counter() - start)
         return PredictResponse(model_version=model.number, predictions=out)

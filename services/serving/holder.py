@@ -37,6 +37,7 @@ class ModelHolder:
         self.schema = schema
         self.registry = registry
         self.current: LoadedModel | None = None
+        self.challenger: LoadedModel | None = None
         self._lock = threading.Lock()
         MODEL_VERSION.set(0)
 
@@ -48,24 +49,38 @@ class ModelHolder:
                 f"{theirs.label.classes}; this service takes {ours.feature_names}, {ours.label.classes}"
             )
 
-    def swap_to(self, version: ModelVersion) -> float:
-        """Load `version` and make it current; returns the seconds it took."""
+    def _load(self, version: ModelVersion) -> LoadedModel:
+        """Download, verify (digest and signature), load under the allow-list, check, warm up."""
+        self._compatible(version)
+        data = self.registry.artifact(self.schema.name, version)
+        candidate = LoadedModel(version=version, pipeline=load_model(data, version.digest))  # type: ignore[arg-type]
+        candidate.warm_up()
+        return candidate
+
+    def swap_to(self, version: ModelVersion, alias: str = "champion") -> float:
+        """Load `version` and make it the champion (or the challenger); returns the seconds it took."""
         with self._lock:  # one swap at a time; requests never take this lock
-            if self.current is not None and self.current.number == version.version:
+            slot = self.current if alias == "champion" else self.challenger
+            if slot is not None and slot.number == version.version:
                 return 0.0
             start = time.perf_counter()
             try:
-                self._compatible(version)
-                data = self.registry.artifact(self.schema.name, version)
-                pipeline = load_model(data, version.digest)
-                candidate = LoadedModel(version=version, pipeline=pipeline)  # type: ignore[arg-type]
-                candidate.warm_up()
+                candidate = self._load(version)
             except Exception as exc:
                 SWAPS.labels("refused").inc()
                 raise SwapRefused(f"v{version.version} refused: {exc}") from exc
-            self.current = candidate  # NOTE: the flip; a single reference assignment is atomic
+            # NOTE: the flip; a single reference assignment is atomic
+            if alias == "champion":
+                self.current = candidate
+                MODEL_VERSION.set(version.version)
+                if self.challenger is not None and self.challenger.number == version.version:
+                    self.challenger = None  # the challenger was promoted: nothing left to shadow
+            else:
+                self.challenger = candidate
             elapsed = time.perf_counter() - start
             SWAPS.labels("done").inc()
             SWAP_SECONDS.observe(elapsed)
-            MODEL_VERSION.set(version.version)
             return elapsed
+
+    def drop_challenger(self) -> None:
+        self.challenger = None

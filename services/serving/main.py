@@ -19,6 +19,7 @@ def main() -> None:
     from services.serving.app import build_app
     from services.serving.holder import ModelHolder
     from services.serving.prediction_log import PredictionLog
+    from services.serving.shadow import ShadowScorer
     from services.serving.swapper import Swapper
 
     settings = ServingSettings()
@@ -29,6 +30,9 @@ def main() -> None:
     holder = ModelHolder(schema, RegistryClient(settings.registry_url, signing_key=settings.signing_key))
     swapper = Swapper(holder, publisher, settings.serving_registry_retry_s)
     prediction_log = PredictionLog(publisher, settings.serving_log_buffer)
+    shadow = ShadowScorer(
+        holder, prediction_log, settings.serving_shadow_fraction, settings.serving_shadow_queue
+    )
     # NOTE: each serving replica must see every promotion, so the group id is per instance,
     # and it starts from the latest offset: the registry is asked for the current champion.
     loop = ConsumeLoop(
@@ -40,10 +44,17 @@ def main() -> None:
     )
     swapper.start()
     prediction_log.start()
+    shadow.start()
     loop.start()
     try:
-        serve(build_app(holder, prediction_log), settings.host, settings.serving_port, settings.log_level)
+        serve(
+            build_app(holder, prediction_log, shadow),
+            settings.host,
+            settings.serving_port,
+            settings.log_level,
+        )
     finally:
         loop.stop()
         swapper.stop()
+        shadow.stop()
         prediction_log.stop()

@@ -1,5 +1,7 @@
-"""Follows the registry: loads the champion at start-up (retrying while the registry is not
-there yet) and swaps to every newly promoted champion announced on `models`."""
+"""Follows the registry: loads the champion (and the challenger, for shadow scoring) at
+start-up, retrying while the registry is not there yet, and swaps whenever either alias moves
+on `models`. A champion swap, done or refused, is reported as an event carrying the
+promotion's correlation id."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from shared.registry_client import RegistryError
 
 log = logging.getLogger(__name__)
 
+ALIASES = ("champion", "challenger")
+
 
 class Swapper(threading.Thread):
     def __init__(self, holder: ModelHolder, publisher: EventPublisher, retry_s: float) -> None:
@@ -24,21 +28,21 @@ class Swapper(threading.Thread):
         self.holder = holder
         self.publisher = publisher
         self.retry_s = retry_s
-        self._wanted: tuple[int, Envelope | None] | None = None
+        self._wanted: dict[str, tuple[int, Envelope | None]] = {}
         self._wake = threading.Condition()
         self._stop = False
 
     def handle(self, messages: list[ConsumerRecord]) -> None:
-        """Consume-loop handler: remember the newest promoted champion; the thread swaps."""
+        """Consume-loop handler: remember the newest version of each alias; the thread swaps."""
         for _, event, payload in decoded(messages, self.publisher):
             if (
                 event.type == "model.promoted"
                 and isinstance(payload, ModelChanged)
-                and payload.alias == "champion"
+                and payload.alias in ALIASES
                 and payload.model_name == self.holder.schema.name
             ):
                 with self._wake:
-                    self._wanted = (payload.version, event)
+                    self._wanted[payload.alias] = (payload.version, event)  # type: ignore[index]
                     self._wake.notify()
 
     def run(self) -> None:
@@ -48,41 +52,52 @@ class Swapper(threading.Thread):
                 # NOTE: events are the main path; asking the registry now and then also covers
                 # the start-up (no model yet) and a promotion made before this consumer joined.
                 interval = self.retry_s if self.holder.current is None else 15 * self.retry_s
-                if self._wanted is None and time.monotonic() - last_check >= interval:
+                if not self._wanted and time.monotonic() - last_check >= interval:
                     last_check = time.monotonic()
                     self._reconcile()
-                wanted, self._wanted = self._wanted, None
-                if wanted is None:
+                wanted, self._wanted = self._wanted, {}
+                if not wanted:
                     self._wake.wait(self.retry_s)
                     continue
-            self._swap(*wanted)
+            for alias in ALIASES:  # the champion first: a promoted challenger must not be shadowed
+                if alias in wanted:
+                    self._swap(alias, *wanted[alias])
 
     def _reconcile(self) -> None:
-        try:
-            champion = self.holder.registry.alias(self.holder.schema.name, "champion")
-        except RegistryError as exc:
-            log.info("registry not reachable: %s", exc)
-            return
-        current = self.holder.current
-        if champion is not None and (current is None or current.number != champion.version):
-            self._wanted = (champion.version, None)
+        for alias in ALIASES:
+            try:
+                target = self.holder.registry.alias(self.holder.schema.name, alias)
+            except RegistryError as exc:
+                log.info("registry not reachable: %s", exc)
+                return
+            loaded = self.holder.current if alias == "champion" else self.holder.challenger
+            if target is None:
+                if alias == "challenger" and loaded is not None:
+                    self.holder.drop_challenger()
+            elif loaded is None or loaded.number != target.version:
+                self._wanted[alias] = (target.version, None)
 
-    def _swap(self, number: int, cause: Envelope | None) -> None:
-        current = self.holder.current
+    def _swap(self, alias: str, number: int, cause: Envelope | None) -> None:
+        current = self.holder.current if alias == "champion" else self.holder.challenger
         if current is not None and current.number == number:
+            return
+        if alias == "challenger" and self.holder.current is not None and self.holder.current.number == number:
+            self.holder.drop_challenger()  # the challenger alias trails a promotion: nothing to shadow
             return
         previous = current.number if current else None
         try:
             version = self.holder.registry.version(self.holder.schema.name, number)
             if version is None:
                 raise SwapRefused(f"v{number} is not in the registry")
-            seconds = self.holder.swap_to(version)
+            seconds = self.holder.swap_to(version, alias)
         except (SwapRefused, RegistryError) as exc:
-            log.error("swap to v%d refused, v%s keeps serving: %s", number, previous, exc)
-            self._report("model.swap_failed", number, previous, 0.0, cause, str(exc))
+            log.error("%s v%d refused, v%s stays: %s", alias, number, previous, exc)
+            if alias == "champion":
+                self._report("model.swap_failed", number, previous, 0.0, cause, str(exc))
             return
-        log.info("swapped v%s -> v%d in %.0f ms", previous, number, seconds * 1000)
-        self._report("model.swapped", number, previous, seconds * 1000, cause, None)
+        log.info("%s v%s -> v%d loaded in %.0f ms", alias, previous, number, seconds * 1000)
+        if alias == "champion":
+            self._report("model.swapped", number, previous, seconds * 1000, cause, None)
 
     def _report(
         self,
