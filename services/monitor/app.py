@@ -23,7 +23,7 @@ import httpx
 import uvicorn
 from faust.types import EventT
 
-from services.monitor.state import MonitorState, Underperformance
+from services.monitor.state import MonitorState, ShadowVerdict, Underperformance
 from shared import topics
 from shared.events import (
     BadEvent,
@@ -134,7 +134,11 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
                     continue
                 entry.update(t=payload.event_time.isoformat(), f=payload.features)
             elif isinstance(payload, Prediction):
-                if payload.shadow:
+                if payload.shadow:  # the challenger's view of the same record, for the comparison
+                    entry.update(sp=payload.prediction, sv=payload.model_version)
+                    pending[record_id] = entry
+                    expiry[event.message.partition].append((time.monotonic(), record_id))
+                    expire(event.message.partition)
                     continue
                 await send_drift(state.observe_features(payload.features, payload.event_time))
                 entry.update(
@@ -152,6 +156,9 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
                     correct = entry["p"] == entry["l"]
                     await send_drift(state.observe_outcome(correct, datetime.fromisoformat(entry["t"])))
                     await request_rollback(state.take_underperformance())
+                    if "sp" in entry and entry.get("sv") == state.challenger_version:
+                        state.observe_shadow_pair(correct, entry["sp"] == entry["l"])
+                        await request_promotion(state.take_shadow_verdict())
                 if record_id in pending:
                     del pending[record_id]
             else:
@@ -159,24 +166,34 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
                 expiry[event.message.partition].append((time.monotonic(), record_id))
             expire(event.message.partition)
 
+    async def request_promotion(verdict: ShadowVerdict | None) -> None:
+        if verdict is None:
+            return
+        log.warning("%s; asking the registry to promote it", verdict.reason)
+        await registry_write(
+            f"/v1/models/{schema.name}/versions/{verdict.challenger_version}/promote",
+            {"alias": "champion", "reason": verdict.reason[:200]},
+        )
+
+    async def registry_write(path: str, body: dict[str, object]) -> None:
+        try:
+            async with httpx.AsyncClient(base_url=settings.registry_url, timeout=10) as client:
+                response = await client.post(
+                    path, json=body, headers={"Authorization": f"Bearer {settings.registry_token}"}
+                )
+            if response.status_code >= 400:
+                log.error("registry refused %s: %s %s", path, response.status_code, response.text[:200])
+        except httpx.HTTPError as exc:
+            log.error("registry unreachable for %s: %s", path, exc)
+
     async def request_rollback(finding: Underperformance | None) -> None:
         if finding is None or not settings.monitor_auto_rollback:
             return
         log.warning("%s; asking the registry to roll back", finding.reason)
-        try:
-            async with httpx.AsyncClient(base_url=settings.registry_url, timeout=10) as client:
-                response = await client.post(
-                    f"/v1/models/{schema.name}/rollback",
-                    json={"reason": finding.reason[:200]},
-                    headers={"Authorization": f"Bearer {settings.registry_token}"},
-                )
-            if response.status_code >= 400:
-                log.error("registry refused the rollback: %s %s", response.status_code, response.text[:200])
-        except httpx.HTTPError as exc:
-            log.error("registry unreachable for the rollback: %s", exc)
+        await registry_write(f"/v1/models/{schema.name}/rollback", {"reason": finding.reason[:200]})
 
-    async def fetch_reference(version: int | None = None) -> ModelVersion | None:
-        path = f"/v1/models/{schema.name}/" + (f"versions/{version}" if version else "aliases/champion")
+    async def fetch_reference(version: int | None = None, alias: str = "champion") -> ModelVersion | None:
+        path = f"/v1/models/{schema.name}/" + (f"versions/{version}" if version else f"aliases/{alias}")
         async with httpx.AsyncClient(base_url=settings.registry_url, timeout=10) as client:
             response = await client.get(path)
         if response.status_code == 404:
@@ -193,6 +210,16 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
             except BadEvent:
                 continue
             if (
+                envelope.type == "model.promoted"
+                and isinstance(payload, ModelChanged)
+                and payload.alias == "challenger"
+                and payload.model_name == schema.name
+            ):
+                state.set_challenger(payload.version)
+                log.info(
+                    "challenger v%d: comparing it with the champion on shadow predictions", payload.version
+                )
+            elif (
                 envelope.type == "model.promoted"
                 and isinstance(payload, ModelChanged)
                 and payload.alias == "champion"
@@ -222,6 +249,9 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
                 if version is not None and state.reference is None:
                     state.set_reference(version)
                     log.info("reference: champion v%d", version.version)
+                challenger = await fetch_reference(alias="challenger")
+                if challenger is not None and state.challenger_version is None:
+                    state.set_challenger(challenger.version)
                 return
             except httpx.HTTPError as exc:
                 log.info("registry not reachable yet (%s)", exc)

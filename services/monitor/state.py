@@ -56,6 +56,24 @@ class Underperformance:
         )
 
 
+@dataclass(frozen=True)
+class ShadowVerdict:
+    """The challenger matched or beat the champion on the same labelled records."""
+
+    challenger_version: int
+    champion_version: int
+    challenger_accuracy: float
+    champion_accuracy: float
+    labelled: int
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"shadow: v{self.challenger_version} {self.challenger_accuracy:.3f} vs champion "
+            f"v{self.champion_version} {self.champion_accuracy:.3f} on the same {self.labelled} labels"
+        )
+
+
 ROLLING = 200
 MIN_PREVIOUS_OUTCOMES = 50
 OUTCOMES_KEPT = 2000
@@ -75,6 +93,10 @@ class MonitorState:
         """The replaced champion's version and its last labelled outcomes, for the comparison."""
         self._compared = True
         self._underperformance: Underperformance | None = None
+        self.challenger_version: int | None = None
+        self.shadow_pairs: list[tuple[bool, bool]] = []
+        self._shadow_verdict: ShadowVerdict | None = None
+        self._shadow_decided = False
         self._alarm_at: float | None = None
         self.detector: PageHinkley[datetime] = PageHinkley(
             settings.monitor_error_delta, settings.monitor_error_threshold, settings.monitor_min_error_samples
@@ -102,6 +124,10 @@ class MonitorState:
         else:
             self._previous, self._compared = None, True
         self.reference = version
+        if self.challenger_version == version.version:
+            self.set_challenger(None)  # the challenger was promoted
+        else:
+            self.shadow_pairs, self._shadow_decided = [], False  # a new champion to compare with
         self._reset_windows()
         self._alarm_at = None
 
@@ -278,6 +304,34 @@ class MonitorState:
             )
             ROLLBACKS.inc()
 
+    def set_challenger(self, version: int | None) -> None:
+        self.challenger_version = version
+        self.shadow_pairs, self._shadow_decided, self._shadow_verdict = [], False, None
+
+    def observe_shadow_pair(self, champion_correct: bool, challenger_correct: bool) -> None:
+        """One labelled record scored by both: once enough, decide (once) on promotion."""
+        if self._shadow_decided or self.challenger_version is None or self.reference is None:
+            return
+        self.shadow_pairs.append((champion_correct, challenger_correct))
+        if len(self.shadow_pairs) < self.settings.monitor_shadow_min_labels:
+            return
+        self._shadow_decided = True
+        champion = sum(c for c, _ in self.shadow_pairs) / len(self.shadow_pairs)
+        challenger = sum(c for _, c in self.shadow_pairs) / len(self.shadow_pairs)
+        if challenger >= champion - self.settings.monitor_shadow_tolerance:
+            self._shadow_verdict = ShadowVerdict(
+                challenger_version=self.challenger_version,
+                champion_version=self.reference.version,
+                challenger_accuracy=challenger,
+                champion_accuracy=champion,
+                labelled=len(self.shadow_pairs),
+            )
+
+    def take_shadow_verdict(self) -> ShadowVerdict | None:
+        """The pending promotion of the challenger, if any (handed out once)."""
+        found, self._shadow_verdict = self._shadow_verdict, None
+        return found
+
     def take_underperformance(self) -> Underperformance | None:
         """The pending rollback request, if any (handed out once)."""
         found, self._underperformance = self._underperformance, None
@@ -311,6 +365,8 @@ class MonitorState:
             "window_size": self.settings.monitor_window,
             "recent_accuracy": (1 - sum(errors) / len(errors)) if errors else None,
             "labelled_predictions": len(errors),
+            "challenger_version": self.challenger_version,
+            "shadow_labelled": len(self.shadow_pairs),
             "error_detector": {
                 "n": self.detector.n,
                 "statistic": self.detector.statistic,

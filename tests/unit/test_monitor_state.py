@@ -122,3 +122,32 @@ def test_no_comparison_without_enough_history() -> None:
     for i in range(400):
         s.observe_outcome(rng.random() < 0.3, T0 + timedelta(seconds=i))
     assert s.take_underperformance() is None
+
+
+def test_shadow_verdict_once_enough_pairs() -> None:
+    s = MonitorState(MonitorSettings(monitor_shadow_min_labels=100), demo_schema())
+    s.set_reference(state().reference)  # type: ignore[arg-type]
+    s.set_challenger(2)
+    rng = random.Random(13)
+    verdicts = []
+    for i in range(150):
+        s.observe_shadow_pair(rng.random() < 0.80, rng.random() < 0.90)
+        found = s.take_shadow_verdict()
+        if found is not None:
+            verdicts.append((i, found))
+    assert len(verdicts) == 1 and verdicts[0][0] == 99
+    verdict = verdicts[0][1]
+    assert verdict.challenger_version == 2 and verdict.challenger_accuracy > verdict.champion_accuracy
+    assert verdict.reason.startswith("shadow: v2")
+
+
+def test_a_worse_challenger_is_not_promoted_and_a_promotion_clears_it() -> None:
+    s = MonitorState(MonitorSettings(monitor_shadow_min_labels=100), demo_schema())
+    s.set_reference(state().reference)  # type: ignore[arg-type]
+    s.set_challenger(2)
+    rng = random.Random(14)
+    for _ in range(200):
+        s.observe_shadow_pair(rng.random() < 0.90, rng.random() < 0.70)
+    assert s.take_shadow_verdict() is None
+    s.set_reference(s.reference.model_copy(update={"version": 2}))  # type: ignore[union-attr]
+    assert s.challenger_version is None and s.shadow_pairs == []
