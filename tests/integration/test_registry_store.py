@@ -192,3 +192,18 @@ def test_a_failed_send_keeps_the_rest_in_order(url: str) -> None:
     assert store.relay(lambda rows: [rows[0][0]]) == 1  # the broker took only the first
     assert store.pending_count() == 2
     assert store.relay(lambda rows: []) == 0 and store.pending_count() == 2
+
+
+def test_a_change_that_rolls_back_emits_nothing(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = store_for(url)
+    store.create_version("atomic", metadata(1), promote_to="champion")
+    before = (len(store.versions("atomic")), len(store.events("atomic")))
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("crash after the version row and its event were written")
+
+    monkeypatch.setattr(store, "_set_alias", crash)  # fails inside the registering transaction
+    with pytest.raises(RuntimeError, match="crash after"):
+        store.create_version("atomic", metadata(2), promote_to="champion")
+    assert (len(store.versions("atomic")), len(store.events("atomic"))) == before
+    assert store.alias("atomic", "champion").version == 1  # type: ignore[union-attr]
