@@ -4,7 +4,8 @@ A swap downloads the new version, verifies its digest, loads it under the skops 
 checks that its input schema is compatible, warms it up, and only then flips the pointer
 (MLServer's `_reload_model` pattern). Requests read the pointer once, so each is computed
 entirely by one version, and the old one is released when the last request using it ends.
-If any step fails, the old model keeps serving and the failure is reported.
+If any step fails, the old model keeps serving and the failure is reported. The last verified
+champion is also kept on disk, so a restart while the registry is down still serves it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -20,6 +22,7 @@ from shared.registry_api import ModelVersion
 from shared.registry_client import RegistryClient
 from shared.schema import DatasetSchema
 from shared.serialization import load_model
+from shared.signing import verify
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +36,12 @@ class SwapRefused(RuntimeError):
 
 
 class ModelHolder:
-    def __init__(self, schema: DatasetSchema, registry: RegistryClient) -> None:
+    def __init__(
+        self, schema: DatasetSchema, registry: RegistryClient, cache_dir: Path | None = None
+    ) -> None:
         self.schema = schema
         self.registry = registry
+        self.cache_dir = cache_dir
         self.current: LoadedModel | None = None
         self.challenger: LoadedModel | None = None
         self._lock = threading.Lock()
@@ -49,13 +55,17 @@ class ModelHolder:
                 f"{theirs.label.classes}; this service takes {ours.feature_names}, {ours.label.classes}"
             )
 
-    def _load(self, version: ModelVersion) -> LoadedModel:
-        """Download, verify (digest and signature), load under the allow-list, check, warm up."""
+    def _load(self, version: ModelVersion, data: bytes | None = None) -> tuple[LoadedModel, bytes]:
+        """Download (unless given), verify digest and signature, load under the allow-list,
+        check the schema, warm up."""
         self._compatible(version)
-        data = self.registry.artifact(self.schema.name, version)
+        if data is None:
+            data = self.registry.artifact(self.schema.name, version)
+        elif not verify(self.registry.signing_key or "", version.digest, version.signature):
+            raise SwapRefused(f"v{version.version}: cached artifact is unsigned or its signature is wrong")
         candidate = LoadedModel(version=version, pipeline=load_model(data, version.digest))  # type: ignore[arg-type]
         candidate.warm_up()
-        return candidate
+        return candidate, data
 
     def swap_to(self, version: ModelVersion, alias: str = "champion") -> float:
         """Load `version` and make it the champion (or the challenger); returns the seconds it took."""
@@ -65,7 +75,7 @@ class ModelHolder:
                 return 0.0
             start = time.perf_counter()
             try:
-                candidate = self._load(version)
+                candidate, data = self._load(version)
             except Exception as exc:
                 SWAPS.labels("refused").inc()
                 raise SwapRefused(f"v{version.version} refused: {exc}") from exc
@@ -73,6 +83,7 @@ class ModelHolder:
             if alias == "champion":
                 self.current = candidate
                 MODEL_VERSION.set(version.version)
+                self._save_cache(version, data)
                 if self.challenger is not None and self.challenger.number == version.version:
                     self.challenger = None  # the challenger was promoted: nothing left to shadow
             else:
@@ -84,3 +95,41 @@ class ModelHolder:
 
     def drop_challenger(self) -> None:
         self.challenger = None
+
+    # --- the on-disk cache of the last verified champion --------------------------------
+
+    def _save_cache(self, version: ModelVersion, data: bytes) -> None:
+        if self.cache_dir is None:
+            return
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            for name, content in (
+                ("artifact.skops", data),
+                ("version.json", version.model_dump_json().encode()),
+            ):
+                temporary = self.cache_dir / f".{name}.tmp"
+                temporary.write_bytes(content)
+                temporary.replace(self.cache_dir / name)
+        except OSError as exc:  # a cache that cannot be written must not fail a swap
+            log.warning("could not cache v%d on disk: %s", version.version, exc)
+
+    def load_cache(self) -> bool:
+        """Serve the last verified champion from disk (the registry is unreachable at start-up).
+        The cached bytes are verified again: digest, signature, allow-list."""
+        if self.cache_dir is None or self.current is not None:
+            return False
+        try:
+            version = ModelVersion.model_validate_json((self.cache_dir / "version.json").read_bytes())
+            data = (self.cache_dir / "artifact.skops").read_bytes()
+        except (OSError, ValueError):
+            return False
+        with self._lock:
+            try:
+                candidate, _ = self._load(version, data)
+            except Exception as exc:
+                log.error("cached model refused: %s", exc)
+                return False
+            self.current = candidate
+            MODEL_VERSION.set(version.version)
+        log.warning("registry unreachable: serving the cached v%d until it is back", version.version)
+        return True

@@ -27,7 +27,11 @@ def main() -> None:
     schema = load_schema(settings.schema_path)
     topics.ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     publisher = EventPublisher(settings, "serving")
-    holder = ModelHolder(schema, RegistryClient(settings.registry_url, signing_key=settings.signing_key))
+    holder = ModelHolder(
+        schema,
+        RegistryClient(settings.registry_url, signing_key=settings.signing_key),
+        cache_dir=settings.data_dir / "serving" / "cache" / schema.name,
+    )
     swapper = Swapper(holder, publisher, settings.serving_registry_retry_s)
     prediction_log = PredictionLog(publisher, settings.serving_log_buffer)
     shadow = ShadowScorer(

@@ -69,6 +69,7 @@ class Swapper(threading.Thread):
                 target = self.holder.registry.alias(self.holder.schema.name, alias)
             except RegistryError as exc:
                 log.info("registry not reachable: %s", exc)
+                self.holder.load_cache()  # only acts while nothing is loaded yet
                 return
             loaded = self.holder.current if alias == "champion" else self.holder.challenger
             if target is None:

@@ -1,0 +1,139 @@
+"""Serving against real registry and serving processes: a hot swap under concurrent load with
+no failed request, a corrupted artifact refused while the old model keeps serving, and a
+restart while the registry is down (the cached model serves)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.supervisor import Stack
+from shared import topics
+from shared.registry_api import GateReport, Lineage, VersionMetadata
+from tests.fixtures import demo_artifact, demo_schema
+from tests.integration.conftest import read_topic, start_stack, stop_stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "serving-test-token-0123456789"
+GOOD = {"x1": 0.3, "x2": -1.0, "x3": 2.0, "amount": 12.5, "color": "red"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    folder = tmp_path_factory.mktemp("serving")
+    running = start_stack(folder, services=("registry", "serving"), CTLOOP_REGISTRY_TOKEN=TOKEN)
+    running.folder = folder  # type: ignore[attr-defined]
+    yield running
+    stop_stack(running)
+
+
+def upload(stack: Stack, seed: int, passed: bool = True) -> dict:
+    artifact, digest = demo_artifact(rows=300, seed=seed)
+    meta = VersionMetadata(
+        digest=digest,
+        input_schema=demo_schema(),
+        gate_report=GateReport(passed=passed, gates=[]),
+        lineage=Lineage(run_id=f"run-{seed}", trigger="manual"),
+    )
+    response = httpx.post(
+        f"{stack.url('registry')}/v1/models/demo/versions",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        files={"artifact": ("m", artifact)},
+        data={"metadata": meta.model_dump_json()},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def served_version(stack: Stack) -> int | None:
+    try:
+        return httpx.get(f"{stack.url('serving')}/healthz", timeout=5).json().get("model_version")
+    except httpx.HTTPError:
+        return None
+
+
+def test_hot_swap_under_load_fails_no_request(stack: Stack) -> None:
+    first = upload(stack, seed=1)["version"]
+    wait_for(lambda: served_version(stack) == first, "serving to load v1", 120)
+    stop, failures, seen = threading.Event(), [], []
+
+    def client() -> None:
+        with httpx.Client(timeout=30) as http:
+            deadline = time.monotonic() + 120
+            while not stop.is_set() and time.monotonic() < deadline:
+                response = http.post(
+                    f"{stack.url('serving')}/v1/predict",
+                    json={"records": [{"features": GOOD}, {"features": {**GOOD, "x1": -1.0}}]},
+                )
+                if response.status_code != 200:
+                    failures.append(response.status_code)
+                    continue
+                body = response.json()
+                # one version computed the whole response
+                assert {p["model_version"] for p in body["predictions"]} == {body["model_version"]}
+                seen.append(body["model_version"])
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(seen) > 50, "load to build up", 60)
+    second = upload(stack, seed=2)["version"]
+    wait_for(
+        lambda: seen and seen[-1] == second and len([v for v in seen if v == second]) > 50,
+        "responses from v2 under load",
+        120,
+    )
+    stop.set()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert set(seen) == {first, second}
+    assert seen.index(second) > 0 and all(v == second for v in seen[-20:])
+
+
+def test_corrupted_artifact_is_refused_and_the_old_model_keeps_serving(stack: Stack) -> None:
+    before = served_version(stack)
+    candidate = upload(stack, seed=3, passed=False)  # registered, not promoted
+    digest = candidate["digest"][len("sha256:") :]
+    path = stack.folder / "registry" / "artifacts" / digest[:2] / digest  # type: ignore[attr-defined]
+    path.write_bytes(path.read_bytes()[:-3] + b"bad")
+    promoted = httpx.post(
+        f"{stack.url('registry')}/v1/models/demo/versions/{candidate['version']}/promote",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert promoted.status_code == 200
+    events = read_topic(
+        stack.bootstrap,
+        topics.MODELS,
+        lambda ev: any(
+            e.type == "model.swap_failed" and e.payload["version"] == candidate["version"] for e in ev
+        ),
+    )
+    refusal = next(e for e in events if e.type == "model.swap_failed")
+    assert "digest" in refusal.payload["reason"]
+    assert served_version(stack) == before
+    answer = httpx.post(f"{stack.url('serving')}/v1/predict", json={"features": GOOD})
+    assert answer.status_code == 200 and answer.json()["model_version"] == before
+
+
+def test_registry_down_at_start_up_serves_the_cached_model(stack: Stack) -> None:
+    cached = served_version(stack)
+    assert cached is not None
+    registry, serving = stack.processes["registry"], stack.processes["serving"]
+    registry.terminate()
+    registry.wait(30)
+    serving.terminate()
+    serving.wait(30)
+    stack.spawn("serving")
+    wait_for(lambda: served_version(stack) == cached, "serving to start from its cache", 120)
+    answer = httpx.post(f"{stack.url('serving')}/v1/predict", json={"features": GOOD})
+    assert answer.status_code == 200 and answer.json()["model_version"] == cached
+    cache = Path(stack.folder) / "serving" / "cache" / "demo"  # type: ignore[attr-defined]
+    assert (cache / "artifact.skops").exists() and (cache / "version.json").exists()
+    stack.spawn("registry")  # back for the fixture's clean stop
