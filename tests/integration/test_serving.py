@@ -122,6 +122,52 @@ def test_corrupted_artifact_is_refused_and_the_old_model_keeps_serving(stack: St
     assert answer.status_code == 200 and answer.json()["model_version"] == before
 
 
+def test_open_inference_protocol_v2_with_tritonclient(stack: Stack) -> None:
+    import numpy as np
+    import tritonclient.http as v2
+    from tritonclient.utils import InferenceServerException
+
+    client = v2.InferenceServerClient(url=stack.url("serving").removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("demo")
+    metadata = client.get_model_metadata("demo")
+    assert [i["name"] for i in metadata["inputs"]][:5] == ["x1", "x2", "x3", "amount", "color"]
+    rows = [GOOD, {**GOOD, "x1": -2.0, "color": "blue"}, {**GOOD, "x1": 1.5, "amount": 0.0}]
+    inputs = []
+    for spec in demo_schema().features:
+        numeric = spec.type == "numeric"
+        tensor = v2.InferInput(spec.name, [len(rows)], "FP64" if numeric else "BYTES")
+        tensor.set_data_from_numpy(
+            np.array([r[spec.name] for r in rows], dtype=np.float64 if numeric else object), binary_data=False
+        )
+        inputs.append(tensor)
+    ids = v2.InferInput("id", [len(rows)], "BYTES")
+    ids.set_data_from_numpy(np.array(["v2-a", "v2-b", "v2-c"], dtype=object), binary_data=False)
+    outputs = [
+        v2.InferRequestedOutput("predict", binary_data=False),
+        v2.InferRequestedOutput("predict_proba", binary_data=False),
+    ]
+    result = client.infer("demo", [*inputs, ids], outputs=outputs)
+    version = served_version(stack)
+    assert result.get_response()["model_version"] == str(version)
+    predicted, proba = result.as_numpy("predict"), result.as_numpy("predict_proba")
+    assert predicted.shape == (3,) and proba.shape == (3, 2)
+
+    v1 = httpx.post(
+        f"{stack.url('serving')}/v1/predict", json={"records": [{"features": r} for r in rows]}
+    ).json()
+    assert predicted.tolist() == [p["prediction"] for p in v1["predictions"]]
+    assert np.allclose(proba, [[p["probabilities"]["0"], p["probabilities"]["1"]] for p in v1["predictions"]])
+
+    bad = v2.InferInput("amount", [1], "FP64")
+    bad.set_data_from_numpy(np.array([-5.0]), binary_data=False)
+    with pytest.raises(InferenceServerException) as refused:
+        client.infer("demo", [*inputs[:3], bad, inputs[4]])
+    assert "422" in str(refused.value.status()) or "amount" in str(refused.value)
+    with pytest.raises(InferenceServerException):
+        client.get_model_metadata("no-such-model")
+    client.close()
+
+
 def test_registry_down_at_start_up_serves_the_cached_model(stack: Stack) -> None:
     cached = served_version(stack)
     assert cached is not None

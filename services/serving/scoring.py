@@ -1,0 +1,111 @@
+"""Scoring shared by both prediction APIs (ctloop's /v1 and the Open Inference Protocol /v2):
+pick the model, validate rows against its schema, predict, log the predictions, offer them to
+the shadow challenger, count them. The routes only translate their wire format."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from prometheus_client import Counter, Histogram
+
+from services.serving.holder import ModelHolder
+from services.serving.model import LoadedModel
+from services.serving.prediction_log import PredictionLog
+from services.serving.shadow import ShadowScorer
+from shared.events import Prediction
+from shared.http import NotFound, Unavailable, Unprocessable
+from shared.ids import new_id
+from shared.validation import FieldError, InvalidField, check_features, new_record_id
+
+REQUESTS = Counter("ctloop_serving_requests_total", "Prediction requests", ["status", "version", "api"])
+LATENCY = Histogram(
+    "ctloop_serving_request_seconds",
+    "Prediction request latency",
+    ["api"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+
+@dataclass(frozen=True)
+class Scored:
+    model: LoadedModel
+    ids: list[str]
+    classes: list[object]
+    probabilities: list[dict[str, float]]
+    prediction_ids: list[str]
+
+
+class Scorer:
+    def __init__(self, holder: ModelHolder, prediction_log: PredictionLog, shadow: ShadowScorer) -> None:
+        self.holder = holder
+        self.prediction_log = prediction_log
+        self.shadow = shadow
+
+    def model(self, api: str, version: int | None = None) -> LoadedModel:
+        """The champion (read once: one version per response), or the loaded `version`."""
+        model = self.holder.current
+        if model is None:
+            REQUESTS.labels("503", "none", api).inc()
+            raise Unavailable(
+                "no model is being served yet: the trainer has not produced a champion (cold start)",
+                headers={"Retry-After": "5"},
+            )
+        if version is not None and version != model.number:
+            challenger = self.holder.challenger
+            if challenger is None or challenger.number != version:
+                REQUESTS.labels("404", str(version), api).inc()
+                raise NotFound(f"version {version} is not loaded (champion: {model.number})")
+            return challenger
+        return model
+
+    def rows(
+        self, model: LoadedModel, items: list[tuple[object, object]], api: str
+    ) -> tuple[list[str], list[dict]]:
+        """Validate (record id, features) pairs; 422 listing every invalid field."""
+        ids: list[str] = []
+        rows: list[dict[str, object]] = []
+        errors: list[FieldError] = []
+        for index, (record_id, features) in enumerate(items):
+            try:
+                record_id = record_id or new_record_id()
+                if not isinstance(record_id, str):
+                    raise InvalidField("id", "must be a string", "type")
+                rows.append(check_features(model.schema, features))
+                ids.append(record_id)
+            except InvalidField as exc:
+                errors.append(FieldError(index=index, field=exc.field, reason=exc.reason, code=exc.code))
+        if errors:
+            REQUESTS.labels("422", str(model.number), api).inc()
+            raise Unprocessable([e.model_dump(exclude_none=True) for e in errors])
+        return ids, rows
+
+    def score(
+        self, model: LoadedModel, ids: list[str], rows: list[dict[str, object]], api: str, started: float
+    ) -> Scored:
+        classes, probabilities = model.predict(rows)
+        now = datetime.now(UTC)
+        prediction_ids = [new_id() for _ in ids]
+        shadow = model is not self.holder.current  # scoring a challenger directly
+        self.prediction_log.log(
+            [
+                Prediction(
+                    prediction_id=p,
+                    record_id=i,
+                    model_name=model.schema.name,
+                    model_version=model.number,
+                    features=row,
+                    prediction=c,
+                    probabilities=pr,
+                    event_time=now,
+                    shadow=shadow,
+                )  # type: ignore[arg-type]
+                for p, i, row, c, pr in zip(prediction_ids, ids, rows, classes, probabilities, strict=True)
+            ]
+        )
+        if not shadow:
+            self.shadow.offer(ids, rows, classes, now)
+        REQUESTS.labels("200", str(model.number), api).inc()
+        LATENCY.labels(api).observe(time.perf_counter() - started)
+        return Scored(model, ids, classes, probabilities, prediction_ids)

@@ -1,0 +1,261 @@
+"""The Open Inference Protocol V2 REST API, so existing V2 clients (tritonclient, the KServe
+SDK, MLServer's) work unchanged.
+
+Tensor layout (DESIGN.md): one input per feature, named after it, shape `[N]`, `FP64` for
+numeric and `BYTES` for categorical features (MLServer's pandas-codec convention), plus an
+optional `id` input (`BYTES`, `[N]`) carrying record ids for the label join. Outputs:
+`predict` (`[N]`) and `predict_proba` (`[N, classes]`, in the schema's class order). The model
+name is the schema's `name`; a `versions/{v}` path may name the champion or the challenger.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from services.serving.model import LoadedModel
+from services.serving.scoring import Scorer
+from shared.http import NotFound, ServiceError, Unprocessable
+
+NUMERIC_TYPES = {
+    "FP64",
+    "FP32",
+    "FP16",
+    "INT64",
+    "INT32",
+    "INT16",
+    "INT8",
+    "UINT64",
+    "UINT32",
+    "UINT16",
+    "UINT8",
+}
+
+
+class TensorIn(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class RequestedOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(BaseModel):
+    id: str | None = None
+    inputs: list[TensorIn] = Field(min_length=1)
+    outputs: list[RequestedOutput] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class TensorOut(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[TensorOut]
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    return [x for item in data for x in (_flatten(item) if isinstance(item, list) else [item])]
+
+
+def _label_type(model: LoadedModel) -> str:
+    return "INT64" if all(isinstance(c, int) for c in model.schema.label.classes) else "BYTES"
+
+
+def _metadata(model: LoadedModel) -> dict[str, object]:
+    inputs = [
+        {"name": f.name, "datatype": "FP64" if f.type == "numeric" else "BYTES", "shape": [-1]}
+        for f in model.schema.features
+    ]
+    return {
+        "name": model.schema.name,
+        "versions": [str(model.number)],
+        "platform": "ctloop-sklearn",
+        "inputs": [
+            *inputs,
+            {"name": "id", "datatype": "BYTES", "shape": [-1], "parameters": {"optional": True}},
+        ],
+        "outputs": [
+            {"name": "predict", "datatype": _label_type(model), "shape": [-1]},
+            {"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(model.schema.label.classes)]},
+        ],
+    }
+
+
+def _rows(model: LoadedModel, request: InferenceRequest) -> list[tuple[object, object]]:
+    """Columns of tensors -> (record id, features) rows; 422 naming the tensor and the reason."""
+    errors: list[dict[str, object]] = []
+    columns: dict[str, list[Any]] = {}
+    for tensor in request.inputs:
+        field = f"inputs.{tensor.name}"
+        values = _flatten(tensor.data)
+        if len(tensor.shape) != 1 and not (len(tensor.shape) == 2 and tensor.shape[1] == 1):
+            errors.append({"field": field, "reason": f"shape {tensor.shape} must be [N]"})
+        elif len(values) != tensor.shape[0]:
+            errors.append({"field": field, "reason": f"{len(values)} values for shape {tensor.shape}"})
+        elif tensor.name != "id" and tensor.name not in model.schema.feature_names:
+            errors.append({"field": field, "reason": "is not a feature of the model"})
+        else:
+            spec = None if tensor.name == "id" else model.schema.feature(tensor.name)
+            wanted = "BYTES" if spec is None or spec.type == "categorical" else "FP64"
+            if (wanted == "FP64" and tensor.datatype not in NUMERIC_TYPES) or (
+                wanted == "BYTES" and tensor.datatype != "BYTES"
+            ):
+                errors.append(
+                    {"field": field, "reason": f"datatype {tensor.datatype} where {wanted} is expected"}
+                )
+            else:
+                columns[tensor.name] = values
+    sizes = {len(v) for v in columns.values()}
+    if len(sizes) > 1:
+        errors.append({"field": "inputs", "reason": f"inputs have different lengths {sorted(sizes)}"})
+    if errors:
+        raise Unprocessable(errors)
+    count = sizes.pop() if sizes else 0
+    ids = columns.pop("id", [None] * count)
+    return [(ids[i], {name: values[i] for name, values in columns.items()}) for i in range(count)]
+
+
+def _error_response(exc: ServiceError) -> JSONResponse:
+    """V2 clients read errors as `{"error": "..."}`: ctloop's errors are translated at this edge."""
+    detail = exc.detail
+    if isinstance(detail, list):
+        detail = "; ".join(f"{d.get('field', '')}: {d.get('reason', '')}" for d in detail)
+    return JSONResponse({"error": str(detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _v2_errors(function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except ServiceError as exc:
+            return _error_response(exc)
+
+    return wrapper
+
+
+async def _request(http: Request) -> InferenceRequest:
+    # NOTE: V2 clients (tritonclient) send JSON without a JSON content type: parse it ourselves.
+    body = await http.body()
+    try:
+        return InferenceRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise Unprocessable(
+            [{"field": ".".join(map(str, e["loc"])), "reason": e["msg"]} for e in exc.errors()]
+        ) from exc
+
+
+def v2_router(scorer: Scorer) -> APIRouter:
+    router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+
+    @router.get("/health/live")
+    def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @router.get("/health/ready")
+    def ready() -> JSONResponse:
+        is_ready = scorer.holder.current is not None
+        return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+    def loaded(name: str, version: int | None) -> LoadedModel:
+        model = scorer.model("v2", version)
+        if name != model.schema.name:
+            raise NotFound(f"no model named {name!r} (this server serves {model.schema.name!r})")
+        return model
+
+    @router.get("/models/{name}")
+    @_v2_errors
+    def metadata(name: str) -> dict[str, object]:
+        return _metadata(loaded(name, None))
+
+    @router.get("/models/{name}/versions/{version}")
+    @_v2_errors
+    def version_metadata(name: str, version: int) -> dict[str, object]:
+        return _metadata(loaded(name, version))
+
+    @router.get("/models/{name}/ready")
+    @_v2_errors
+    def model_ready(name: str) -> dict[str, object]:
+        return {"name": loaded(name, None).schema.name, "ready": True}
+
+    @router.get("/models/{name}/versions/{version}/ready")
+    @_v2_errors
+    def version_ready(name: str, version: int) -> dict[str, object]:
+        return {"name": name, "ready": loaded(name, version).number == version}
+
+    def infer(name: str, version: int | None, request: InferenceRequest) -> InferenceResponse:
+        started = time.perf_counter()
+        unknown = [o.name for o in request.outputs or [] if o.name not in ("predict", "predict_proba")]
+        if unknown:
+            raise Unprocessable([{"field": f"outputs.{n}", "reason": "unknown output"} for n in unknown])
+        model = loaded(name, version)
+        ids, rows = scorer.rows(model, _rows(model, request), "v2")
+        scored = scorer.score(model, ids, rows, "v2", started)
+        keys = model.schema.class_keys
+        label_type = _label_type(model)
+        outputs = {
+            "predict": TensorOut(
+                name="predict",
+                shape=[len(rows)],
+                datatype=label_type,
+                data=scored.classes if label_type == "INT64" else [str(c) for c in scored.classes],
+            ),
+            "predict_proba": TensorOut(
+                name="predict_proba",
+                shape=[len(rows), len(keys)],
+                datatype="FP64",
+                data=[p[k] for p in scored.probabilities for k in keys],
+            ),
+        }
+        wanted = [o.name for o in request.outputs] if request.outputs else list(outputs)
+        return InferenceResponse(
+            model_name=model.schema.name,
+            model_version=str(model.number),
+            id=request.id,
+            outputs=[outputs[n] for n in wanted],
+        )
+
+    @router.post("/models/{name}/infer", response_model=InferenceResponse, response_model_exclude_none=True)
+    async def infer_champion(name: str, http: Request) -> Any:
+        """Infer with the champion. The body is a V2 inference request (`inputs` tensors, optional
+        `outputs`), read whatever its content type."""
+        return await _infer_async(name, None, http)
+
+    @router.post(
+        "/models/{name}/versions/{version}/infer",
+        response_model=InferenceResponse,
+        response_model_exclude_none=True,
+    )
+    async def infer_version(name: str, version: int, http: Request) -> Any:
+        """Infer with a loaded version (the champion's or the challenger's number)."""
+        return await _infer_async(name, version, http)
+
+    async def _infer_async(name: str, version: int | None, http: Request) -> Any:
+        try:
+            request = await _request(http)
+        except ServiceError as exc:
+            return _error_response(exc)
+        # NOTE: scoring is CPU work: off the event loop, like FastAPI's sync routes.
+        return await run_in_threadpool(_v2_errors(infer), name, version, request)
+
+    return router
