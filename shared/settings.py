@@ -114,6 +114,10 @@ class ServingSettings(HTTPServiceSettings):
     """Prediction-log records that may wait for Kafka before new ones are dropped (and
     counted): the log never blocks a request."""
 
+    serving_max_batch_rows: int = Field(256, ge=1)
+    """Most rows one model call may predict for concurrent requests together (1: no
+    micro-batching; each request predicts alone)."""
+
     serving_shadow_fraction: float = Field(1.0, ge=0, le=1)
     """Share of prediction requests also scored by the challenger (when one exists), off the
     request path; its predictions are logged with `shadow: true` for the comparison."""

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import Body, FastAPI
 from pydantic import BaseModel
 
+from services.serving.batching import MicroBatcher
 from services.serving.holder import ModelHolder
 from services.serving.prediction_log import PredictionLog
 from services.serving.scoring import Scorer
@@ -40,8 +41,13 @@ EXAMPLE = {
 }
 
 
-def build_app(holder: ModelHolder, prediction_log: PredictionLog, shadow: ShadowScorer) -> FastAPI:
-    scorer = Scorer(holder, prediction_log, shadow)
+def build_app(
+    holder: ModelHolder,
+    prediction_log: PredictionLog,
+    shadow: ShadowScorer,
+    batcher: MicroBatcher | None = None,
+) -> FastAPI:
+    scorer = Scorer(holder, prediction_log, shadow, batcher)
 
     def health() -> dict[str, object]:
         model = holder.current

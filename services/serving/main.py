@@ -17,6 +17,7 @@ def main() -> None:
     # NOTE: more BLAS/OpenMP threads than cores makes one-row predicts several times slower.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from services.serving.app import build_app
+    from services.serving.batching import MicroBatcher
     from services.serving.holder import ModelHolder
     from services.serving.prediction_log import PredictionLog
     from services.serving.shadow import ShadowScorer
@@ -49,10 +50,13 @@ def main() -> None:
     swapper.start()
     prediction_log.start()
     shadow.start()
+    batcher = MicroBatcher(settings.serving_max_batch_rows) if settings.serving_max_batch_rows > 1 else None
+    if batcher:
+        batcher.start()
     loop.start()
     try:
         serve(
-            build_app(holder, prediction_log, shadow),
+            build_app(holder, prediction_log, shadow, batcher),
             settings.host,
             settings.serving_port,
             settings.log_level,
@@ -61,4 +65,6 @@ def main() -> None:
         loop.stop()
         swapper.stop()
         shadow.stop()
+        if batcher:
+            batcher.stop()
         prediction_log.stop()

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from prometheus_client import Counter, Histogram
 
+from services.serving.batching import MicroBatcher
 from services.serving.holder import ModelHolder
 from services.serving.model import LoadedModel
 from services.serving.prediction_log import PredictionLog
@@ -38,10 +39,17 @@ class Scored:
 
 
 class Scorer:
-    def __init__(self, holder: ModelHolder, prediction_log: PredictionLog, shadow: ShadowScorer) -> None:
+    def __init__(
+        self,
+        holder: ModelHolder,
+        prediction_log: PredictionLog,
+        shadow: ShadowScorer,
+        batcher: MicroBatcher | None = None,
+    ) -> None:
         self.holder = holder
         self.prediction_log = prediction_log
         self.shadow = shadow
+        self.batcher = batcher
 
     def model(self, api: str, version: int | None = None) -> LoadedModel:
         """The champion (read once: one version per response), or the loaded `version`."""
@@ -84,7 +92,7 @@ class Scorer:
     def score(
         self, model: LoadedModel, ids: list[str], rows: list[dict[str, object]], api: str, started: float
     ) -> Scored:
-        classes, probabilities = model.predict(rows)
+        classes, probabilities = self.batcher.predict(model, rows) if self.batcher else model.predict(rows)
         now = datetime.now(UTC)
         prediction_ids = [new_id() for _ in ids]
         shadow = model is not self.holder.current  # scoring a challenger directly
