@@ -9,6 +9,9 @@ STAMP  := $(VENV)/.installed
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@# wrk (Debian) is the serving benchmark's load generator.
+	command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; } \
+	  || echo "warning: could not install wrk (Debian package): the serving benchmark needs it"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -30,6 +33,7 @@ test-unit: install
 bench: install
 	$(PY) -m benchmarks.bench_ingest
 	$(PY) -m benchmarks.bench_trainer
+	$(PY) -m benchmarks.bench_serving
 
 lint: install
 	$(VENV)/bin/ruff check shared services tests benchmarks

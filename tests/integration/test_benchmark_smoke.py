@@ -25,3 +25,16 @@ def test_trainer_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     bench_trainer.main(["--quick"])
     assert "Overhead over the bare fit" in capsys.readouterr().out
     assert (RESULTS.read_text() if RESULTS.exists() else None) == before
+
+
+def test_serving_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from benchmarks import bench_serving
+
+    if not shutil.which("wrk"):
+        pytest.fail("wrk is missing: `make install` installs it (Debian package wrk)")
+    before = RESULTS.read_text() if RESULTS.exists() else None
+    bench_serving.main(["--quick"])
+    assert "Micro-batching over no batching" in capsys.readouterr().out
+    assert (RESULTS.read_text() if RESULTS.exists() else None) == before
