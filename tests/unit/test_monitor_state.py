@@ -14,10 +14,10 @@ T0 = datetime(2026, 11, 21, tzinfo=UTC)
 DETECTED_AT = 1545  # pinned: 45 labels after the change at 1500
 
 
-def state(window: int = 250) -> MonitorState:
+def state(window: int = 250, consecutive: int = 2) -> MonitorState:
     schema = demo_schema()
     reference = demo_rows(1000, seed=1)
-    s = MonitorState(MonitorSettings(monitor_window=window), schema)
+    s = MonitorState(MonitorSettings(monitor_window=window, monitor_consecutive=consecutive), schema)
     s.set_reference(model_version(schema, {f: [r[f] for r in reference] for f in schema.feature_names}))
     return s
 
@@ -29,6 +29,14 @@ def feed(s: MonitorState, rows: list[dict[str, object]]) -> list[tuple[int, obje
         if drift is not None:
             alarms.append((i, drift))
     return alarms
+
+
+def test_the_default_needs_two_drifting_windows_in_a_row() -> None:
+    s = state(window=250)  # consecutive=2, the default
+    alarms = feed(s, demo_rows(2000, seed=3, shift_x3_from=1100))
+    assert [i for i, _ in alarms] == [1499]  # pinned: the second drifting window in a row
+    onset_index = (alarms[0][1].onset_time - T0).total_seconds()  # type: ignore[union-attr]
+    assert abs(onset_index - 1100) <= 60  # the onset still comes from the first drifting window
 
 
 def test_no_reference_no_verdict() -> None:
@@ -43,7 +51,7 @@ def test_stationary_stream_is_quiet() -> None:
 
 
 def test_mean_shift_is_caught_in_the_window_that_contains_it() -> None:
-    s = state(window=250)
+    s = state(window=250, consecutive=1)
     alarms = feed(s, demo_rows(2000, seed=3, shift_x3_from=1100))
     assert [i for i, _ in alarms] == [1249]  # pinned: the window [1000, 1250) holds the change
     drift = alarms[0][1]
