@@ -34,6 +34,7 @@ bench: install
 	$(PY) -m benchmarks.bench_ingest
 	$(PY) -m benchmarks.bench_trainer
 	$(PY) -m benchmarks.bench_serving
+	$(PY) -m benchmarks.bench_monitor
 
 lint: install
 	$(VENV)/bin/ruff check shared services tests benchmarks

@@ -38,3 +38,12 @@ def test_serving_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     bench_serving.main(["--quick"])
     assert "Micro-batching over no batching" in capsys.readouterr().out
     assert (RESULTS.read_text() if RESULTS.exists() else None) == before
+
+
+def test_monitor_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import bench_monitor
+
+    before = RESULTS.read_text() if RESULTS.exists() else None
+    bench_monitor.main(["--quick"])
+    assert "false alarms" in capsys.readouterr().out
+    assert (RESULTS.read_text() if RESULTS.exists() else None) == before
