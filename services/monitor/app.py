@@ -16,13 +16,13 @@ import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
-from datetime import datetime
 
 import faust
 import httpx
 import uvicorn
 from faust.types import EventT
 
+from services.monitor.join import step
 from services.monitor.state import MonitorState, ShadowVerdict, Underperformance
 from shared import topics
 from shared.events import (
@@ -30,9 +30,7 @@ from shared.events import (
     DriftDetected,
     Envelope,
     Example,
-    Label,
     ModelChanged,
-    Prediction,
     Source,
     dead_letter_of,
     new_event,
@@ -42,7 +40,6 @@ from shared.kafka import CONSUMER_LAG, faust_broker_config
 from shared.registry_api import ModelVersion
 from shared.schema import DatasetSchema
 from shared.settings import MonitorSettings
-from shared.validation import Record
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +78,9 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
         log.warning("drift detected (%s, %s): %s", drift.kind, drift.detector, _describe(drift))
         await drift_out.send(key=schema.name.encode(), value=event.encode())
 
-    async def send_example(record_id: str, entry: dict, label: object, cause: Envelope) -> None:
-        example = Example(
-            record_id=record_id,
-            event_time=entry["t"],
-            features=entry["f"],
-            label=label,
-            model_version=entry.get("v"),
-            prediction=entry.get("p"),
-        )
+    async def send_example(example: Example, cause: Envelope) -> None:
         event = new_event("example.labelled", example, source, cause=cause)
-        await examples_out.send(key=record_id.encode(), value=event.encode())
+        await examples_out.send(key=example.record_id.encode(), value=event.encode())
 
     async def dead_letter(event: EventT, reason: str) -> None:
         message = event.message
@@ -121,48 +110,25 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
                 await dead_letter(event, str(exc))
                 continue
             record_id = (event.key or b"").decode()
-            entry = pending.get(record_id) or {}
-            if isinstance(payload, Record):
-                await send_drift(state.observe_features(payload.features, payload.event_time))
-                if payload.label is not None:
-                    await send_example(
-                        record_id,
-                        {"t": payload.event_time.isoformat(), "f": payload.features},
-                        payload.label,
-                        envelope,
-                    )
-                    continue
-                entry.update(t=payload.event_time.isoformat(), f=payload.features)
-            elif isinstance(payload, Prediction):
-                if payload.shadow:  # the challenger's view of the same record, for the comparison
-                    entry.update(sp=payload.prediction, sv=payload.model_version)
-                    pending[record_id] = entry
-                    expiry[event.message.partition].append((time.monotonic(), record_id))
-                    expire(event.message.partition)
-                    continue
-                await send_drift(state.observe_features(payload.features, payload.event_time))
-                entry.update(
-                    t=payload.event_time.isoformat(),
-                    f=payload.features,
-                    p=payload.prediction,
-                    v=payload.model_version,
-                )
-            elif isinstance(payload, Label):
-                entry.update(l=payload.label, lt=payload.event_time.isoformat())
-            if "l" in entry and "f" in entry:
-                await send_example(record_id, entry, entry["l"], envelope)
-                reference = state.reference.version if state.reference else None
-                if "p" in entry and entry.get("v") == reference:
-                    correct = entry["p"] == entry["l"]
-                    await send_drift(state.observe_outcome(correct, datetime.fromisoformat(entry["t"])))
+            original = pending.get(record_id)
+            result = step(original, payload, record_id)
+            if result.features is not None:
+                await send_drift(state.observe_features(*result.features))
+            if result.example is not None:
+                await send_example(result.example, envelope)
+            if result.outcome is not None:
+                version, correct, at = result.outcome
+                if state.reference is not None and version == state.reference.version:
+                    await send_drift(state.observe_outcome(correct, at))
                     await request_rollback(state.take_underperformance())
-                    if "sp" in entry and entry.get("sv") == state.challenger_version:
-                        state.observe_shadow_pair(correct, entry["sp"] == entry["l"])
+                    if result.shadow is not None and result.shadow[0] == state.challenger_version:
+                        state.observe_shadow_pair(correct, result.shadow[1])
                         await request_promotion(state.take_shadow_verdict())
-                if record_id in pending:
+            if result.entry is None:
+                if original is not None:
                     del pending[record_id]
-            else:
-                pending[record_id] = entry
+            elif result.entry != original:
+                pending[record_id] = result.entry
                 expiry[event.message.partition].append((time.monotonic(), record_id))
             expire(event.message.partition)
 
