@@ -9,12 +9,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.supervisor import SERVICES, Stack
 from shared.events import BadEvent, Envelope
 from shared.kafka import make_consumer
+from shared.registry_api import GateReport, Lineage, VersionMetadata
 from shared.settings import CommonSettings
+from tests.fixtures import demo_artifact, demo_schema
 
 pytestmark = pytest.mark.integration
 
@@ -96,3 +99,32 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running = start_stack(tmp_path_factory.mktemp("stack"))
     yield running
     stop_stack(running)
+
+
+def upload_demo(
+    registry_url: str,
+    token: str,
+    name: str = "demo",
+    seed: int = 1,
+    rows: int = 200,
+    passed: bool = True,
+    correlation: str | None = None,
+    trigger: str = "manual",
+) -> dict:
+    """Register a small trained demo model through the registry's HTTP API; the version as JSON."""
+    artifact, digest = demo_artifact(rows=rows, seed=seed)
+    meta = VersionMetadata(
+        digest=digest,
+        input_schema=demo_schema().model_copy(update={"name": name}),
+        gate_report=GateReport(passed=passed, gates=[]),
+        metrics={"accuracy": 0.9},
+        lineage=Lineage(run_id=f"run-{seed}", trigger=trigger, correlation_id=correlation),
+    )
+    response = httpx.post(
+        f"{registry_url}/v1/models/{name}/versions",
+        headers={"Authorization": f"Bearer {token}"},
+        files={"artifact": ("model.skops", artifact)},
+        data={"metadata": meta.model_dump_json()},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]

@@ -12,11 +12,10 @@ import pytest
 from shared import topics
 from shared.events import Prediction
 from shared.kafka import EventPublisher
-from shared.registry_api import GateReport, Lineage, VersionMetadata
 from shared.settings import CommonSettings
 from shared.validation import Label
-from tests.fixtures import demo_artifact, demo_rows, demo_schema
-from tests.integration.conftest import start_stack, stop_stack, wait_for
+from tests.fixtures import demo_rows
+from tests.integration.conftest import start_stack, stop_stack, upload_demo, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,21 +31,7 @@ def test_worse_champion_is_rolled_back(tmp_path_factory: pytest.TempPathFactory)
         publisher = EventPublisher(CommonSettings(kafka_bootstrap=stack.bootstrap), "test")
 
         def upload(seed: int) -> int:
-            artifact, digest = demo_artifact(seed=seed)
-            meta = VersionMetadata(
-                digest=digest,
-                input_schema=demo_schema(),
-                gate_report=GateReport(passed=True, gates=[]),
-                lineage=Lineage(run_id=f"run-{seed}", trigger="manual"),
-            )
-            response = httpx.post(
-                f"{registry}/v1/models/demo/versions",
-                headers={"Authorization": f"Bearer {TOKEN}"},
-                files={"artifact": ("m", artifact)},
-                data={"metadata": meta.model_dump_json()},
-            )
-            assert response.status_code == 201, response.text
-            return int(response.json()["version"])
+            return int(upload_demo(registry, TOKEN, seed=seed)["version"])
 
         def serve(version: int, accuracy: float, count: int, seed: int) -> None:
             rng, now = random.Random(seed), datetime.now(UTC)

@@ -16,11 +16,9 @@ import pytest
 
 from services.supervisor import Stack
 from shared import topics
-from shared.registry_api import GateReport, Lineage, VersionMetadata
 from shared.registry_client import RegistryClient
 from shared.serialization import ArtifactError
-from tests.fixtures import demo_artifact, demo_schema
-from tests.integration.conftest import read_all, start_stack, stop_stack
+from tests.integration.conftest import read_all, start_stack, stop_stack, upload_demo
 
 pytestmark = pytest.mark.integration
 
@@ -44,22 +42,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def upload(stack: Stack, name: str = "demo", seed: int = 1, correlation: str | None = None) -> dict:
-    artifact, digest = demo_artifact(seed=seed)
-    meta = VersionMetadata(
-        digest=digest,
-        input_schema=demo_schema().model_copy(update={"name": name}),
-        gate_report=GateReport(passed=True, gates=[]),
-        metrics={"accuracy": 0.9},
-        lineage=Lineage(run_id=f"run-{seed}", trigger="drift", correlation_id=correlation),
+    return upload_demo(
+        stack.url("registry"), TOKEN, name=name, seed=seed, correlation=correlation, trigger="drift"
     )
-    response = httpx.post(
-        f"{stack.url('registry')}/v1/models/{name}/versions",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        files={"artifact": ("m.skops", artifact)},
-        data={"metadata": meta.model_dump_json()},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def client(stack: Stack, key: str = KEY) -> RegistryClient:

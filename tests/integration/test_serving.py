@@ -14,9 +14,8 @@ import pytest
 
 from services.supervisor import Stack
 from shared import topics
-from shared.registry_api import GateReport, Lineage, VersionMetadata
-from tests.fixtures import demo_artifact, demo_schema
-from tests.integration.conftest import read_topic, start_stack, stop_stack, wait_for
+from tests.fixtures import demo_schema
+from tests.integration.conftest import read_topic, start_stack, stop_stack, upload_demo, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,21 +33,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def upload(stack: Stack, seed: int, passed: bool = True) -> dict:
-    artifact, digest = demo_artifact(rows=300, seed=seed)
-    meta = VersionMetadata(
-        digest=digest,
-        input_schema=demo_schema(),
-        gate_report=GateReport(passed=passed, gates=[]),
-        lineage=Lineage(run_id=f"run-{seed}", trigger="manual"),
-    )
-    response = httpx.post(
-        f"{stack.url('registry')}/v1/models/demo/versions",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        files={"artifact": ("m", artifact)},
-        data={"metadata": meta.model_dump_json()},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
+    return upload_demo(stack.url("registry"), TOKEN, seed=seed, rows=300, passed=passed)
 
 
 def served_version(stack: Stack) -> int | None:

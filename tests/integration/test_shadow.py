@@ -11,11 +11,10 @@ import pytest
 
 from shared import topics
 from shared.kafka import EventPublisher
-from shared.registry_api import GateReport, Lineage, VersionMetadata
 from shared.settings import CommonSettings
 from shared.validation import Label
-from tests.fixtures import demo_artifact, demo_rows, demo_schema
-from tests.integration.conftest import read_topic, start_stack, stop_stack, wait_for
+from tests.fixtures import demo_rows
+from tests.integration.conftest import read_topic, start_stack, stop_stack, upload_demo, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,21 +33,7 @@ def test_challenger_is_shadowed_then_promoted(tmp_path_factory: pytest.TempPathF
         registry, serving, monitor = stack.url("registry"), stack.url("serving"), stack.url("monitor")
 
         def upload(seed: int) -> dict:
-            artifact, digest = demo_artifact(rows=400, seed=seed)
-            meta = VersionMetadata(
-                digest=digest,
-                input_schema=demo_schema(),
-                gate_report=GateReport(passed=True, gates=[]),
-                lineage=Lineage(run_id=f"run-{seed}", trigger="manual"),
-            )
-            response = httpx.post(
-                f"{registry}/v1/models/demo/versions",
-                headers={"Authorization": f"Bearer {TOKEN}"},
-                files={"artifact": ("m", artifact)},
-                data={"metadata": meta.model_dump_json()},
-            )
-            assert response.status_code == 201, response.text
-            return response.json()
+            return upload_demo(registry, TOKEN, seed=seed, rows=400)
 
         first = upload(seed=1)
         assert first["aliases"] == ["champion"]  # cold start: nothing to shadow against
