@@ -191,8 +191,12 @@ class DriftDetected(BaseModel):
     onset_time: datetime
     """Best estimate of when the change began: the trainer trains on data from here on."""
     error_rate: float | None = None
+    """Concept drift: the champion's error rate on the labels since the estimated onset."""
     baseline_accuracy: float | None = None
     detector: str
+    severity: Literal["warning", "critical"] = "warning"
+    """`critical`: a large effect (twice the minimum, or three features or more) or an error
+    rate since the onset 15 points above what validation promised."""
 
 
 TriggerKind = Literal["cold_start", "drift", "manual", "schedule", "new_examples"]

@@ -230,6 +230,14 @@ class MonitorSettings(HTTPServiceSettings):
     monitor_alpha: float = Field(0.01, gt=0, lt=0.5)
     """False-discovery rate for the per-feature tests (Benjamini-Hochberg)."""
 
+    monitor_correction: Literal["benjamini-hochberg", "bonferroni"] = "benjamini-hochberg"
+    """Multiple-testing correction across features: false-discovery rate (default) or the
+    stricter family-wise Bonferroni."""
+
+    monitor_cooldown_s: float = Field(10.0, ge=0)
+    """No drift alarm this many seconds after a new champion is promoted: its windows and error
+    detector start empty, and the first labels after a swap still belong to the old one."""
+
     monitor_min_effect: float = Field(0.1, ge=0)
     """Effect size a feature must also show to count as drifted (KS statistic or Cramér's V),
     so that verdicts do not flip with the window size."""

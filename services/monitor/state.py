@@ -18,6 +18,7 @@ from prometheus_client import Counter, Gauge
 from services.monitor.detectors import PageHinkley
 from services.monitor.stats import (
     benjamini_hochberg,
+    bonferroni,
     chi2_categorical,
     ks_numeric,
     proportion_drop,
@@ -90,6 +91,8 @@ class MonitorState:
         self.reports: deque[dict[str, object]] = deque(maxlen=REPORTS_KEPT)
         self.last_alarm: DriftDetected | None = None
         self._previous: tuple[int, list[int]] | None = None
+        self._promoted_at = -1e9
+        self._had_reference = False
         """The replaced champion's version and its last labelled outcomes, for the comparison."""
         self._compared = True
         self._underperformance: Underperformance | None = None
@@ -124,6 +127,9 @@ class MonitorState:
         else:
             self._previous, self._compared = None, True
         self.reference = version
+        # The very first reference is no promotion to cool down from.
+        self._promoted_at = time.monotonic() if self._had_reference else -1e9
+        self._had_reference = True
         if self.challenger_version == version.version:
             self.set_challenger(None)  # the challenger was promoted
         else:
@@ -133,9 +139,12 @@ class MonitorState:
 
     @property
     def armed(self) -> bool:
+        now = time.monotonic()
+        if now - self._promoted_at < self.settings.monitor_cooldown_s:
+            return False
         if self._alarm_at is None:
             return True
-        return time.monotonic() - self._alarm_at >= self.rearm_s
+        return now - self._alarm_at >= self.rearm_s
 
     # --- features ------------------------------------------------------------------------
 
@@ -164,7 +173,8 @@ class MonitorState:
             else:
                 result = chi2_categorical(reference, current)
             results.append((spec.name, result))
-        rejected = benjamini_hochberg([r.p_value for _, r in results], self.settings.monitor_alpha)
+        correct = bonferroni if self.settings.monitor_correction == "bonferroni" else benjamini_hochberg
+        rejected = correct([r.p_value for _, r in results], self.settings.monitor_alpha)
         verdicts = []
         for (name, result), significant in zip(results, rejected, strict=True):
             drifted = significant and result.effect >= self.settings.monitor_min_effect
@@ -264,7 +274,9 @@ class MonitorState:
         # NOTE: Page-Hinkley's own onset (the last minimum of a noisy random walk) can lie far
         # before the change; the CUSUM split of the recent outcomes is a much closer estimate.
         recent = list(self.outcomes)[-ONSET_LOOKBACK:]
-        onset = recent[change_point([e for _, e in recent])][0]
+        split = change_point([e for _, e in recent])
+        onset = recent[split][0]
+        since_onset = [e for _, e in recent[split:]]
         times = [t for t, _ in self.outcomes]
         return self._alarm(
             DriftDetected(
@@ -275,7 +287,7 @@ class MonitorState:
                 window_end=event_time,
                 window_size=len(self.outcomes),
                 onset_time=onset,
-                error_rate=1 - accuracy,
+                error_rate=sum(since_onset) / len(since_onset),
                 baseline_accuracy=baseline,
                 detector=detector,
             )
@@ -347,7 +359,16 @@ class MonitorState:
             return None
         return self.reference.reference_profile.validation_accuracy
 
+    def _severity(self, drift: DriftDetected) -> str:
+        if drift.kind == "concept":
+            promised = 1 - (drift.baseline_accuracy or 1.0)
+            return "critical" if (drift.error_rate or 0) - promised >= 0.15 else "warning"
+        drifted = [f for f in drift.features if f.drifted]
+        large = any(f.effect >= 2 * self.settings.monitor_min_effect for f in drifted)
+        return "critical" if large or len(drifted) >= 3 else "warning"
+
     def _alarm(self, drift: DriftDetected) -> DriftDetected:
+        drift.severity = self._severity(drift)  # type: ignore[assignment]
         self._alarm_at = time.monotonic()
         self.last_alarm = drift
         ALARMS.labels(drift.kind).inc()

@@ -74,6 +74,15 @@ def benjamini_hochberg(p_values: Sequence[float], alpha: float) -> list[bool]:
     return rejected
 
 
+def bonferroni(p_values: Sequence[float], alpha: float) -> list[bool]:
+    """Which hypotheses are rejected at family-wise error `alpha` (stricter than BH).
+
+    >>> bonferroni([0.001, 0.02, 0.03, 0.5], alpha=0.05)
+    [True, False, False, False]
+    """
+    return [p <= alpha / max(len(p_values), 1) for p in p_values]
+
+
 def proportion_drop(baseline: float, successes: int, n: int) -> float:
     """One-sided p-value that the success rate fell below `baseline` (normal approximation).
 

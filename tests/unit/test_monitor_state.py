@@ -14,10 +14,18 @@ T0 = datetime(2026, 11, 21, tzinfo=UTC)
 DETECTED_AT = 1545  # pinned: 45 labels after the change at 1500
 
 
-def state(window: int = 250, consecutive: int = 2) -> MonitorState:
+def state(window: int = 250, consecutive: int = 2, cooldown: float = 0.0, **settings: object) -> MonitorState:
     schema = demo_schema()
     reference = demo_rows(1000, seed=1)
-    s = MonitorState(MonitorSettings(monitor_window=window, monitor_consecutive=consecutive), schema)
+    s = MonitorState(
+        MonitorSettings(
+            monitor_window=window,
+            monitor_consecutive=consecutive,  # type: ignore[arg-type]
+            monitor_cooldown_s=cooldown,
+            **settings,
+        ),
+        schema,
+    )
     s.set_reference(model_version(schema, {f: [r[f] for r in reference] for f in schema.feature_names}))
     return s
 
@@ -159,3 +167,27 @@ def test_a_worse_challenger_is_not_promoted_and_a_promotion_clears_it() -> None:
     assert s.take_shadow_verdict() is None
     s.set_reference(s.reference.model_copy(update={"version": 2}))  # type: ignore[union-attr]
     assert s.challenger_version is None and s.shadow_pairs == []
+
+
+def test_cooldown_after_a_promotion_holds_alarms_back() -> None:
+    s = state(cooldown=3600)
+    s.set_reference(s.reference.model_copy(update={"version": 2}))  # type: ignore[union-attr]  # a promotion
+    rng = random.Random(15)
+    assert not any(s.observe_outcome(rng.random() < 0.3, T0 + timedelta(seconds=i)) for i in range(400))
+    assert s.status()["armed"] is False
+
+
+def test_bonferroni_is_stricter_and_severity_is_set() -> None:
+    rows = demo_rows(2000, seed=3, shift_x3_from=1000)
+    bh = feed(state(consecutive=1), rows)
+    strict = feed(state(consecutive=1, monitor_correction="bonferroni"), rows)
+    assert bh and strict and strict[0][0] >= bh[0][0]
+    assert bh[0][1].severity in ("warning", "critical")
+    rng = random.Random(16)
+    s = state()
+    alarms = [
+        s.observe_outcome(rng.random() < (0.92 if i < 300 else 0.3), T0 + timedelta(seconds=i))
+        for i in range(600)
+    ]
+    concept = next(a for a in alarms if a is not None)
+    assert concept.severity == "critical"  # error far above what validation promised
