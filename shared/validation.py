@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -182,21 +182,46 @@ def _raw_id(raw: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def validate_records(
-    schema: DatasetSchema, items: Iterable[Any], now: datetime | None = None
-) -> tuple[list[Record], list[FieldError]]:
-    """Split a batch into valid records and one `FieldError` per rejected item."""
+def validate_label(schema: DatasetSchema, raw: Any, now: datetime | None = None) -> Label:
+    """One `{"id", "label"}` object, or `InvalidField`."""
     now = now or datetime.now(UTC)
-    valid: list[Record] = []
+    if not isinstance(raw, dict):
+        raise InvalidField("<label>", "must be a JSON object", "type")
+    extra = sorted(set(raw) - {"id", "label", "event_time"})
+    if extra:
+        raise InvalidField(extra[0], "is not a label field (id, label, event_time)", "unknown_field")
+    if raw.get("id") is None:
+        raise InvalidField("id", "is required", "missing")
+    return Label(
+        id=_check_id(schema, raw["id"]),
+        label=check_label(schema, raw.get("label")),
+        event_time=_check_time(schema, raw.get("event_time"), now),
+    )
+
+
+T = TypeVar("T")
+
+
+def _split(items: Iterable[Any], validate_one: Callable[[Any], T]) -> tuple[list[T], list[FieldError]]:
+    """Valid items, and one `FieldError` (index, field, reason, code, id) per rejected one."""
+    valid: list[T] = []
     errors: list[FieldError] = []
     for index, raw in enumerate(items):
         try:
-            valid.append(validate_record(schema, raw, now))
+            valid.append(validate_one(raw))
         except InvalidField as exc:
             errors.append(
                 FieldError(index=index, field=exc.field, reason=exc.reason, code=exc.code, id=_raw_id(raw))
             )
     return valid, errors
+
+
+def validate_records(
+    schema: DatasetSchema, items: Iterable[Any], now: datetime | None = None
+) -> tuple[list[Record], list[FieldError]]:
+    """Split a batch into valid records and one `FieldError` per rejected item."""
+    now = now or datetime.now(UTC)
+    return _split(items, lambda raw: validate_record(schema, raw, now))
 
 
 def validate_labels(
@@ -204,26 +229,4 @@ def validate_labels(
 ) -> tuple[list[Label], list[FieldError]]:
     """Split a batch of `{"id", "label"}` objects into valid labels and errors."""
     now = now or datetime.now(UTC)
-    valid: list[Label] = []
-    errors: list[FieldError] = []
-    for index, raw in enumerate(items):
-        try:
-            if not isinstance(raw, dict):
-                raise InvalidField("<label>", "must be a JSON object", "type")
-            extra = sorted(set(raw) - {"id", "label", "event_time"})
-            if extra:
-                raise InvalidField(extra[0], "is not a label field (id, label, event_time)", "unknown_field")
-            if raw.get("id") is None:
-                raise InvalidField("id", "is required", "missing")
-            valid.append(
-                Label(
-                    id=_check_id(schema, raw["id"]),
-                    label=check_label(schema, raw.get("label")),
-                    event_time=_check_time(schema, raw.get("event_time"), now),
-                )
-            )
-        except InvalidField as exc:
-            errors.append(
-                FieldError(index=index, field=exc.field, reason=exc.reason, code=exc.code, id=_raw_id(raw))
-            )
-    return valid, errors
+    return _split(items, lambda raw: validate_label(schema, raw, now))
