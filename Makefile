@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo up test test-unit lint bench clean
+.PHONY: install peers demo up test test-unit lint bench clean
 
 install: $(STAMP)
 
@@ -16,6 +16,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Peers the benchmarks compare with, each in its own virtualenv (their pins clash with ours).
+PEERS := .venv-peers
+
+peers: $(PEERS)/mlserver/.installed
+
+$(PEERS)/mlserver/.installed: benchmarks/peers/mlserver.txt
+	test -x $(PEERS)/mlserver/bin/python || python3 -m venv $(PEERS)/mlserver
+	$(PEERS)/mlserver/bin/pip install --quiet -r benchmarks/peers/mlserver.txt
+	touch $@
 
 demo: install
 	$(VENV)/bin/ctloop demo
@@ -30,7 +40,7 @@ test: install
 test-unit: install
 	$(PY) -m pytest -q -m 'not integration'
 
-bench: install
+bench: install peers
 	$(PY) -m benchmarks.bench_ingest
 	$(PY) -m benchmarks.bench_trainer
 	$(PY) -m benchmarks.bench_serving
@@ -40,4 +50,4 @@ lint: install
 	$(VENV)/bin/ruff check shared services tests benchmarks
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) $(PEERS) var .pytest_cache
