@@ -11,9 +11,11 @@ from shared.logs import setup_logging
 from shared.registry_client import RegistryClient
 from shared.schema import load_schema
 from shared.settings import ServingSettings
+from shared.sklearn_speedups import skip_absent_pandas
 
 
 def main() -> None:
+    skip_absent_pandas()
     # NOTE: more BLAS/OpenMP threads than cores makes one-row predicts several times slower.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from services.serving.app import build_app
@@ -50,9 +52,8 @@ def main() -> None:
     swapper.start()
     prediction_log.start()
     shadow.start()
-    batcher = MicroBatcher(settings.serving_max_batch_rows) if settings.serving_max_batch_rows > 1 else None
-    if batcher:
-        batcher.start()
+    batcher = MicroBatcher(settings.serving_max_batch_rows)
+    batcher.start()
     loop.start()
     try:
         serve(
@@ -65,6 +66,5 @@ def main() -> None:
         loop.stop()
         swapper.stop()
         shadow.stop()
-        if batcher:
-            batcher.stop()
+        batcher.stop()
         prediction_log.stop()

@@ -1,11 +1,17 @@
 """Logs predictions to `predictions` off the request path: bounded, never blocking, and
-counting what it had to drop when Kafka could not keep up."""
+counting what it had to drop when Kafka could not keep up.
+
+A request hands over its scored rows as one `Scored` batch; the events are built and sent on
+the log's own thread, so a request pays only for a queue put.
+"""
 
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+from dataclasses import dataclass
+from datetime import datetime
 
 from prometheus_client import Counter
 
@@ -19,27 +25,71 @@ LOGGED = Counter("ctloop_serving_predictions_logged_total", "Predictions handed 
 DROPPED = Counter("ctloop_serving_prediction_log_dropped_total", "Predictions not logged (buffer full)")
 
 
+@dataclass(frozen=True)
+class ScoredRows:
+    """One model's predictions for one request (or one shadow-scored request)."""
+
+    model_name: str
+    model_version: int
+    shadow: bool
+    at: datetime
+    ids: list[str]
+    rows: list[dict[str, object]]
+    classes: list[object]
+    probabilities: list[dict[str, float]]
+    prediction_ids: list[str]
+
+    def events(self) -> list[Prediction]:
+        return [
+            Prediction(
+                prediction_id=p,
+                record_id=i,
+                model_name=self.model_name,
+                model_version=self.model_version,
+                features=row,  # type: ignore[arg-type]
+                prediction=c,  # type: ignore[arg-type]
+                probabilities=pr,
+                event_time=self.at,
+                shadow=self.shadow,
+            )
+            for p, i, row, c, pr in zip(
+                self.prediction_ids, self.ids, self.rows, self.classes, self.probabilities, strict=True
+            )
+        ]
+
+
 class PredictionLog(threading.Thread):
     def __init__(self, publisher: EventPublisher, capacity: int) -> None:
         super().__init__(name="prediction-log", daemon=True)
         self.publisher = publisher
-        self._queue: queue.Queue[Prediction | None] = queue.Queue(maxsize=capacity)
+        self.capacity = capacity
+        self._queue: queue.SimpleQueue[ScoredRows | None] = queue.SimpleQueue()
+        self._waiting = 0  # predictions queued and not yet handed to Kafka
+        self._lock = threading.Lock()
 
-    def log(self, predictions: list[Prediction]) -> None:
-        for prediction in predictions:
-            try:
-                self._queue.put_nowait(prediction)
-            except queue.Full:
-                DROPPED.inc()
+    def log(self, scored: ScoredRows) -> None:
+        """Called by requests; returns at once, dropping (and counting) when the buffer is full."""
+        count = len(scored.ids)
+        with self._lock:
+            if self._waiting + count > self.capacity:
+                DROPPED.inc(count)
+                return
+            self._waiting += count
+        self._queue.put(scored)
 
     def run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            try:
-                self.publisher.publish(topics.PREDICTIONS, "prediction.made", item, key=item.record_id)
-                LOGGED.inc()
-            except Exception as exc:  # the producer's own buffer is full or it is closed
-                DROPPED.inc()
-                log.warning("prediction log: %s", exc)
+        while (scored := self._queue.get()) is not None:
+            with self._lock:
+                self._waiting -= len(scored.ids)
+            for prediction in scored.events():
+                try:
+                    self.publisher.publish(
+                        topics.PREDICTIONS, "prediction.made", prediction, key=prediction.record_id
+                    )
+                    LOGGED.inc()
+                except Exception as exc:  # the producer's own buffer is full or it is closed
+                    DROPPED.inc()
+                    log.warning("prediction log: %s", exc)
 
     def stop(self) -> None:
         self._queue.put(None)

@@ -17,8 +17,7 @@ from datetime import datetime
 from prometheus_client import Counter
 
 from services.serving.holder import ModelHolder
-from services.serving.prediction_log import PredictionLog
-from shared.events import Prediction
+from services.serving.prediction_log import PredictionLog, ScoredRows
 from shared.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -69,20 +68,17 @@ class ShadowScorer(threading.Thread):
             for ours, theirs in zip(classes, champion, strict=True):
                 SHADOW.labels("agree" if ours == theirs else "disagree").inc()
             self.prediction_log.log(
-                [
-                    Prediction(
-                        prediction_id=new_id(),
-                        record_id=i,
-                        model_name=challenger.schema.name,
-                        model_version=challenger.number,
-                        features=row,
-                        prediction=c,
-                        probabilities=p,  # type: ignore[arg-type]
-                        event_time=at,
-                        shadow=True,
-                    )
-                    for i, row, c, p in zip(ids, rows, classes, probabilities, strict=True)
-                ]
+                ScoredRows(
+                    model_name=challenger.schema.name,
+                    model_version=challenger.number,
+                    shadow=True,
+                    at=at,
+                    ids=ids,
+                    rows=rows,
+                    classes=classes,
+                    probabilities=probabilities,
+                    prediction_ids=[new_id() for _ in ids],
+                )
             )
 
     def stop(self) -> None:

@@ -9,9 +9,11 @@ from shared.logs import setup_logging
 from shared.registry_client import RegistryClient
 from shared.schema import load_schema
 from shared.settings import TrainerSettings
+from shared.sklearn_speedups import skip_absent_pandas
 
 
 def main() -> None:
+    skip_absent_pandas()
     from services.trainer.app import build_app
     from services.trainer.service import Trainer
 

@@ -3,8 +3,10 @@ results, and requests for different versions are never mixed in one call."""
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
+
+import pytest
 
 from services.serving.batching import MicroBatcher
 
@@ -22,57 +24,63 @@ class _Model:
         return [f"{self.tag}{r['n']}" for r in rows], [{"p": float(r["n"])} for r in rows]  # type: ignore[arg-type]
 
 
-def test_concurrent_requests_share_calls_and_get_their_own_results() -> None:
+@pytest.fixture
+def batcher() -> MicroBatcher:
     batcher = MicroBatcher(max_rows=64)
     batcher.start()
-    model, results, errors = _Model("a"), {}, []
-
-    def request(i: int) -> None:
-        try:
-            results[i] = batcher.predict(model, [{"n": i}, {"n": i + 1000}])  # type: ignore[arg-type]
-        except Exception as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=request, args=(i,)) for i in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    yield batcher  # type: ignore[misc]
     batcher.stop()
-    assert not errors
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_results(batcher: MicroBatcher) -> None:
+    model = _Model("a")
+
+    async def requests() -> list[object]:
+        return await asyncio.gather(
+            *(batcher.predict(model, [{"n": i}, {"n": i + 1000}]) for i in range(32))  # type: ignore[arg-type]
+        )
+
+    results = asyncio.run(requests())
     assert all(results[i] == ([f"a{i}", f"a{i + 1000}"], [{"p": i}, {"p": i + 1000}]) for i in range(32))
     assert sum(model.calls) == 64 and len(model.calls) < 32 and max(model.calls) <= 64
 
 
-def test_versions_are_never_mixed() -> None:
-    batcher = MicroBatcher(max_rows=64)
-    batcher.start()
+def test_versions_are_never_mixed(batcher: MicroBatcher) -> None:
     old, new = _Model("old"), _Model("new")
-    results: dict[int, object] = {}
-    threads = [
-        threading.Thread(
-            target=lambda i=i: results.__setitem__(i, batcher.predict(old if i % 2 else new, [{"n": i}]))
+
+    async def requests() -> list[object]:
+        return await asyncio.gather(
+            *(batcher.predict(old if i % 2 else new, [{"n": i}]) for i in range(20))  # type: ignore[arg-type]
         )
-        for i in range(20)
-    ]  # type: ignore[arg-type]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+
+    results = asyncio.run(requests())
     assert all(results[i][0] == [f"{'old' if i % 2 else 'new'}{i}"] for i in range(20))  # type: ignore[index]
-    batcher.stop()
 
 
-def test_an_error_reaches_every_request_of_the_batch() -> None:
+def test_an_error_reaches_every_request_of_the_batch(batcher: MicroBatcher) -> None:
     class _Broken(_Model):
         def predict(self, rows: list[dict[str, object]]) -> tuple[list[object], list[dict[str, float]]]:
+            time.sleep(0.005)
             raise ValueError("model exploded")
 
-    batcher = MicroBatcher()
-    batcher.start()
-    try:
-        batcher.predict(_Broken("x"), [{"n": 1}])  # type: ignore[arg-type]
-        raise AssertionError("expected the model's error")
-    except ValueError as exc:
-        assert "exploded" in str(exc)
-    batcher.stop()
+    async def requests() -> list[object]:
+        return await asyncio.gather(
+            *(batcher.predict(_Broken("x"), [{"n": i}]) for i in range(5)),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
+
+    results = asyncio.run(requests())
+    assert all(isinstance(r, ValueError) and "exploded" in str(r) for r in results)
+
+
+def test_a_cancelled_request_does_not_disturb_the_others(batcher: MicroBatcher) -> None:
+    model = _Model("a")
+
+    async def requests() -> list[object]:
+        gone = asyncio.ensure_future(batcher.predict(model, [{"n": 0}]))  # type: ignore[arg-type]
+        rest = [batcher.predict(model, [{"n": i}]) for i in range(1, 5)]  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        gone.cancel()
+        return await asyncio.gather(*rest)
+
+    assert [r[0] for r in asyncio.run(requests())] == [[f"a{i}"] for i in range(1, 5)]  # type: ignore[index]
