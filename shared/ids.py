@@ -1,5 +1,6 @@
 """Random ids for events, predictions and generated record ids.
 
+>>> import uuid
 >>> len(new_id()), new_id() != new_id(), uuid.UUID(new_id()).version
 (36, True, 4)
 """
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import uuid
 
 # NOTE: ids need uniqueness, not secrecy. uuid4() reads os.urandom, a syscall that releases
 # the GIL; on a hot path next to kafka-python's I/O thread each call cost ~60 µs (measured in
