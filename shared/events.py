@@ -183,11 +183,14 @@ class DriftDetected(BaseModel):
 
     model_name: str
     reference_version: int | None
-    kind: Literal["feature", "concept"]
+    kind: Literal["feature", "prediction", "concept"]
     features: list[FeatureDrift] = []
+    """Per-feature verdicts (for `prediction`: the predicted class and the score)."""
     window_start: datetime
     window_end: datetime
     window_size: int
+    window_offsets: dict[str, list[int]] = {}
+    """`topic/partition` -> [first, last] offset of the events the verdict judged."""
     onset_time: datetime
     """Best estimate of when the change began: the trainer trains on data from here on."""
     error_rate: float | None = None

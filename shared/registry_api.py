@@ -55,6 +55,9 @@ class ReferenceProfile(BaseModel):
     sample: dict[str, list[FeatureValue]]
     validation_accuracy: float
     class_frequencies: dict[str, float] = {}
+    predictions: dict[str, list[FeatureValue]] = {}
+    """The model's own outputs on its holdout (rows it did not train on): `prediction` (class,
+    as text) and `score` (the top class's probability), the reference for prediction drift."""
 
 
 class Lineage(BaseModel):

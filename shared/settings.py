@@ -224,8 +224,31 @@ class MonitorSettings(HTTPServiceSettings):
     monitor_port: int = 8004
     """HTTP port of the monitor."""
 
+    monitor_window_kind: Literal["count", "time"] = "count"
+    """Feature and prediction windows by record count (`monitor_window`) or by event time
+    (`monitor_window_s`)."""
+
     monitor_window: int = Field(500, ge=50)
-    """Records in a feature window (tumbling) before it is tested against the reference."""
+    """Records in a count window before it is tested against the reference."""
+
+    monitor_window_s: float = Field(300.0, gt=0)
+    """Seconds of event time in a time window."""
+
+    monitor_window_slide: float = Field(0.0, ge=0)
+    """0: tumbling windows (disjoint). Otherwise sliding: the last window is tested every this
+    many records (count windows) or seconds (time windows)."""
+
+    monitor_min_window: int = Field(100, ge=10)
+    """Fewest records a window must hold before any verdict (a time window stays open until
+    it has them)."""
+
+    monitor_numeric_test: Literal["ks", "wasserstein", "psi"] = "ks"
+    """Drift test for numeric features and prediction scores: Kolmogorov-Smirnov, Wasserstein
+    distance over the reference's standard deviation (KS p-value), or PSI on reference deciles."""
+
+    monitor_categorical_test: Literal["chi2", "jensen_shannon", "psi"] = "chi2"
+    """Drift test for categorical features and predicted classes: chi-square (Cramér's V),
+    Jensen-Shannon distance (G-test p-value), or PSI."""
 
     monitor_alpha: float = Field(0.01, gt=0, lt=0.5)
     """False-discovery rate for the per-feature tests (Benjamini-Hochberg)."""
@@ -239,8 +262,10 @@ class MonitorSettings(HTTPServiceSettings):
     detector start empty, and the first labels after a swap still belong to the old one."""
 
     monitor_min_effect: float = Field(0.1, ge=0)
-    """Effect size a feature must also show to count as drifted (KS statistic or Cramér's V),
-    so that verdicts do not flip with the window size."""
+    """Effect size a feature must also show to count as drifted, in the chosen test's unit (KS
+    statistic, Cramér's V, normalized Wasserstein, PSI or JS distance; 0.1 is a moderate shift
+    for each), so that verdicts do not flip with the window size. Also the smallest accuracy
+    drop that counts for the live-accuracy test and the automatic rollback."""
 
     monitor_consecutive: int = Field(2, ge=1)
     """Drifting windows in a row needed before an alarm. Measured (benchmarks/bench_monitor.py,

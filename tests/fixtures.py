@@ -62,7 +62,11 @@ def tiny_pipeline(
 
 
 def model_version(
-    schema: DatasetSchema, sample: dict[str, list[object]], accuracy: float = 0.92, version: int = 1
+    schema: DatasetSchema,
+    sample: dict[str, list[object]],
+    accuracy: float = 0.92,
+    version: int = 1,
+    predictions: dict[str, list[object]] | None = None,
 ) -> ModelVersion:
     """A registry version carrying a reference profile, as the monitor receives it."""
     return ModelVersion(
@@ -72,7 +76,11 @@ def model_version(
         digest="sha256:" + "0" * 64,
         input_schema=schema,
         gate_report=GateReport(passed=True, gates=[]),
-        reference_profile=ReferenceProfile(sample=sample, validation_accuracy=accuracy),  # type: ignore[arg-type]
+        reference_profile=ReferenceProfile(
+            sample=sample,  # type: ignore[arg-type]
+            validation_accuracy=accuracy,
+            predictions=predictions or {},  # type: ignore[arg-type]
+        ),
         lineage=Lineage(run_id="run-test", trigger="manual"),
     )
 

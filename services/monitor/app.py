@@ -31,6 +31,7 @@ from shared.events import (
     Envelope,
     Example,
     ModelChanged,
+    Prediction,
     Source,
     dead_letter_of,
     new_event,
@@ -112,8 +113,15 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
             record_id = (event.key or b"").decode()
             original = pending.get(record_id)
             result = step(original, payload, record_id)
+            source = (event.message.topic, event.message.partition, event.message.offset)
             if result.features is not None:
-                await send_drift(state.observe_features(*result.features))
+                await send_drift(state.observe_features(*result.features, source))
+            champion = state.reference.version if state.reference else None
+            if isinstance(payload, Prediction) and not payload.shadow and payload.model_version == champion:
+                score = max(payload.probabilities.values(), default=0.0)
+                await send_drift(
+                    state.observe_prediction(payload.prediction, score, payload.event_time, source)
+                )
             if result.example is not None:
                 await send_example(result.example, envelope)
             if result.outcome is not None:

@@ -16,13 +16,9 @@ from datetime import datetime
 from prometheus_client import Counter, Gauge
 
 from services.monitor.detectors import PageHinkley
-from services.monitor.stats import (
-    benjamini_hochberg,
-    bonferroni,
-    chi2_categorical,
-    ks_numeric,
-    proportion_drop,
-)
+from services.monitor.drift_tests import CATEGORICAL, NUMERIC, TestResult
+from services.monitor.stats import benjamini_hochberg, bonferroni, proportion_drop
+from services.monitor.windows import Observation, Window, offsets
 from shared.changepoint import change_point, split_p_value
 from shared.events import DriftDetected, FeatureDrift
 from shared.registry_api import ModelVersion
@@ -106,14 +102,22 @@ class MonitorState:
         )
         self._reset_windows()
 
+    def _new_window(self) -> Window:
+        s = self.settings
+        return Window(
+            s.monitor_window_kind,
+            s.monitor_window,
+            s.monitor_window_s,
+            s.monitor_window_slide,
+            s.monitor_min_window,
+        )
+
     def _reset_windows(self) -> None:
-        self.window: list[dict[str, object]] = []
-        self.window_times: list[datetime] = []
-        self.previous_window: list[dict[str, object]] = []
-        self.previous_times: list[datetime] = []
+        self.windows = {"feature": self._new_window(), "prediction": self._new_window()}
+        self.previous_closed: list[Observation] = []
         self.outcomes: deque[tuple[datetime, int]] = deque(maxlen=OUTCOMES_KEPT)
-        self.drifting_in_a_row = 0
-        self.first_drifting_start: datetime | None = None
+        self.drifting_in_a_row = {"feature": 0, "prediction": 0}
+        self.first_drifting_start: dict[str, datetime | None] = {"feature": None, "prediction": None}
         self.recent_errors: deque[int] = deque(maxlen=ROLLING)
         self.detector.reset()
 
@@ -148,36 +152,56 @@ class MonitorState:
 
     # --- features ------------------------------------------------------------------------
 
-    def observe_features(self, features: dict[str, object], event_time: datetime) -> DriftDetected | None:
+    def observe_features(
+        self, features: dict[str, object], event_time: datetime, source: tuple[str, int, int] | None = None
+    ) -> DriftDetected | None:
+        """One record's features (from `records` or a champion's prediction) at its event time."""
         PROCESSED.labels("features").inc()
         if self.reference is None or self.reference.reference_profile is None:
             return None
-        self.window.append(features)
-        self.window_times.append(event_time)
-        if len(self.window) < self.settings.monitor_window:
-            return None
-        return self._close_window()
+        closed = self.windows["feature"].add(Observation(features, event_time, source))
+        return self._judge("feature", closed) if closed else None
 
-    def _test_window(self) -> list[FeatureDrift]:
+    def observe_prediction(
+        self,
+        prediction: object,
+        score: float,
+        event_time: datetime,
+        source: tuple[str, int, int] | None = None,
+    ) -> DriftDetected | None:
+        """One champion prediction: its class and its top probability."""
+        PROCESSED.labels("predictions").inc()
+        profile = self.reference.reference_profile if self.reference else None
+        if profile is None or not profile.predictions:
+            return None  # a reference from before prediction profiles: nothing to compare with
+        closed = self.windows["prediction"].add(
+            Observation({"prediction.class": str(prediction), "prediction.score": score}, event_time, source)
+        )
+        return self._judge("prediction", closed) if closed else None
+
+    def _columns(self, kind: str) -> list[tuple[str, str, list[object]]]:
+        """(name, type, reference values) of what a window of `kind` is tested on."""
         assert self.reference is not None and self.reference.reference_profile is not None
-        sample = self.reference.reference_profile.sample
-        results = []
-        for spec in self.schema.features:
-            current = [row.get(spec.name) for row in self.window]
-            reference = sample.get(spec.name, [])
-            if spec.type == "numeric":
-                result = ks_numeric(
-                    [v for v in reference if v is not None],  # type: ignore[misc]
-                    [v for v in current if v is not None],
-                )  # type: ignore[misc]
-            else:
-                result = chi2_categorical(reference, current)
-            results.append((spec.name, result))
+        profile = self.reference.reference_profile
+        if kind == "prediction":
+            return [
+                ("prediction.class", "categorical", list(profile.predictions.get("prediction", []))),
+                ("prediction.score", "numeric", list(profile.predictions.get("score", []))),
+            ]
+        return [(f.name, f.type, list(profile.sample.get(f.name, []))) for f in self.schema.features]
+
+    def _test(self, kind: str, window: list[Observation]) -> list[FeatureDrift]:
+        numeric = NUMERIC[self.settings.monitor_numeric_test]
+        categorical = CATEGORICAL[self.settings.monitor_categorical_test]
+        results: list[tuple[str, TestResult]] = []
+        for name, type_, reference in self._columns(kind):
+            current = [o.values.get(name) for o in window]
+            test = numeric if type_ == "numeric" else categorical
+            results.append((name, test(reference, current)))
         correct = bonferroni if self.settings.monitor_correction == "bonferroni" else benjamini_hochberg
         rejected = correct([r.p_value for _, r in results], self.settings.monitor_alpha)
         verdicts = []
         for (name, result), significant in zip(results, rejected, strict=True):
-            drifted = significant and result.effect >= self.settings.monitor_min_effect
             DRIFT_SCORE.labels(name).set(result.effect)
             DRIFT_P.labels(name).set(result.p_value)
             verdicts.append(
@@ -187,63 +211,71 @@ class MonitorState:
                     statistic=result.statistic,
                     p_value=result.p_value,
                     effect=result.effect,
-                    drifted=drifted,
+                    drifted=significant and result.effect >= self.settings.monitor_min_effect,
                 )
             )
         return verdicts
 
-    def _close_window(self) -> DriftDetected | None:
-        verdicts = self._test_window()
-        start, end, size = self.window_times[0], self.window_times[-1], len(self.window)
+    def _judge(self, kind: str, window: list[Observation]) -> DriftDetected | None:
+        """A window is complete: test it, report it, and apply the alarm policy."""
+        verdicts = self._test(kind, window)
+        times = [o.time for o in window]
+        start, end, size = min(times), max(times), len(window)
+        window_offsets = offsets(window)
         drifted = any(v.drifted for v in verdicts)
         self.reports.append(
             {
-                "kind": "features",
+                "kind": kind,
                 "window_start": start.isoformat(),
                 "window_end": end.isoformat(),
+                "window_offsets": window_offsets,
                 "size": size,
                 "drifted": drifted,
                 "features": [v.model_dump() for v in verdicts],
             }
         )
-        onset = self._feature_onset(verdicts) if drifted else None
-        self.previous_window, self.previous_times = self.window, self.window_times
-        self.window, self.window_times = [], []
+        onset = start
+        if kind == "feature":
+            onset = self._feature_onset(verdicts, window) if drifted else start
+            if not self.windows["feature"].sliding:
+                self.previous_closed = window
         if not drifted:
-            self.drifting_in_a_row, self.first_drifting_start = 0, None
+            self.drifting_in_a_row[kind], self.first_drifting_start[kind] = 0, None
             return None
-        self.drifting_in_a_row += 1
-        self.first_drifting_start = self.first_drifting_start or onset
-        if self.drifting_in_a_row < self.settings.monitor_consecutive or not self.armed:
+        self.drifting_in_a_row[kind] += 1
+        self.first_drifting_start[kind] = self.first_drifting_start[kind] or onset
+        if self.drifting_in_a_row[kind] < self.settings.monitor_consecutive or not self.armed:
             return None
+        tests = f"{self.settings.monitor_numeric_test}/{self.settings.monitor_categorical_test}"
         return self._alarm(
             DriftDetected(
                 model_name=self.schema.name,
                 reference_version=self._ref_version(),
-                kind="feature",
+                kind=kind,  # type: ignore[arg-type]
                 features=verdicts,
                 window_start=start,
                 window_end=end,
                 window_size=size,
-                onset_time=self.first_drifting_start,
-                detector="ks/chi2 + benjamini-hochberg",
+                window_offsets=window_offsets,
+                onset_time=self.first_drifting_start[kind] or onset,
+                detector=f"{tests} + {self.settings.monitor_correction}",
             )
         )
 
-    def _feature_onset(self, verdicts: list[FeatureDrift]) -> datetime:
-        """Where, in the previous and this window, the most drifted numeric feature changed;
-        the window's start when only categorical features drifted."""
+    def _feature_onset(self, verdicts: list[FeatureDrift], window: list[Observation]) -> datetime:
+        """Where, in the previous window (tumbling) and this one, the most drifted numeric
+        feature changed; the window's start when only categorical features drifted."""
         numeric = [v for v in verdicts if v.drifted and self.schema.feature(v.feature).type == "numeric"]
         if not numeric:
-            return self.window_times[0]
+            return min(o.time for o in window)
         name = max(numeric, key=lambda v: v.effect).feature
-        rows = self.previous_window + self.window
-        times = self.previous_times + self.window_times
         known = [
-            (t, float(row[name])) for t, row in zip(times, rows, strict=True) if row.get(name) is not None
-        ]  # type: ignore[arg-type]
+            (o.time, float(o.values[name]))  # type: ignore[arg-type]
+            for o in (self.previous_closed + window)
+            if o.values.get(name) is not None
+        ]
         if not known:
-            return self.window_times[0]
+            return min(o.time for o in window)
         return known[change_point([v for _, v in known])][0]
 
     # --- errors (joined predictions and labels) ------------------------------------------
@@ -372,7 +404,9 @@ class MonitorState:
         self._alarm_at = time.monotonic()
         self.last_alarm = drift
         ALARMS.labels(drift.kind).inc()
-        self.reports.append({"kind": "alarm", **drift.model_dump(mode="json", exclude={"features"})})
+        self.reports.append(
+            {**drift.model_dump(mode="json", exclude={"features"}), "kind": "alarm", "drift_kind": drift.kind}
+        )
         return drift
 
     def status(self) -> dict[str, object]:
@@ -382,7 +416,9 @@ class MonitorState:
             "reference_version": self._ref_version(),
             "verdict": "drift" if not self.armed else "ok",
             "armed": self.armed,
-            "window_fill": len(self.window),
+            "window_kind": self.settings.monitor_window_kind,
+            "window_fill": len(self.windows["feature"]),
+            "prediction_window_fill": len(self.windows["prediction"]),
             "window_size": self.settings.monitor_window,
             "recent_accuracy": (1 - sum(errors) / len(errors)) if errors else None,
             "labelled_predictions": len(errors),

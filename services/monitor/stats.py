@@ -1,59 +1,14 @@
-"""Two-sample drift tests per feature type, with an effect size beside each p-value, and the
-Benjamini-Hochberg correction across features.
-
-The effect size keeps verdicts from flipping with window size: a huge window makes tiny,
-harmless differences "significant"; requiring both a small p-value and a real effect does not.
-
->>> import numpy as np
->>> rng = np.random.default_rng(0)
->>> same = ks_numeric(rng.normal(size=1000), rng.normal(size=500))
->>> shifted = ks_numeric(rng.normal(size=1000), rng.normal(1.0, size=500))
->>> same.p_value > 0.01, shifted.p_value < 1e-6, round(shifted.effect, 2) > 0.3
-(True, True, True)
+"""The statistics around the drift tests: multiple-testing corrections across features and
+the one-sided proportion test of live accuracy against the validation score. (The per-feature
+tests themselves live in services/monitor/drift_tests/, one module each.)
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
-
-
-@dataclass(frozen=True)
-class TestResult:
-    test: str
-    statistic: float
-    p_value: float
-    effect: float
-
-
-def ks_numeric(reference: Sequence[float], current: Sequence[float]) -> TestResult:
-    """Two-sample Kolmogorov-Smirnov; the effect is the KS statistic itself (max CDF gap)."""
-    ref = np.asarray(reference, dtype=float)
-    cur = np.asarray(current, dtype=float)
-    ref, cur = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
-    if len(ref) == 0 or len(cur) == 0:
-        return TestResult("ks", 0.0, 1.0, 0.0)
-    result = stats.ks_2samp(ref, cur)
-    return TestResult("ks", float(result.statistic), float(result.pvalue), float(result.statistic))
-
-
-def chi2_categorical(reference: Sequence[object], current: Sequence[object]) -> TestResult:
-    """Chi-square test of homogeneity on the 2 x k table of category counts; the effect is
-    Cramér's V. Categories seen in neither sample are left out (no zero columns)."""
-    ref_counts = Counter(v for v in reference if v is not None)
-    cur_counts = Counter(v for v in current if v is not None)
-    categories = sorted(set(ref_counts) | set(cur_counts), key=str)
-    if len(categories) < 2 or not ref_counts or not cur_counts:
-        return TestResult("chi2", 0.0, 1.0, 0.0)
-    table = np.array([[ref_counts[c] for c in categories], [cur_counts[c] for c in categories]])
-    chi2, p_value, _, _ = stats.chi2_contingency(table, correction=False)
-    n = table.sum()
-    cramers_v = float(np.sqrt(chi2 / (n * (min(table.shape) - 1))))
-    return TestResult("chi2", float(chi2), float(p_value), cramers_v)
 
 
 def benjamini_hochberg(p_values: Sequence[float], alpha: float) -> list[bool]:

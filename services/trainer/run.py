@@ -65,14 +65,26 @@ class RunReport(BaseModel):
     dataset: DatasetManifest | None = None
 
 
-def _reference(schema: DatasetSchema, examples: list[Example], accuracy: float) -> ReferenceProfile:
+def _reference(
+    schema: DatasetSchema,
+    examples: list[Example],
+    accuracy: float,
+    model: Pipeline,
+    x_holdout: object,
+) -> ReferenceProfile:
     step = max(1, len(examples) // REFERENCE_SAMPLE)
     sample = examples[::step][:REFERENCE_SAMPLE]
     labels = [str(e.label) for e in examples]
+    # NOTE: the model's outputs on rows it never saw: on its own training rows it is more
+    # confident than on live traffic, and the score test would call that difference drift
+    # (it did, in the demo, within a few windows of the first model).
+    proba = model.predict_proba(x_holdout)[:REFERENCE_SAMPLE]
+    classes = [schema.label.classes[int(model.classes_[i])] for i in proba.argmax(axis=1)]
     return ReferenceProfile(
         sample={f: [e.features.get(f) for e in sample] for f in schema.feature_names},
         validation_accuracy=accuracy,
         class_frequencies={c: labels.count(c) / len(labels) for c in schema.class_keys},
+        predictions={"prediction": [str(c) for c in classes], "score": proba.max(axis=1).tolist()},
     )
 
 
@@ -149,7 +161,7 @@ def execute(
         metrics=report.metrics,
         gate_report=gate_report,
         dataset=report.dataset,
-        reference_profile=_reference(schema, train, accuracy),
+        reference_profile=_reference(schema, train, accuracy, model, x_holdout),
         estimator=settings.trainer_estimator,
         package_versions={p: package_version(p) for p in ("scikit-learn", "numpy", "scipy", "skops")},
         lineage=Lineage(

@@ -49,7 +49,7 @@ def test_the_default_needs_two_drifting_windows_in_a_row() -> None:
 
 def test_no_reference_no_verdict() -> None:
     s = MonitorState(MonitorSettings(), demo_schema())
-    assert s.observe_features(demo_rows(1, 0)[0], T0) is None and s.window == []
+    assert s.observe_features(demo_rows(1, 0)[0], T0) is None and len(s.windows["feature"]) == 0
 
 
 def test_stationary_stream_is_quiet() -> None:
@@ -191,3 +191,79 @@ def test_bonferroni_is_stricter_and_severity_is_set() -> None:
     ]
     concept = next(a for a in alarms if a is not None)
     assert concept.severity == "critical"  # error far above what validation promised
+
+
+def test_every_test_choice_is_quiet_when_stationary_and_catches_the_shift() -> None:
+    for numeric in ("ks", "wasserstein", "psi"):
+        for categorical in ("chi2", "jensen_shannon", "psi"):
+            choice = {"monitor_numeric_test": numeric, "monitor_categorical_test": categorical}
+            assert feed(state(window=250, **choice), demo_rows(5000, seed=2)) == [], choice
+            alarms = feed(state(window=250, **choice), demo_rows(2000, seed=3, shift_x3_from=1000))
+            assert [i for i, _ in alarms] == [1499], choice  # the second window after the shift
+            assert alarms[0][1].features[2].test == numeric  # x3  # type: ignore[union-attr]
+
+
+def test_a_categorical_shift_is_caught_by_each_categorical_test() -> None:
+    rows = demo_rows(2000, seed=4)
+    for i in range(1000, 2000):
+        rows[i]["color"] = "red" if i % 4 else "blue"  # 3/4 red from record 1000 on
+    for categorical in ("chi2", "jensen_shannon", "psi"):
+        alarms = feed(state(window=250, monitor_categorical_test=categorical), rows)
+        assert [i for i, _ in alarms] == [1499], categorical
+        color = next(v for v in alarms[0][1].features if v.feature == "color")  # type: ignore[union-attr]
+        assert color.drifted and color.test == categorical
+
+
+def test_time_windows_and_sliding_windows() -> None:
+    # one record per second: 250-second tumbling time windows behave like 250-record ones
+    timed = state(monitor_window_kind="time", monitor_window_s=250)
+    assert [i for i, _ in feed(timed, demo_rows(2000, seed=3, shift_x3_from=1000))] == [1500]
+    # sliding: the last 250 records every 50; two drifting windows in a row come sooner
+    sliding = state(window=250, monitor_window_slide=50)
+    alarms = feed(sliding, demo_rows(2000, seed=3, shift_x3_from=1000))
+    assert alarms and 1000 < alarms[0][0] < 1499
+    assert feed(state(window=250, monitor_window_slide=50), demo_rows(5000, seed=2)) == []
+
+
+def test_drift_events_name_the_offsets_of_the_window() -> None:
+    s = state(window=250)
+    alarms = []
+    for i, row in enumerate(demo_rows(2000, seed=3, shift_x3_from=1000)):
+        drift = s.observe_features(row, T0 + timedelta(seconds=i), ("records", i % 2, 5000 + i // 2))
+        if drift is not None:
+            alarms.append(drift)
+    assert alarms[0].window_offsets == {"records/0": [5625, 5749], "records/1": [5625, 5749]}
+    reports: list[dict[str, object]] = s.status()["reports"]  # type: ignore[assignment]
+    alarm = next(i for i, r in enumerate(reports) if r["kind"] == "alarm")
+    assert reports[alarm - 1]["window_offsets"] == alarms[0].window_offsets
+
+
+def test_prediction_drift_on_classes_and_scores() -> None:
+    schema = demo_schema()
+    rng = random.Random(5)
+    reference = demo_rows(1000, seed=1)
+    predictions = {
+        "prediction": [str(int(rng.random() < 0.3)) for _ in range(1000)],
+        "score": [0.5 + rng.random() / 2 for _ in range(1000)],
+    }
+    s = MonitorState(MonitorSettings(monitor_window=250, monitor_cooldown_s=0), schema)
+    s.set_reference(
+        model_version(
+            schema, {f: [r[f] for r in reference] for f in schema.feature_names}, predictions=predictions
+        )
+    )
+    alarms = []
+    for i in range(2000):
+        share = 0.3 if i < 1000 else 0.6  # the model starts predicting class 1 twice as often
+        drift = s.observe_prediction(
+            int(rng.random() < share), 0.5 + rng.random() / 2, T0 + timedelta(seconds=i)
+        )
+        if drift is not None:
+            alarms.append((i, drift))
+    assert [i for i, _ in alarms] == [1499] and alarms[0][1].kind == "prediction"
+    verdicts = {v.feature: v for v in alarms[0][1].features}
+    assert verdicts["prediction.class"].drifted and not verdicts["prediction.score"].drifted
+    # a reference without a prediction profile (an older model): no prediction verdicts
+    old = MonitorState(MonitorSettings(monitor_window=250), schema)
+    old.set_reference(model_version(schema, {f: [r[f] for r in reference] for f in schema.feature_names}))
+    assert old.observe_prediction(1, 0.9, T0) is None and len(old.windows["prediction"]) == 0

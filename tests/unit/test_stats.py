@@ -1,4 +1,5 @@
-"""The drift statistics against scipy and hand-computed values, and seeded detection points."""
+"""The drift statistics against scipy and hand-computed values, and seeded detection points.
+(The per-feature tests: tests/unit/test_drift_tests.py.)"""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import pytest
 from scipy import stats
 
 from services.monitor.detectors import PageHinkley
-from services.monitor.stats import benjamini_hochberg, chi2_categorical, ks_numeric, proportion_drop
+from services.monitor.drift_tests import CATEGORICAL, NUMERIC
+from services.monitor.stats import benjamini_hochberg, proportion_drop
 from shared.changepoint import change_point, split_p_value
+
+ks_numeric, chi2_categorical = NUMERIC["ks"], CATEGORICAL["chi2"]
 
 
 def test_ks_matches_scipy() -> None:
