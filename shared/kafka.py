@@ -7,12 +7,14 @@ session timeouts that suit Tansu. `EventPublisher` is how services emit envelope
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.producer.future import FutureRecordMetadata
 from prometheus_client import Gauge
@@ -60,6 +62,50 @@ def make_consumer(
     consumer = KafkaConsumer(**config)
     consumer.subscribe(list(topics))
     return consumer
+
+
+def make_replay_consumer(
+    settings: CommonSettings, topic: str, keep: int, timeout_s: float = 60.0
+) -> KafkaConsumer:
+    """A consumer of every partition of `topic` without a group, from the newest `keep`
+    messages of each partition: for state rebuilt from a topic at every start (it commits
+    nothing, so a restart reads the same tail again)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        max_poll_records=500,
+        client_id=f"ctloop-{settings.instance}",
+    )
+    deadline = time.monotonic() + timeout_s
+    while not (numbers := consumer.partitions_for_topic(topic)):
+        if time.monotonic() > deadline:
+            consumer.close()
+            raise RuntimeError(f"topic {topic} has no partitions after {timeout_s:.0f}s")
+        time.sleep(0.5)
+    partitions = [TopicPartition(topic, p) for p in sorted(numbers)]
+    consumer.assign(partitions)
+    begins, ends = consumer.beginning_offsets(partitions), consumer.end_offsets(partitions)
+    for tp in partitions:
+        consumer.seek(tp, max(begins[tp], ends[tp] - keep))
+    return consumer
+
+
+def read_tail(settings: CommonSettings, topic: str, keep: int) -> list[Envelope]:
+    """The valid envelopes among the newest `keep` messages of each partition of `topic`."""
+    consumer = make_replay_consumer(settings, topic, keep)
+    try:
+        partitions = list(consumer.assignment())
+        ends = consumer.end_offsets(partitions)
+        events: list[Envelope] = []
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            for batch in consumer.poll(timeout_ms=500).values():
+                for message in batch:
+                    with contextlib.suppress(BadEvent):
+                        events.append(Envelope.decode(message.value))
+        return events
+    finally:
+        consumer.close()
 
 
 def faust_broker_config(settings: CommonSettings) -> dict[str, object]:
@@ -180,7 +226,7 @@ class ConsumeLoop(threading.Thread):
                 batches = consumer.poll(timeout_ms=500)
                 if consumer.assignment():
                     self.assigned.set()
-                    report_lag(consumer, consumer.config["group_id"])
+                    report_lag(consumer, consumer.config["group_id"] or self.name)
                 if not batches:
                     continue
                 records = [r for batch in batches.values() for r in batch]
@@ -192,7 +238,8 @@ class ConsumeLoop(threading.Thread):
                         consumer.seek(partition, batch[0].offset)
                     self._stop_event.wait(1.0)
                     continue
-                consumer.commit()
+                if consumer.config["group_id"] is not None:  # a replay consumer commits nothing
+                    consumer.commit()
         except Exception:
             log.exception("%s: consume loop stopped", self.name)
         finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared import topics
 from shared.http import serve
-from shared.kafka import ConsumeLoop, EventPublisher, make_consumer
+from shared.kafka import ConsumeLoop, EventPublisher, make_consumer, make_replay_consumer, read_tail
 from shared.logs import setup_logging
 from shared.registry_client import RegistryClient
 from shared.schema import load_schema
@@ -27,17 +27,31 @@ def main() -> None:
         EventPublisher(settings, "trainer"),
         RegistryClient(settings.registry_url, settings.registry_token, signing_key=settings.signing_key),
     )
-    loop = ConsumeLoop(
-        "trainer-consumer",
-        lambda: make_consumer(settings, "ctloop-trainer", [topics.EXAMPLES, topics.DRIFT, topics.MODELS]),
+    # NOTE: the example store lives in memory, so it is rebuilt from the tail of `examples` at
+    # every start (that consumer commits nothing); drift and model events are consumed once,
+    # by a group that commits.
+    examples = ConsumeLoop(
+        "trainer-examples",
+        lambda: make_replay_consumer(settings, topics.EXAMPLES, settings.trainer_max_examples),
+        trainer.handle,
+    )
+    events = ConsumeLoop(
+        "trainer-events",
+        lambda: make_consumer(settings, "ctloop-trainer", [topics.DRIFT, topics.MODELS]),
         trainer.handle,
     )
     trainer.start()
-    loop.start()
+    trainer.resume_unresolved_drift(read_tail(settings, topics.DRIFT, keep=50))
+    examples.start()
+    events.start()
     try:
         serve(
-            build_app(trainer, loop.assigned.is_set), settings.host, settings.trainer_port, settings.log_level
+            build_app(trainer, lambda: examples.assigned.is_set() and events.assigned.is_set()),
+            settings.host,
+            settings.trainer_port,
+            settings.log_level,
         )
     finally:
-        loop.stop()
+        events.stop()
+        examples.stop()
         trainer.stop()

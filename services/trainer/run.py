@@ -45,6 +45,8 @@ class Trigger(BaseModel):
     """Train only on examples from this time on (a drift's onset)."""
     refined_since: datetime | None = None
     """The onset as the trainer placed it from the champion's errors (see `refine_onset`)."""
+    reference_version: int | None = None
+    """For a drift: the champion version it was about."""
     merged: list[str] = []
     """Ids of further triggers that arrived while this one waited or ran."""
 

@@ -21,7 +21,7 @@ from services.trainer.examples import ExampleStore
 from services.trainer.run import RunReport, Trigger, execute
 from shared import topics
 from shared.changepoint import change_point, split_p_value
-from shared.events import DriftDetected, Example, ModelChanged, TrainingEvent
+from shared.events import DriftDetected, Envelope, Example, ModelChanged, TrainingEvent
 from shared.kafka import EventPublisher, decoded
 from shared.registry_client import RegistryClient, RegistryError
 from shared.schema import DatasetSchema
@@ -80,7 +80,8 @@ class Trainer:
         self._last_run_at = time.monotonic()
         self._added_at_last_run = 0
         """Examples held at the last cold-start attempt; a failed one retries with more data."""
-        self._running = False
+        self._running: Trigger | None = None
+        """The trigger of the run in progress."""
         self._wake = threading.Condition()
         self._stop = False
         self.worker = threading.Thread(target=self._work, name="trainer-worker", daemon=True)
@@ -98,6 +99,7 @@ class Trainer:
                         event_id=event.event_id,
                         correlation_id=event.correlation_id,
                         since=payload.onset_time,
+                        reference_version=payload.reference_version,
                     )
                 )
             elif (
@@ -112,8 +114,18 @@ class Trainer:
             self._wake.notify()
 
     def trigger(self, trigger: Trigger) -> Trigger:
-        """Queue a trigger, or merge it into the one already waiting."""
+        """Queue a trigger, or merge it into the one already waiting, or into the run in
+        progress when both answer the same drift (a storm about one champion is one run)."""
         with self._wake:
+            running = self._running
+            if (
+                running is not None
+                and trigger.kind == running.kind == "drift"
+                and trigger.reference_version == running.reference_version
+            ):
+                running.merged.append(trigger.event_id or trigger.kind)
+                TRIGGERS.labels(trigger.kind, "merged").inc()
+                return running
             if self._pending is None:
                 self._pending = trigger
                 TRIGGERS.labels(trigger.kind, "queued").inc()
@@ -131,7 +143,7 @@ class Trainer:
 
     def _ready(self) -> Trigger | None:
         """The trigger to run now, if there is one and enough data for it."""
-        if self._running:
+        if self._running is not None:
             return None
         pending = self._pending
         if pending is None and self._cold_start_due():
@@ -177,12 +189,12 @@ class Trainer:
                     trigger = self._ready()
                 if self._stop:
                     return
-                self._pending, self._running = None, True
+                self._pending, self._running = None, trigger
             try:
                 self._run(trigger)
             finally:
                 with self._wake:
-                    self._running = False
+                    self._running = None
 
     def _champion(self) -> Pipeline | None:
         if self.champion_version is None:
@@ -280,6 +292,35 @@ class Trainer:
         except RegistryError as exc:
             log.warning("registry not reachable at start (%s); learning the champion from events", exc)
         self.worker.start()
+
+    def resume_unresolved_drift(self, drift_events: list[Envelope]) -> Trigger | None:
+        """After a restart: the newest drift about the current champion has not been answered
+        by a new champion (a run was cut off, or never started), so queue it again."""
+        ours = [
+            (event, payload)
+            for event in drift_events
+            if isinstance(payload := event.parsed(), DriftDetected) and payload.model_name == self.schema.name
+        ]
+        latest = max(ours, key=lambda pair: pair[0].occurred_at, default=None)
+        if latest is None or self.champion_version is None:
+            return None
+        event, drift = latest
+        if drift.reference_version != self.champion_version:
+            return None  # a newer champion came after it: answered
+        log.info(
+            "resuming drift %s about champion v%s (unanswered at start)",
+            event.event_id,
+            self.champion_version,
+        )
+        return self.trigger(
+            Trigger(
+                kind="drift",
+                event_id=event.event_id,
+                correlation_id=event.correlation_id,
+                since=drift.onset_time,
+                reference_version=drift.reference_version,
+            )
+        )
 
     def stop(self) -> None:
         with self._wake:

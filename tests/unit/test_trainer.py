@@ -339,3 +339,40 @@ def test_schedule_trigger(tmp_path: Path) -> None:
         trainer.examples.add(example)
     report = _run_one(trainer)
     assert report.trigger.kind == "schedule" and report.status == "completed"
+
+
+def test_a_drift_left_unanswered_before_a_restart_is_resumed(tmp_path: Path) -> None:
+    from shared.events import DriftDetected, Source, new_event
+
+    source, t0 = Source(service="monitor", instance="t"), datetime(2026, 11, 1, tzinfo=UTC)
+
+    def drift(reference: int, name: str = "credit") -> object:
+        payload = DriftDetected(
+            model_name=name,
+            reference_version=reference,
+            kind="concept",
+            window_start=t0,
+            window_end=t0,
+            window_size=1,
+            onset_time=t0,
+            detector="test",
+        )
+        return new_event("drift.detected", payload, source)
+
+    trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())  # type: ignore[arg-type]
+    trainer.champion_version = 3
+    old, answered = drift(2), drift(3)
+    assert trainer.resume_unresolved_drift([old]) is None  # about an older champion: answered
+    assert trainer.resume_unresolved_drift([drift(3, name="other")]) is None  # another model
+    resumed = trainer.resume_unresolved_drift([old, answered])  # type: ignore[list-item]
+    assert resumed is not None and resumed.kind == "drift" and resumed.event_id == answered.event_id  # type: ignore[attr-defined]
+
+
+def test_drift_triggers_during_a_run_about_the_same_champion_join_that_run(tmp_path: Path) -> None:
+    trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())  # type: ignore[arg-type]
+    running = Trigger(kind="drift", event_id="d-0", reference_version=1)
+    trainer._running = running  # a run for champion v1's drift is in progress
+    same = trainer.trigger(Trigger(kind="drift", event_id="d-1", reference_version=1))
+    assert same is running and running.merged == ["d-1"] and trainer._pending is None
+    newer = trainer.trigger(Trigger(kind="drift", event_id="d-2", reference_version=2))
+    assert newer is trainer._pending and newer is not running  # about another champion: its own run
