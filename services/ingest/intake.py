@@ -90,9 +90,15 @@ class Intake:
         self.publisher = publisher
         self.recent = recent
 
-    def records(self, items: list[Any], origin: str) -> Outcome:
+    def records(
+        self, items: list[Any], origin: str, positions: list[tuple[int, int]] | None = None
+    ) -> Outcome:
+        """Validate and write records; `positions` are the items' (partition, offset) when they
+        were read from a topic, so their dead letters can say where they came from."""
         valid, errors = validate_records(self.schema, items)
-        return self._take("record", items, valid, errors, origin, topics.RECORDS, "record.accepted")
+        return self._take(
+            "record", items, valid, errors, origin, topics.RECORDS, "record.accepted", positions
+        )
 
     def labels(self, items: list[Any], origin: str) -> Outcome:
         valid, errors = validate_labels(self.schema, items)
@@ -107,13 +113,19 @@ class Intake:
         origin: str,
         topic: str,
         event_type: str,
+        positions: list[tuple[int, int]] | None = None,
     ) -> Outcome:
         BATCH.observe(len(items))
         outcome = Outcome(rejected=errors)
         for error in errors:
             REJECTED.labels(kind, error.code).inc()
+            partition, offset = positions[error.index] if positions else (None, None)
             payload = DeadLetter(
-                origin=origin, errors=[error], original=json.dumps(items[error.index], default=str)
+                origin=origin,
+                errors=[error],
+                original=json.dumps(items[error.index], default=str),
+                partition=partition,
+                offset=offset,
             )
             self.publisher.publish(topics.DEADLETTER, "input.rejected", payload, key=origin)
         bad = {e.index for e in errors}

@@ -9,6 +9,7 @@ import json
 from kafka.consumer.fetcher import ConsumerRecord
 
 from services.ingest.intake import Intake
+from shared import topics
 
 
 class InFlight(RuntimeError):
@@ -21,7 +22,7 @@ class RawHandler:
         self.max_bytes = max_bytes
 
     def __call__(self, messages: list[ConsumerRecord]) -> None:
-        items = []
+        items, positions = [], []
         for message in messages:
             if len(message.value or b"") > self.max_bytes:
                 self.intake.publisher.dead_letter(
@@ -35,6 +36,7 @@ class RawHandler:
                 continue
             try:
                 items.append(json.loads(message.value))
+                positions.append((message.partition, message.offset))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 self.intake.publisher.dead_letter(
                     message.topic,
@@ -46,7 +48,7 @@ class RawHandler:
                 )
         if not items:
             return
-        outcome = self.intake.records(items, "kafka:raw")
+        outcome = self.intake.records(items, topics.RAW, positions)
         # Raises if a write failed or timed out: the loop then retries the whole batch (what
         # was written is a duplicate the second time, so nothing is doubled).
         outcome.written.result(timeout=60)

@@ -177,11 +177,12 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
 
     @app.agent(models)
     async def follow_models(stream: faust.Stream) -> None:
-        async for value in stream:
+        async for event in stream.events():
             try:
-                envelope = Envelope.decode(value)
+                envelope = Envelope.decode(event.value)
                 payload = envelope.parsed()
-            except BadEvent:
+            except BadEvent as exc:
+                await dead_letter(event, str(exc))
                 continue
             if (
                 envelope.type == "model.promoted"
