@@ -81,6 +81,10 @@ class VersionMetadata(BaseModel):
     lineage: Lineage
 
 
+MAX_VERSION = 2**31 - 1
+"""The largest version number (a 32-bit SQL integer)."""
+
+
 class ModelVersion(VersionMetadata):
     name: str
     version: int
@@ -129,7 +133,7 @@ class PromoteRequest(BaseModel):
 
 
 class AliasTarget(BaseModel):
-    version: int
+    version: int = Field(ge=1, le=MAX_VERSION)
     reason: str = Field("manual", max_length=200)
 
 

@@ -23,6 +23,7 @@ from services.registry.artifacts import ArtifactStore
 from services.registry.store import RegistryStore, StoreConflict
 from shared.http import BadRequest, Conflict, NotFound, Unauthorized, Unprocessable, create_app
 from shared.registry_api import (
+    MAX_VERSION,
     AliasChange,
     AliasTarget,
     ModelSummary,
@@ -46,6 +47,8 @@ POLICY_ALIAS = {"auto": "champion", "shadow": "challenger", "manual": None}
 
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="Model (dataset schema) name")]
 Alias = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+# NOTE: bounded so that a huge number is a 422, not an integer overflow in the database.
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION, description="Version number")]
 
 
 def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: ArtifactStore) -> FastAPI:
@@ -139,11 +142,11 @@ def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: Artif
         return created
 
     @app.get("/v1/models/{name}/versions/{version}", response_model=ModelVersion, tags=["versions"])
-    def get_version(name: ModelName, version: int) -> ModelVersion:
+    def get_version(name: ModelName, version: VersionNumber) -> ModelVersion:
         return version_or_404(name, version)
 
     @app.get("/v1/models/{name}/versions/{version}/artifact", tags=["versions"], response_class=Response)
-    def get_artifact(name: ModelName, version: int) -> Response:
+    def get_artifact(name: ModelName, version: VersionNumber) -> Response:
         """The artifact bytes; digest and signature in `X-Ctloop-Digest`, `X-Ctloop-Signature`."""
         found = version_or_404(name, version)
         try:
@@ -178,7 +181,7 @@ def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: Artif
         tags=["aliases"],
         dependencies=writes,
     )
-    def promote(name: ModelName, version: int, body: PromoteRequest | None = None) -> ModelVersion:
+    def promote(name: ModelName, version: VersionNumber, body: PromoteRequest | None = None) -> ModelVersion:
         """Point an alias (default `champion`) at this version."""
         request = body or PromoteRequest()
         return set_alias(name, version, request.alias, request.reason)
@@ -189,7 +192,7 @@ def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: Artif
         tags=["aliases"],
         dependencies=writes,
     )
-    def approve(name: ModelName, version: int) -> ModelVersion:
+    def approve(name: ModelName, version: VersionNumber) -> ModelVersion:
         """A person's approval (policies `manual` and `shadow`): the version becomes champion."""
         return set_alias(name, version, "champion", "approved")
 
@@ -223,7 +226,7 @@ def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: Artif
         tags=["versions"],
         dependencies=writes,
     )
-    def archive(name: ModelName, version: int) -> ModelVersion:
+    def archive(name: ModelName, version: VersionNumber) -> ModelVersion:
         """Retire a version no alias points at: it can no longer be promoted."""
         try:
             return changed(store.archive(name, version), name, version)
@@ -231,7 +234,7 @@ def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: Artif
             raise Conflict(str(exc)) from exc
 
     @app.get("/v1/models/{name}/versions/{version}/lineage", response_model=VersionLineage, tags=["versions"])
-    def lineage(name: ModelName, version: int) -> VersionLineage:
+    def lineage(name: ModelName, version: VersionNumber) -> VersionLineage:
         """Dataset -> training run -> triggering event -> promotions of this version."""
         found = version_or_404(name, version)
         return VersionLineage(

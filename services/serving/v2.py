@@ -13,15 +13,18 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from services.serving.model import LoadedModel
 from services.serving.scoring import Scorer
 from shared.http import NotFound, ServiceError, Unprocessable
+from shared.registry_api import MAX_VERSION
+
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
 NUMERIC_TYPES = {
     "FP64",
@@ -189,7 +192,7 @@ def v2_router(scorer: Scorer) -> APIRouter:
 
     @router.get("/models/{name}/versions/{version}")
     @_v2_errors
-    def version_metadata(name: str, version: int) -> dict[str, object]:
+    def version_metadata(name: str, version: VersionNumber) -> dict[str, object]:
         return _metadata(loaded(name, version))
 
     @router.get("/models/{name}/ready")
@@ -199,7 +202,7 @@ def v2_router(scorer: Scorer) -> APIRouter:
 
     @router.get("/models/{name}/versions/{version}/ready")
     @_v2_errors
-    def version_ready(name: str, version: int) -> dict[str, object]:
+    def version_ready(name: str, version: VersionNumber) -> dict[str, object]:
         return {"name": name, "ready": loaded(name, version).number == version}
 
     async def infer(name: str, version: int | None, request: InferenceRequest) -> JSONResponse:
@@ -248,7 +251,7 @@ def v2_router(scorer: Scorer) -> APIRouter:
         response_model=InferenceResponse,
         response_model_exclude_none=True,
     )
-    async def infer_version(name: str, version: int, http: Request) -> Any:
+    async def infer_version(name: str, version: VersionNumber, http: Request) -> Any:
         """Infer with a loaded version (the champion's or the challenger's number)."""
         return await _infer_async(name, version, http)
 
