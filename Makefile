@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install peers demo up test test-unit lint bench clean
+.PHONY: install peers demo up test test-long test-unit lint bench clean
 
 install: $(STAMP)
 
@@ -20,11 +20,16 @@ $(STAMP): pyproject.toml
 # Peers the benchmarks compare with, each in its own virtualenv (their pins clash with ours).
 PEERS := .venv-peers
 
-peers: $(PEERS)/mlserver/.installed
+peers: $(PEERS)/mlserver/.installed $(PEERS)/river/.installed
 
 $(PEERS)/mlserver/.installed: benchmarks/peers/mlserver.txt
 	test -x $(PEERS)/mlserver/bin/python || python3 -m venv $(PEERS)/mlserver
 	$(PEERS)/mlserver/bin/pip install --quiet -r benchmarks/peers/mlserver.txt
+	touch $@
+
+$(PEERS)/river/.installed: benchmarks/peers/river.txt
+	test -x $(PEERS)/river/bin/python || python3 -m venv $(PEERS)/river
+	$(PEERS)/river/bin/pip install --quiet -r benchmarks/peers/river.txt
 	touch $@
 
 demo: install
@@ -33,9 +38,15 @@ demo: install
 up: install
 	$(VENV)/bin/ctloop up
 
-test: install
+# The benchmarks' smoke tests run their peers too, so `test` installs them.
+test: install peers
 	$(VENV)/bin/ruff check shared services tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m 'not long'
+
+# Minutes-long runs: the soak test and a deeper fuzzing of every HTTP API.
+test-long: install peers
+	$(PY) -m pytest -q -m long
+	CTLOOP_FUZZ_EXAMPLES=300 $(PY) -m pytest -q tests/integration/test_fuzz_http.py
 
 test-unit: install
 	$(PY) -m pytest -q -m 'not integration'
@@ -45,6 +56,8 @@ bench: install peers
 	$(PY) -m benchmarks.bench_trainer
 	$(PY) -m benchmarks.bench_serving
 	$(PY) -m benchmarks.bench_monitor
+	$(PY) -m benchmarks.bench_monitor_throughput
+	$(PY) -m benchmarks.bench_loop
 
 lint: install
 	$(VENV)/bin/ruff check shared services tests benchmarks

