@@ -41,7 +41,7 @@ up: install
 # The benchmarks' smoke tests run their peers too, so `test` installs them.
 test: install peers
 	$(VENV)/bin/ruff check shared services tests benchmarks
-	$(PY) -m pytest -q -m 'not long'
+	$(PY) -m pytest -q -m 'not long' --durations=15
 
 # Minutes-long runs: the soak test and a deeper fuzzing of every HTTP API.
 test-long: install peers
