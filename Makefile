@@ -45,8 +45,8 @@ test: install peers
 
 # Minutes-long runs: the soak test and a deeper fuzzing of every HTTP API.
 test-long: install peers
-	$(PY) -m pytest -q -m long
-	CTLOOP_FUZZ_EXAMPLES=300 $(PY) -m pytest -q tests/integration/test_fuzz_http.py
+	$(PY) -m pytest -q -s -m long
+	CTLOOP_FUZZ_EXAMPLES=300 $(PY) -m pytest -q -s tests/integration/test_fuzz_http.py
 
 test-unit: install
 	$(PY) -m pytest -q -m 'not integration'

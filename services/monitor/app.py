@@ -33,6 +33,7 @@ from shared.events import (
     ModelChanged,
     Prediction,
     Source,
+    TrainingEvent,
     dead_letter_of,
     new_event,
 )
@@ -63,6 +64,7 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     inputs = app.topic(topics.RECORDS, topics.PREDICTIONS, topics.LABELS, **raw)
     models = app.topic(topics.MODELS, **raw)
+    training = app.topic(topics.TRAINING, **raw)
     examples_out = app.topic(topics.EXAMPLES, **raw)
     drift_out = app.topic(topics.DRIFT, **raw)
     deadletter = app.topic(topics.DEADLETTER, **raw)
@@ -76,6 +78,7 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
         if drift is None:
             return
         event = new_event("drift.detected", drift, source)
+        state.last_alarm_event_id = event.event_id
         log.warning("drift detected (%s, %s): %s", drift.kind, drift.detector, _describe(drift))
         await drift_out.send(key=schema.name.encode(), value=event.encode())
 
@@ -204,6 +207,26 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
                 if version is not None:
                     state.set_reference(version)
                     log.info("reference reset to champion v%d", version.version)
+
+    @app.agent(training)
+    async def follow_training(stream: faust.Stream) -> None:
+        async for event in stream.events():
+            try:
+                envelope = Envelope.decode(event.value)
+                payload = envelope.parsed()
+            except BadEvent as exc:
+                await dead_letter(event, str(exc))
+                continue
+            if (
+                envelope.type == "training.failed"
+                and isinstance(payload, TrainingEvent)
+                and state.training_failed(payload.trigger_event_id)
+            ):
+                log.info(
+                    "the run for drift %s failed (%s): watching again",
+                    payload.trigger_event_id,
+                    payload.reason,
+                )
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:

@@ -2,8 +2,8 @@
 reference, the error stream of joined predictions, and the alarm policy.
 
 The faust agents feed it observations and send whatever `DriftDetected` it returns. One drift
-event per episode: after an alarm it stays quiet until a new champion resets the reference
-(or `rearm_s` passes, in case no new model came of it).
+event per episode: after an alarm it stays quiet until a new champion resets the reference,
+the training run the alarm caused fails (no new model came of it), or `rearm_s` passes.
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ class MonitorState:
         self.reference: ModelVersion | None = None
         self.reports: deque[dict[str, object]] = deque(maxlen=REPORTS_KEPT)
         self.last_alarm: DriftDetected | None = None
+        self.last_alarm_event_id: str | None = None
+        """The id of the event that carried the last alarm (set by whoever sent it)."""
         self._previous: tuple[int, list[int]] | None = None
         self._promoted_at = -1e9
         self._had_reference = False
@@ -149,6 +151,17 @@ class MonitorState:
         if self._alarm_at is None:
             return True
         return now - self._alarm_at >= self.rearm_s
+
+    def training_failed(self, trigger_event_id: str | None) -> bool:
+        """The run started by the last alarm (its event id) ended without a new model: the
+        episode is over, so watch again now rather than after `rearm_s` (a false alarm must not
+        blind the monitor to the real drift that follows). True if it re-armed."""
+        if self._alarm_at is None or trigger_event_id is None or trigger_event_id != self.last_alarm_event_id:
+            return False
+        self._alarm_at = None
+        self.drifting_in_a_row = dict.fromkeys(self.drifting_in_a_row, 0)
+        self.first_drifting_start = dict.fromkeys(self.first_drifting_start)
+        return True
 
     # --- features ------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ CONSUMERS = {
     topics.EXAMPLES: ["trainer"],
     topics.DRIFT: ["trainer"],
     topics.MODELS: ["serving", "trainer", "monitor"],
+    topics.TRAINING: ["monitor"],
 }
 
 

@@ -30,7 +30,10 @@ RECORDS = int(os.environ.get("CTLOOP_SOAK_RECORDS", "60000"))
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    running = start_stack(tmp_path)
+    # The trainer's example store and the monitor's join table are bounded by configuration
+    # (count and time to live); small bounds make them fill early in the run, so what the
+    # second half of the run shows is the steady state, where a leak would still grow.
+    running = start_stack(tmp_path, CTLOOP_TRAINER_MAX_EXAMPLES="5000", CTLOOP_MONITOR_JOIN_TTL_S="30")
     yield running
     stop_stack(running)
 

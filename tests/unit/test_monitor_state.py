@@ -267,3 +267,14 @@ def test_prediction_drift_on_classes_and_scores() -> None:
     old = MonitorState(MonitorSettings(monitor_window=250), schema)
     old.set_reference(model_version(schema, {f: [r[f] for r in reference] for f in schema.feature_names}))
     assert old.observe_prediction(1, 0.9, T0) is None and len(old.windows["prediction"]) == 0
+
+
+def test_a_failed_run_for_the_last_alarm_rearms_the_monitor() -> None:
+    s = state(window=250)
+    alarms = feed(s, demo_rows(2000, seed=3, shift_x3_from=1000))
+    assert len(alarms) == 1 and not s.armed  # one event per episode
+    s.last_alarm_event_id = "drift-1"
+    assert not s.training_failed("some-other-drift") and not s.armed
+    assert s.training_failed("drift-1") and s.armed  # no new model came of it: watch again
+    again = feed(s, demo_rows(1000, seed=4, shift_x3_from=0))
+    assert again  # the drift is still there, so it is reported again
