@@ -122,7 +122,7 @@ Reference: 1,000 rows of 10 independent N(0, 1) features; validation accuracy 0.
 {table}
 
 Alarms before the change in the change runs: {early} of {2 * args.seeds} runs.
-Not measured here yet: throughput per faust worker beside a bare faust agent.
+Throughput per faust worker: the "Monitor throughput" section (bench_monitor_throughput).
 """
     print(body)
     if not args.quick:

@@ -18,8 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.demo.driver import DemoConfig, run_demo
 from services.demo.stream import ConceptStream
-from services.supervisor import Stack
+from services.supervisor import SERVICES, Stack
 from shared import topics
 from shared.events import DriftDetected, Source, new_event
 from shared.kafka import make_producer
@@ -142,6 +143,12 @@ def test_sigkill_each_service_loses_and_doubles_nothing(stack: Stack) -> None:
     digests = {v["digest"].split(":", 1)[1] for v in versions}
     assert digests <= {p.name for p in stored}, "a registered version without its artifact"
     print(f"client retries across the kills: {retries}")
+
+    # and after all that, the loop still closes: a concept drift ends in a new served model
+    config = DemoConfig(seed=3, warmup=200, drift_at=1500, after_swap=300, timeout_s=240)
+    report = run_demo({s: stack.url(s) for s in SERVICES}, stack.bootstrap, config, say=lambda _: None)
+    assert report.closed, report.reason
+    assert report.failed_requests == 0
 
 
 def test_broker_paused_past_the_session_timeout(stack: Stack) -> None:

@@ -95,7 +95,9 @@ def test_a_good_run_passes_every_gate_and_carries_its_lineage(tmp_path: Path) ->
     assert meta.input_schema.name == "credit" and meta.lineage.correlation_id == "loop-1"
     assert meta.dataset is not None and meta.dataset.rows == 800 and meta.dataset.holdout_rows == 200
     assert (tmp_path / "trainer" / "datasets" / meta.dataset.path).exists()  # type: ignore[operator]
-    assert meta.reference_profile is not None and len(meta.reference_profile.sample["age"]) == 800  # training + holdout rows
+    assert (
+        meta.reference_profile is not None and len(meta.reference_profile.sample["age"]) == 800
+    )  # training + holdout rows
     assert set(report.phases_ms) == {"prepare", "fit", "gates", "upload"}
     load_model(artifact, meta.digest)
 
