@@ -102,17 +102,22 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 def test_sigkill_each_service_loses_and_doubles_nothing(stack: Stack) -> None:
     stream = ConceptStream(seed=11, drift_at=10**9, prefix="k")
     sent: list[str] = []
-    retries = 0
-    # One labelled batch of 100 before each kill and one after, for every service in turn.
+    retries: list[int] = []
+    # For every service in turn: a labelled batch of 200 is being sent (by a client that
+    # retries it until accepted) while the service is SIGKILLed, then one more after.
     for service in ("ingest", "monitor", "trainer", "registry", "serving", "ingest", "trainer"):
-        for _ in range(2):
-            batch = [{**record, "label": label} for record, label in stream.take(100)]
-            retries += send_until_accepted(stack, batch)
-            sent += [r["id"] for r in batch]
-            if _ == 0:
-                restart(stack, service)
+        during = [{**record, "label": label} for record, label in stream.take(200)]
+        sender = threading.Thread(
+            target=lambda batch=during: retries.append(send_until_accepted(stack, batch))
+        )
+        sender.start()
+        restart(stack, service)
+        sender.join(240)
+        after = [{**record, "label": label} for record, label in stream.take(100)]
+        retries.append(send_until_accepted(stack, after))
+        sent += [r["id"] for r in during + after]
     expected = set(sent)
-    assert len(expected) == len(sent) == 1400
+    assert len(expected) == len(sent) == 2100 and len(retries) == 14
 
     # every labelled record became exactly one example in the trainer, after all the kills
     examples = read_all(
@@ -142,7 +147,7 @@ def test_sigkill_each_service_loses_and_doubles_nothing(stack: Stack) -> None:
         assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name, f"corrupt artifact {path}"
     digests = {v["digest"].split(":", 1)[1] for v in versions}
     assert digests <= {p.name for p in stored}, "a registered version without its artifact"
-    print(f"client retries across the kills: {retries}")
+    print(f"client retries across the kills: {sum(retries)}")
 
     # and after all that, the loop still closes: a concept drift ends in a new served model
     config = DemoConfig(seed=3, warmup=200, drift_at=1500, after_swap=300, timeout_s=240)
