@@ -44,19 +44,26 @@ def make_producer(settings: CommonSettings, **overrides: object) -> KafkaProduce
     return KafkaProducer(**config)
 
 
+def _consumer_config(settings: CommonSettings) -> dict[str, object]:
+    """What every ctloop consumer shares: explicit commits, batches of 500, our client id."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "enable_auto_commit": False,
+        "max_poll_records": 500,
+        "client_id": f"ctloop-{settings.instance}",
+    }
+
+
 def make_consumer(
     settings: CommonSettings, group_id: str, topics: Iterable[str], **overrides: object
 ) -> KafkaConsumer:
     """A group consumer with explicit commits, reading from the start of new partitions."""
     config: dict[str, object] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
+        **_consumer_config(settings),
         "group_id": group_id,
-        "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "session_timeout_ms": settings.kafka_session_timeout_ms,
         "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
-        "max_poll_records": 500,
-        "client_id": f"ctloop-{settings.instance}",
     }
     config.update(overrides)
     consumer = KafkaConsumer(**config)
@@ -70,13 +77,7 @@ def make_replay_consumer(
     """A consumer of every partition of `topic` without a group, from the newest `keep`
     messages of each partition: for state rebuilt from a topic at every start (it commits
     nothing, so a restart reads the same tail again)."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        max_poll_records=500,
-        client_id=f"ctloop-{settings.instance}",
-    )
+    consumer = KafkaConsumer(**_consumer_config(settings), group_id=None)
     deadline = time.monotonic() + timeout_s
     while not (numbers := consumer.partitions_for_topic(topic)):
         if time.monotonic() > deadline:
@@ -91,14 +92,21 @@ def make_replay_consumer(
     return consumer
 
 
-def read_tail(settings: CommonSettings, topic: str, keep: int) -> list[Envelope]:
-    """The valid envelopes among the newest `keep` messages of each partition of `topic`."""
-    consumer = make_replay_consumer(settings, topic, keep)
+def read_tail(settings: CommonSettings, topic: str, keep: int, timeout_s: float = 60.0) -> list[Envelope]:
+    """The valid envelopes among the newest `keep` messages of each partition of `topic`
+    (what could be read within `timeout_s`, if the broker is slow)."""
+    consumer = make_replay_consumer(settings, topic, keep, timeout_s)
+    deadline = time.monotonic() + timeout_s
     try:
         partitions = list(consumer.assignment())
         ends = consumer.end_offsets(partitions)
         events: list[Envelope] = []
         while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                log.warning(
+                    "read %d events of %s's tail before the %.0fs limit", len(events), topic, timeout_s
+                )
+                break
             for batch in consumer.poll(timeout_ms=500).values():
                 for message in batch:
                     with contextlib.suppress(BadEvent):
@@ -220,7 +228,9 @@ class ConsumeLoop(threading.Thread):
         self.assigned = threading.Event()
 
     def run(self) -> None:
-        consumer = self._factory()
+        consumer = self._consumer()
+        if consumer is None:
+            return
         try:
             while not self._stop_event.is_set():
                 batches = consumer.poll(timeout_ms=500)
@@ -244,6 +254,16 @@ class ConsumeLoop(threading.Thread):
             log.exception("%s: consume loop stopped", self.name)
         finally:
             consumer.close()
+
+    def _consumer(self) -> KafkaConsumer | None:
+        """The factory's consumer; tried again every 2 s while the broker cannot make one."""
+        while not self._stop_event.is_set():
+            try:
+                return self._factory()
+            except Exception as exc:
+                log.warning("%s: cannot create its consumer yet (%s); retrying", self.name, exc)
+                self._stop_event.wait(2.0)
+        return None
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop_event.set()

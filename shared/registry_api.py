@@ -7,8 +7,9 @@ A model version is uploaded as an artifact plus `VersionMetadata`; what comes ba
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, Field
 
 from shared.schema import DatasetSchema
@@ -83,6 +84,10 @@ class VersionMetadata(BaseModel):
 
 MAX_VERSION = 2**31 - 1
 """The largest version number (a 32-bit SQL integer)."""
+
+# A version number in a URL path: bounded so that a huge number is a 422, not an integer
+# overflow in the database (schemathesis found that 500).
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION, description="Version number")]
 
 
 class ModelVersion(VersionMetadata):

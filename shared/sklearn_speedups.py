@@ -27,9 +27,13 @@ class _Absent(importlib.abc.MetaPathFinder):
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname == self.name or fullname.startswith(self.name + "."):
-            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
-        return None
+        if fullname != self.name and not fullname.startswith(self.name + "."):
+            return None
+        # Only the import statement gets the short cut; `importlib.util.find_spec` (which
+        # callers expect to answer None, not raise) falls through to the normal search.
+        if sys._getframe(2).f_code.co_name != "_find_and_load_unlocked":
+            return None
+        raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
 
 
 def skip_absent_pandas() -> bool:

@@ -15,7 +15,8 @@ import contextlib
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import faust
 import httpx
@@ -95,6 +96,17 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
         )
         await deadletter.send(key=message.topic.encode(), value=letter.encode())
 
+    async def valid_events(stream: faust.Stream) -> AsyncIterator[tuple[EventT, Envelope, Any]]:
+        """Each event with its envelope and typed payload; the rest is dead-lettered with why."""
+        async for event in stream.events():
+            try:
+                envelope = Envelope.decode(event.value)
+                payload = envelope.parsed()
+            except BadEvent as exc:
+                await dead_letter(event, str(exc))
+                continue
+            yield event, envelope, payload
+
     def expire(partition: int) -> None:
         # NOTE: only keys of the current event's partition may be deleted here: a faust table
         # writes its changelog to the partition of the event being processed.
@@ -106,13 +118,7 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
 
     @app.agent(inputs)
     async def observe(stream: faust.Stream) -> None:
-        async for event in stream.events():
-            try:
-                envelope = Envelope.decode(event.value)
-                payload = envelope.parsed()
-            except BadEvent as exc:
-                await dead_letter(event, str(exc))
-                continue
+        async for event, envelope, payload in valid_events(stream):
             record_id = (event.key or b"").decode()
             original = pending.get(record_id)
             result = step(original, payload, record_id)
@@ -180,13 +186,7 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
 
     @app.agent(models)
     async def follow_models(stream: faust.Stream) -> None:
-        async for event in stream.events():
-            try:
-                envelope = Envelope.decode(event.value)
-                payload = envelope.parsed()
-            except BadEvent as exc:
-                await dead_letter(event, str(exc))
-                continue
+        async for _, envelope, payload in valid_events(stream):
             if (
                 envelope.type == "model.promoted"
                 and isinstance(payload, ModelChanged)
@@ -210,13 +210,7 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
 
     @app.agent(training)
     async def follow_training(stream: faust.Stream) -> None:
-        async for event in stream.events():
-            try:
-                envelope = Envelope.decode(event.value)
-                payload = envelope.parsed()
-            except BadEvent as exc:
-                await dead_letter(event, str(exc))
-                continue
+        async for _, envelope, payload in valid_events(stream):
             if (
                 envelope.type == "training.failed"
                 and isinstance(payload, TrainingEvent)

@@ -23,7 +23,6 @@ from services.registry.artifacts import ArtifactStore
 from services.registry.store import RegistryStore, StoreConflict
 from shared.http import BadRequest, Conflict, NotFound, Unauthorized, Unprocessable, create_app
 from shared.registry_api import (
-    MAX_VERSION,
     AliasChange,
     AliasTarget,
     ModelSummary,
@@ -32,6 +31,7 @@ from shared.registry_api import (
     RollbackRequest,
     VersionLineage,
     VersionMetadata,
+    VersionNumber,
 )
 from shared.registry_client import DIGEST_HEADER, SIGNATURE_HEADER
 from shared.schema import NAME_PATTERN
@@ -47,8 +47,6 @@ POLICY_ALIAS = {"auto": "champion", "shadow": "challenger", "manual": None}
 
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="Model (dataset schema) name")]
 Alias = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
-# NOTE: bounded so that a huge number is a 422, not an integer overflow in the database.
-VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION, description="Version number")]
 
 
 def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: ArtifactStore) -> FastAPI:

@@ -13,18 +13,16 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from services.serving.model import LoadedModel
 from services.serving.scoring import Scorer
 from shared.http import NotFound, ServiceError, Unprocessable
-from shared.registry_api import MAX_VERSION
-
-VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
+from shared.registry_api import VersionNumber
 
 NUMERIC_TYPES = {
     "FP64",

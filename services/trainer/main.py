@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from shared import topics
 from shared.http import serve
 from shared.kafka import ConsumeLoop, EventPublisher, make_consumer, make_replay_consumer, read_tail
@@ -10,6 +12,8 @@ from shared.registry_client import RegistryClient
 from shared.schema import load_schema
 from shared.settings import TrainerSettings
 from shared.sklearn_speedups import skip_absent_pandas
+
+log = logging.getLogger(__name__)
 
 
 def main() -> None:
@@ -41,7 +45,10 @@ def main() -> None:
         trainer.handle,
     )
     trainer.start()
-    trainer.resume_unresolved_drift(read_tail(settings, topics.DRIFT, keep=50))
+    try:
+        trainer.resume_unresolved_drift(read_tail(settings, topics.DRIFT, keep=50))
+    except Exception as exc:  # the broker is unreachable: the monitor will re-alarm later
+        log.warning("could not look for a drift left unanswered: %s", exc)
     examples.start()
     events.start()
     try:

@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 from services.trainer.dataset import materialize
 from services.trainer.gates import run_gates
 from services.trainer.pipeline import build_pipeline, make_estimator
-from shared.events import Example, TriggerKind
+from shared.events import DriftDetected, Envelope, Example, TriggerKind
 from shared.features import encode_features
 from shared.registry_api import (
     DatasetManifest,
@@ -49,6 +49,17 @@ class Trigger(BaseModel):
     """For a drift: the champion version it was about."""
     merged: list[str] = []
     """Ids of further triggers that arrived while this one waited or ran."""
+
+    @classmethod
+    def for_drift(cls, event: Envelope, drift: DriftDetected) -> Trigger:
+        """The trigger a drift event makes: train on data from its onset on."""
+        return cls(
+            kind="drift",
+            event_id=event.event_id,
+            correlation_id=event.correlation_id,
+            since=drift.onset_time,
+            reference_version=drift.reference_version,
+        )
 
 
 class RunReport(BaseModel):

@@ -93,15 +93,7 @@ class Trainer:
             if isinstance(payload, Example):
                 self.examples.add(payload, message.partition, message.offset)
             elif isinstance(payload, DriftDetected) and payload.model_name == self.schema.name:
-                self.trigger(
-                    Trigger(
-                        kind="drift",
-                        event_id=event.event_id,
-                        correlation_id=event.correlation_id,
-                        since=payload.onset_time,
-                        reference_version=payload.reference_version,
-                    )
-                )
+                self.trigger(Trigger.for_drift(event, payload))
             elif (
                 isinstance(payload, ModelChanged)
                 and event.type == "model.promoted"
@@ -312,15 +304,7 @@ class Trainer:
             event.event_id,
             self.champion_version,
         )
-        return self.trigger(
-            Trigger(
-                kind="drift",
-                event_id=event.event_id,
-                correlation_id=event.correlation_id,
-                since=drift.onset_time,
-                reference_version=drift.reference_version,
-            )
-        )
+        return self.trigger(Trigger.for_drift(event, drift))
 
     def stop(self) -> None:
         with self._wake:

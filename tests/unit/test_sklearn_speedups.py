@@ -21,6 +21,8 @@ try:
 except ImportError:
     assert absent and "pandas" not in sys.modules
 assert is_pandas_na(np.nan) is False
+if absent:
+    assert importlib.util.find_spec("pandas") is None  # asked, not imported: no exception
 imputer = SimpleImputer().fit([[1.0], [np.nan], [3.0]])
 assert imputer.transform([[np.nan]])[0][0] == 2.0
 """
