@@ -116,6 +116,62 @@ def read_tail(settings: CommonSettings, topic: str, keep: int, timeout_s: float 
         consumer.close()
 
 
+def read_processed(
+    settings: CommonSettings,
+    group: str,
+    topic_names: Iterable[str],
+    partition: int,
+    since_s: float,
+    timeout_s: float = 300.0,
+) -> list[ConsumerRecord]:
+    """Partition `partition` of each topic, from the messages produced at `since_s` (seconds
+    since the epoch) up to the offsets `group` has committed: what that group already
+    processed lately, for state that is rebuilt from its inputs instead of a changelog.
+
+    Empty when the group has committed nothing. A few messages older than `since_s` may come
+    too (Tansu answers a time with the start of the batch that holds it): filter by timestamp.
+    """
+    partitions = [TopicPartition(topic, partition) for topic in topic_names]
+    offsets = KafkaConsumer(**_consumer_config(settings), group_id=group)
+    try:
+        # NOTE: committed() only asks the group coordinator; this consumer never joins the group.
+        ends = {tp: offsets.committed(tp) for tp in partitions}
+    finally:
+        offsets.close()
+    ends = {tp: end for tp, end in ends.items() if end}
+    if not ends:
+        return []
+    consumer = KafkaConsumer(**_consumer_config(settings), group_id=None)
+    try:
+        consumer.assign(list(ends))
+        starts = consumer.offsets_for_times({tp: int(since_s * 1000) for tp in ends})
+        remaining = set()
+        for tp, end in ends.items():
+            start = starts.get(tp)
+            if start is not None and start.offset < end:
+                consumer.seek(tp, start.offset)
+                remaining.add(tp)
+        deadline = time.monotonic() + timeout_s
+        messages: list[ConsumerRecord] = []
+        while remaining:
+            if time.monotonic() > deadline:
+                log.warning(
+                    "read %d messages of partition %d before the %.0fs limit",
+                    len(messages),
+                    partition,
+                    timeout_s,
+                )
+                break
+            for tp, batch in consumer.poll(timeout_ms=500).items():
+                messages += [message for message in batch if message.offset < ends[tp]]
+                if consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+                    consumer.pause(tp)
+        return messages
+    finally:
+        consumer.close()
+
+
 def faust_broker_config(settings: CommonSettings) -> dict[str, object]:
     """The faust (aiokafka) side of the same broker settings, for the monitor's faust app."""
     return {

@@ -1,20 +1,21 @@
 """The monitor's faust app: agents that feed `MonitorState` and send what it decides.
 
 - `observe` reads `records`, `predictions` and `labels` (all keyed by record id, so a
-  record's events land on the same partition) and joins them in a faust table: a record that
-  arrives labelled, or a prediction or record whose late label arrives, becomes an `examples`
-  event; a champion's prediction joined with its label feeds the error stream. Entries whose
-  partner never comes expire after `monitor_join_ttl_s`.
+  record's events land on the same partition) and joins them (`JoinStore`, rebuilt from these
+  topics after a restart or rebalance): a record that arrives labelled, or a prediction or
+  record whose late label arrives, becomes an `examples` event; a champion's prediction joined
+  with its label feeds the error stream. Entries whose partner never comes expire after
+  `monitor_join_ttl_s`.
 - `follow_models` resets the reference when a new champion is promoted.
 - an HTTP task serves `/healthz`, `/metrics` and `GET /v1/drift/status`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -22,8 +23,10 @@ import faust
 import httpx
 import uvicorn
 from faust.types import EventT
+from prometheus_client import Gauge
 
 from services.monitor.join import step
+from services.monitor.join_store import JoinStore
 from services.monitor.state import MonitorState, ShadowVerdict, Underperformance
 from shared import topics
 from shared.events import (
@@ -39,12 +42,14 @@ from shared.events import (
     new_event,
 )
 from shared.http import create_app
-from shared.kafka import CONSUMER_LAG, faust_broker_config
+from shared.kafka import CONSUMER_LAG, faust_broker_config, read_processed
 from shared.registry_api import ModelVersion
 from shared.schema import DatasetSchema
 from shared.settings import MonitorSettings
 
 log = logging.getLogger(__name__)
+JOINED = (topics.RECORDS, topics.PREDICTIONS, topics.LABELS)
+JOIN_WAITING = Gauge("ctloop_monitor_join_waiting", "Records, predictions and labels awaiting a partner")
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -63,16 +68,16 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
         **faust_broker_config(settings),
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    inputs = app.topic(topics.RECORDS, topics.PREDICTIONS, topics.LABELS, **raw)
+    inputs = app.topic(*JOINED, **raw)
     models = app.topic(topics.MODELS, **raw)
     training = app.topic(topics.TRAINING, **raw)
     examples_out = app.topic(topics.EXAMPLES, **raw)
     drift_out = app.topic(topics.DRIFT, **raw)
     deadletter = app.topic(topics.DEADLETTER, **raw)
-    pending = app.Table("pending", default=None, partitions=settings.topic_partitions)
+    joins = JoinStore(settings.monitor_join_ttl_s)
+    JOIN_WAITING.set_function(lambda: len(joins))
     state = MonitorState(settings, schema)
     source = Source(service="monitor", instance=settings.instance)
-    expiry: dict[int, deque[tuple[float, str]]] = defaultdict(deque)
     app.monitor_state = state  # type: ignore[attr-defined]
 
     async def send_drift(drift: DriftDetected | None) -> None:
@@ -107,21 +112,42 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
                 continue
             yield event, envelope, payload
 
-    def expire(partition: int) -> None:
-        # NOTE: only keys of the current event's partition may be deleted here: a faust table
-        # writes its changelog to the partition of the event being processed.
-        queue, cutoff = expiry[partition], time.monotonic() - settings.monitor_join_ttl_s
-        while queue and queue[0][0] < cutoff:
-            _, key = queue.popleft()
-            if pending.get(key) is not None:
-                del pending[key]
+    @app.on_partitions_assigned.connect
+    async def keep_assigned(sender: faust.App, assigned: set[Any], **_: Any) -> None:
+        joins.keep_only({tp.partition for tp in assigned if tp.topic in JOINED})
+
+    async def rebuild_joins(partition: int) -> None:
+        """Replay what the group already processed of this partition within the time to
+        live, so that the halves waiting before a restart or rebalance still meet."""
+        started, since = time.monotonic(), time.time() - settings.monitor_join_ttl_s
+        messages = await asyncio.to_thread(read_processed, settings, app.conf.id, JOINED, partition, since)
+        for message in messages:
+            at = message.timestamp / 1000
+            if at < since:
+                continue
+            try:
+                payload = Envelope.decode(message.value).parsed()
+            except BadEvent:
+                continue  # dead-lettered when it was first read
+            key = (message.key or b"").decode()
+            joins.put(partition, key, step(joins.get(partition, key), payload, key).entry, at)
+        joins.mark_rebuilt(partition)
+        log.info(
+            "partition %d: %d waiting joins rebuilt from %d events in %.1fs",
+            partition,
+            joins.waiting(partition),
+            len(messages),
+            time.monotonic() - started,
+        )
 
     @app.agent(inputs)
     async def observe(stream: faust.Stream) -> None:
         async for event, envelope, payload in valid_events(stream):
+            partition = event.message.partition
+            if joins.needs_rebuild(partition):
+                await rebuild_joins(partition)
             record_id = (event.key or b"").decode()
-            original = pending.get(record_id)
-            result = step(original, payload, record_id)
+            result = step(joins.get(partition, record_id), payload, record_id)
             source = (event.message.topic, event.message.partition, event.message.offset)
             if result.features is not None:
                 await send_drift(state.observe_features(*result.features, source))
@@ -141,13 +167,9 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
                     if result.shadow is not None and result.shadow[0] == state.challenger_version:
                         state.observe_shadow_pair(correct, result.shadow[1])
                         await request_promotion(state.take_shadow_verdict())
-            if result.entry is None:
-                if original is not None:
-                    del pending[record_id]
-            elif result.entry != original:
-                pending[record_id] = result.entry
-                expiry[event.message.partition].append((time.monotonic(), record_id))
-            expire(event.message.partition)
+            now = time.time()
+            joins.put(partition, record_id, result.entry, now)
+            joins.expire(partition, now)
 
     async def request_promotion(verdict: ShadowVerdict | None) -> None:
         if verdict is None:
