@@ -1,8 +1,8 @@
 """The join of a record's events: its prediction (and the challenger's shadow prediction),
 its features, and its label, which may arrive in any order and more than once.
 
-`step` is pure: given what is kept for a record id (a JSON-able dict, stored in the faust
-table) and one new event, it says what to keep now, which features to test, and, once label
+`step` is pure: given what is kept for a record id (a dict, kept in the `JoinStore`) and one
+new event, it says what to keep now, which features to test, and, once label
 and features are both there, the labelled example and the prediction outcomes. The agent does
 the I/O. A record that arrives with its label completes at once.
 
@@ -46,14 +46,14 @@ def step(entry: Entry | None, payload: Record | Prediction | Label, record_id: s
         return Step(entry=kept)  # a shadow prediction never completes a join by itself
     if isinstance(payload, Record):
         features = (payload.features, payload.event_time)
-        kept.setdefault("t", payload.event_time.isoformat())
+        kept.setdefault("t", payload.event_time)
         kept.setdefault("f", payload.features)
         if payload.label is not None:
             kept.update(l=payload.label)
     elif isinstance(payload, Prediction):
         features = (payload.features, payload.event_time)
         kept.update(
-            t=payload.event_time.isoformat(),
+            t=payload.event_time,
             f=payload.features,
             p=payload.prediction,
             v=payload.model_version,
@@ -72,7 +72,7 @@ def step(entry: Entry | None, payload: Record | Prediction | Label, record_id: s
     )
     outcome = shadow = None
     if "p" in kept:
-        outcome = (kept["v"], kept["p"] == kept["l"], datetime.fromisoformat(kept["t"]))
+        outcome = (kept["v"], kept["p"] == kept["l"], kept["t"])
         if "sp" in kept:
             shadow = (kept["sv"], kept["sp"] == kept["l"])
     return Step(entry=None, features=features, example=example, outcome=outcome, shadow=shadow)

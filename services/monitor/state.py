@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +18,7 @@ from prometheus_client import Counter, Gauge
 
 from services.monitor.detectors import PageHinkley
 from services.monitor.drift_tests import CATEGORICAL, NUMERIC, TestResult
+from services.monitor.drift_tests.base import numeric as numeric_sample
 from services.monitor.stats import benjamini_hochberg, bonferroni, proportion_drop
 from services.monitor.windows import Observation, Window, offsets
 from shared.changepoint import change_point, split_p_value
@@ -29,6 +31,10 @@ DRIFT_SCORE = Gauge("ctloop_monitor_drift_score", "Effect size in the last windo
 DRIFT_P = Gauge("ctloop_monitor_drift_p_value", "Adjusted-test p-value in the last window", ["feature"])
 ACCURACY = Gauge("ctloop_monitor_window_accuracy", "Accuracy of the recent labelled predictions")
 PROCESSED = Counter("ctloop_monitor_records_total", "Observations processed", ["kind"])
+# NOTE: looked up once: labels() costs more than the increment, once per record
+FEATURES_SEEN, PREDICTIONS_SEEN, OUTCOMES_SEEN = (
+    PROCESSED.labels(kind) for kind in ("features", "predictions", "outcomes")
+)
 ALARMS = Counter("ctloop_monitor_drift_events_total", "Drift events emitted", ["kind"])
 ROLLBACKS = Counter("ctloop_monitor_rollbacks_requested_total", "Rollbacks asked of the registry")
 
@@ -84,6 +90,7 @@ class MonitorState:
         self.schema = schema
         self.rearm_s = rearm_s
         self.reference: ModelVersion | None = None
+        self._reference_columns: dict[str, list[tuple[str, str, Sequence[object]]]] = {}
         self.reports: deque[dict[str, object]] = deque(maxlen=REPORTS_KEPT)
         self.last_alarm: DriftDetected | None = None
         self.last_alarm_event_id: str | None = None
@@ -133,6 +140,7 @@ class MonitorState:
         else:
             self._previous, self._compared = None, True
         self.reference = version
+        self._reference_columns = {}
         # The very first reference is no promotion to cool down from.
         self._promoted_at = time.monotonic() if self._had_reference else -1e9
         self._had_reference = True
@@ -169,7 +177,7 @@ class MonitorState:
         self, features: dict[str, object], event_time: datetime, source: tuple[str, int, int] | None = None
     ) -> DriftDetected | None:
         """One record's features (from `records` or a champion's prediction) at its event time."""
-        PROCESSED.labels("features").inc()
+        FEATURES_SEEN.inc()
         if self.reference is None or self.reference.reference_profile is None:
             return None
         closed = self.windows["feature"].add(Observation(features, event_time, source))
@@ -183,7 +191,7 @@ class MonitorState:
         source: tuple[str, int, int] | None = None,
     ) -> DriftDetected | None:
         """One champion prediction: its class and its top probability."""
-        PROCESSED.labels("predictions").inc()
+        PREDICTIONS_SEEN.inc()
         profile = self.reference.reference_profile if self.reference else None
         if profile is None or not profile.predictions:
             return None  # a reference from before prediction profiles: nothing to compare with
@@ -192,16 +200,24 @@ class MonitorState:
         )
         return self._judge("prediction", closed) if closed else None
 
-    def _columns(self, kind: str) -> list[tuple[str, str, list[object]]]:
-        """(name, type, reference values) of what a window of `kind` is tested on."""
+    def _columns(self, kind: str) -> list[tuple[str, str, Sequence[object]]]:
+        """(name, type, reference values) of what a window of `kind` is tested on; numeric
+        references as float arrays, made once per reference rather than once per window."""
         assert self.reference is not None and self.reference.reference_profile is not None
-        profile = self.reference.reference_profile
-        if kind == "prediction":
-            return [
-                ("prediction.class", "categorical", list(profile.predictions.get("prediction", []))),
-                ("prediction.score", "numeric", list(profile.predictions.get("score", []))),
+        if kind not in self._reference_columns:
+            profile = self.reference.reference_profile
+            if kind == "prediction":
+                columns = [
+                    ("prediction.class", "categorical", profile.predictions.get("prediction", [])),
+                    ("prediction.score", "numeric", profile.predictions.get("score", [])),
+                ]
+            else:
+                columns = [(f.name, f.type, profile.sample.get(f.name, [])) for f in self.schema.features]
+            self._reference_columns[kind] = [
+                (name, type_, numeric_sample(values) if type_ == "numeric" else list(values))
+                for name, type_, values in columns
             ]
-        return [(f.name, f.type, list(profile.sample.get(f.name, []))) for f in self.schema.features]
+        return self._reference_columns[kind]
 
     def _test(self, kind: str, window: list[Observation]) -> list[FeatureDrift]:
         numeric = NUMERIC[self.settings.monitor_numeric_test]
@@ -295,7 +311,7 @@ class MonitorState:
 
     def observe_outcome(self, correct: bool, event_time: datetime) -> DriftDetected | None:
         """One labelled prediction of the champion (stamped with the record's time): right?"""
-        PROCESSED.labels("outcomes").inc()
+        OUTCOMES_SEEN.inc()
         error = 0 if correct else 1
         self.recent_errors.append(error)
         self.outcomes.append((event_time, error))

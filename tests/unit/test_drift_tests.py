@@ -47,7 +47,7 @@ def test_wasserstein_by_hand_and_scipy() -> None:
     expected = stats.wasserstein_distance(REF_NUM, SHIFTED_NUM)
     assert NUMERIC["wasserstein"](REF_NUM, SHIFTED_NUM).statistic == pytest.approx(expected)
     assert NUMERIC["wasserstein"](REF_NUM, SHIFTED_NUM).p_value == pytest.approx(
-        stats.ks_2samp(REF_NUM, SHIFTED_NUM).pvalue
+        stats.ks_2samp(REF_NUM, SHIFTED_NUM, method="asymp").pvalue
     )
 
 

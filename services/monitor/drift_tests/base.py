@@ -29,6 +29,8 @@ class DriftTest(Protocol):
 
 def numeric(values: Sequence[object]) -> np.ndarray:
     """Known, finite numbers of a sample as a float array."""
+    if isinstance(values, np.ndarray) and values.dtype == float:
+        return values[np.isfinite(values)]  # a reference sample the monitor keeps as an array
     array = np.asarray([v for v in values if v is not None], dtype=float)
     return array[np.isfinite(array)]
 
