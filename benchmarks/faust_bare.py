@@ -3,12 +3,14 @@ envelopes from `records` (no join, no windows, no tests) and reports its rate.
 
     python -m benchmarks.faust_bare worker    (env: CTLOOP_KAFKA_BOOTSTRAP, BENCH_EXPECT, BENCH_RESULT)
 
-Writes its rate in records/s (from the first message to the BENCH_EXPECT-th) to the file
-BENCH_RESULT names (faust takes over stdout) and exits.
+Writes its progress to the file BENCH_RESULT names (faust takes over stdout), one line
+"seconds-since-the-first-message count cpu-seconds-of-the-process" every `STEP` messages up to
+the BENCH_EXPECT-th, and exits.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 
@@ -20,12 +22,15 @@ from shared.kafka import faust_broker_config
 from shared.settings import MonitorSettings
 
 settings = MonitorSettings()
+gc.set_threshold(50_000, 20, 10)  # the monitor's own collector setting (services/monitor/main.py)
 app = faust.App(
     f"ctloop-bench-bare-{os.getpid()}", store="memory://", web_enabled=False, **faust_broker_config(settings)
 )
 records = app.topic(topics.RECORDS, key_serializer="raw", value_serializer="raw")
 EXPECT = int(os.environ.get("BENCH_EXPECT", "0"))
+STEP = 1000
 seen = {"count": 0, "first": 0.0}
+progress: list[str] = []
 
 
 @app.agent(records)
@@ -33,12 +38,14 @@ async def parse(stream: faust.Stream) -> None:
     async for event in stream.events():
         Envelope.decode(event.value).parsed()
         seen["count"] += 1
-        if seen["count"] == 1:
+        count = seen["count"]
+        if count == 1:
             seen["first"] = time.perf_counter()
-        if seen["count"] == EXPECT:
-            rate = (EXPECT - 1) / (time.perf_counter() - seen["first"])
+        if count == 1 or count % STEP == 0 or count == EXPECT:
+            progress.append(f"{time.perf_counter() - seen['first']:.4f} {count} {time.process_time():.4f}\n")
+        if count == EXPECT:
             with open(os.environ["BENCH_RESULT"], "w") as result:
-                result.write(f"{rate:.1f}\n")
+                result.writelines(progress)
             os._exit(0)  # the measurement is done; no need for faust's orderly shutdown
 
 
