@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -120,6 +121,11 @@ class DatasetSchema(BaseModel):
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    @cached_property
+    def known_features(self) -> frozenset[str]:
+        """The feature names as a set, made once: validation checks every record against it."""
+        return frozenset(self.feature_names)
 
     def feature(self, name: str) -> NumericFeature | CategoricalFeature:
         for f in self.features:

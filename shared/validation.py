@@ -131,8 +131,8 @@ def check_features(schema: DatasetSchema, features: Any) -> dict[str, FeatureVal
     """Validate a `features` object; raises `InvalidField` on the first problem."""
     if not isinstance(features, dict):
         raise InvalidField("features", "must be an object of feature name to value", "type")
-    unknown = sorted(set(features) - set(schema.feature_names))
-    if unknown:
+    if not features.keys() <= schema.known_features:
+        unknown = sorted(set(features) - schema.known_features)
         raise InvalidField(f"features.{unknown[0]}", "is not a feature of the schema", "unknown_field")
     clean: dict[str, FeatureValue] = {}
     for spec in schema.features:
