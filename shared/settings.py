@@ -296,4 +296,5 @@ class MonitorSettings(HTTPServiceSettings):
     champion's minus this."""
 
     monitor_join_ttl_s: float = Field(3600.0, gt=0)
-    """How long a prediction waits for its label (and a label for its prediction)."""
+    """How long a prediction waits for its label (and a label for its prediction); also how far
+    back a restarted monitor replays its inputs to rebuild the join."""
