@@ -180,6 +180,11 @@ def faust_broker_config(settings: CommonSettings) -> dict[str, object]:
         "broker_heartbeat_interval": settings.kafka_heartbeat_interval_ms / 1000,
         "topic_partitions": settings.topic_partitions,
         "producer_acks": -1,
+        # NOTE: faust's defaults (a 4,096-event stream buffer, 1 MiB fetches) left its agents
+        # idle for about a second every few tens of thousands of records on Tansu; with these
+        # the monitor and a bare agent both run without stalls (benchmarks/RESULTS.md).
+        "stream_buffer_maxsize": 16384,
+        "consumer_max_fetch_size": 4 * 1024 * 1024,
     }
 
 

@@ -19,6 +19,7 @@ from the asymptotic one by about 3% of the p-value at these sizes (1,000 vs 500:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,4 +48,11 @@ def two_sample(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
     ) / len(cur)
     statistic = float(np.max(np.abs(gaps)))
     effective_size = round(len(ref) * len(cur) / (len(ref) + len(cur)))
-    return statistic, float(np.clip(stats.kstwo.sf(statistic, effective_size), 0.0, 1.0))
+    return statistic, _survival(statistic, effective_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _survival(statistic: float, effective_size: int) -> float:
+    # NOTE: remembered: with fixed sample sizes the statistic takes few distinct values (multiples
+    # of 1/lcm(n, m)), and kstwo.sf costs ~100 us a call, ten calls a window.
+    return float(np.clip(stats.kstwo.sf(statistic, effective_size), 0.0, 1.0))
