@@ -209,22 +209,18 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
     @app.agent(models)
     async def follow_models(stream: faust.Stream) -> None:
         async for _, envelope, payload in valid_events(stream):
-            if (
+            if not (
                 envelope.type == "model.promoted"
                 and isinstance(payload, ModelChanged)
-                and payload.alias == "challenger"
                 and payload.model_name == schema.name
             ):
+                continue
+            if payload.alias == "challenger":
                 state.set_challenger(payload.version)
                 log.info(
                     "challenger v%d: comparing it with the champion on shadow predictions", payload.version
                 )
-            elif (
-                envelope.type == "model.promoted"
-                and isinstance(payload, ModelChanged)
-                and payload.alias == "champion"
-                and payload.model_name == schema.name
-            ):
+            elif payload.alias == "champion":
                 version = await fetch_reference(payload.version)
                 if version is not None:
                     state.set_reference(version)

@@ -4,6 +4,7 @@ ports) and a reader that waits on a topic for a condition, with generous deadlin
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -92,6 +93,22 @@ def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 90.0
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(0.2)
+
+
+def restart(stack: Stack, service: str) -> None:
+    """SIGKILL the service (no chance to clean up) and start it again; wait until it answers."""
+    process = stack.processes[service]
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    stack.spawn(service)
+    wait_for(lambda: _live(stack, service), f"{service} to come back", timeout_s=120)
+
+
+def _live(stack: Stack, service: str) -> bool:
+    try:
+        return httpx.get(f"{stack.url(service)}/livez", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,10 @@ arrive after the restart, and a join completed before the kill is not completed 
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
@@ -19,7 +17,7 @@ from shared.events import Prediction, Source, new_event
 from shared.kafka import make_producer
 from shared.settings import CommonSettings
 from shared.validation import Label, Record
-from tests.integration.conftest import read_all, start_stack, stop_stack, wait_for
+from tests.integration.conftest import read_all, restart, start_stack, stop_stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -79,10 +77,7 @@ def test_waiting_halves_of_joins_survive_a_monitor_sigkill(stack: Stack) -> None
     # the monitor has processed and committed all of it: only its join state remembers them
     wait_for(lambda: committed_past(stack.bootstrap, sent), "the monitor to commit what it read", 120)
 
-    stack.processes["monitor"].send_signal(signal.SIGKILL)
-    stack.processes["monitor"].wait(30)
-    stack.spawn("monitor")
-    wait_for(lambda: _live(stack), "the monitor to come back", 120)
+    restart(stack, "monitor")
 
     send(topics.LABELS, "label.accepted", label("j-record", 1), "j-record")
     send(topics.RECORDS, "record.accepted", record("j-label-first"), "j-label-first")
@@ -107,10 +102,3 @@ def test_waiting_halves_of_joins_survive_a_monitor_sigkill(stack: Stack) -> None
     assert by_id["j-label-first"][0]["label"] == 0
     joined = by_id["j-prediction"][0]
     assert (joined["label"], joined["prediction"], joined["model_version"]) == (0, 1, 7)
-
-
-def _live(stack: Stack) -> bool:
-    try:
-        return httpx.get(f"{stack.url('monitor')}/livez", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
