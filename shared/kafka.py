@@ -21,6 +21,7 @@ from prometheus_client import Gauge
 
 from shared import topics
 from shared.events import BadEvent, Envelope, Source, dead_letter_of, new_event
+from shared.partitioner import KeyPartitioner
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def make_producer(settings: CommonSettings, **overrides: object) -> KafkaProduce
         "retries": 5,
         "request_timeout_ms": 15_000,
         "client_id": f"ctloop-{settings.instance}",
+        "partitioner": KeyPartitioner(),
     }
     config.update(overrides)
     return KafkaProducer(**config)
