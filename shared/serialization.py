@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 
 import skops.io as sio
+from skops.io.exceptions import UntrustedTypesFoundException
 
 # Types skops does not trust by default but that ctloop's own pipelines contain.
 TRUSTED_TYPES: frozenset[str] = frozenset(
@@ -45,14 +46,12 @@ def load_model(data: bytes, expected_digest: str | None = None) -> object:
     """Verify and load an artifact. Raises `ArtifactError` saying why it was refused."""
     if expected_digest is not None and digest(data) != expected_digest:
         raise ArtifactError(f"digest mismatch: expected {expected_digest}, got {digest(data)}")
+    # NOTE: one pass: skops audits every type against its defaults plus ours before it builds
+    # anything (listing the untrusted types first read the artifact twice: +40% per load).
     try:
-        untrusted = set(sio.get_untrusted_types(data=data))
+        return sio.loads(data, trusted=sorted(TRUSTED_TYPES))
+    except UntrustedTypesFoundException:
+        refused = sorted(set(sio.get_untrusted_types(data=data)) - TRUSTED_TYPES)
+        raise ArtifactError(f"artifact asks for untrusted types: {refused}") from None
     except Exception as exc:
-        raise ArtifactError(f"not a readable skops artifact: {exc}") from exc
-    refused = sorted(untrusted - TRUSTED_TYPES)
-    if refused:
-        raise ArtifactError(f"artifact asks for untrusted types: {refused}")
-    try:
-        return sio.loads(data, trusted=sorted(untrusted))
-    except Exception as exc:
-        raise ArtifactError(f"artifact failed to load: {exc}") from exc
+        raise ArtifactError(f"not a readable skops artifact: {type(exc).__name__}: {exc}") from exc
