@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -19,48 +20,56 @@ from shared.schema import DatasetSchema
 from shared.topics import EXAMPLES
 
 
-def columns(schema: DatasetSchema, examples: list[Example]) -> dict[str, list[object]]:
-    data: dict[str, list[object]] = {
+def columns(
+    schema: DatasetSchema, examples: list[Example], x: np.ndarray
+) -> dict[str, pa.Array | list[object]]:
+    """The dataset's columns; numeric features come from `x`, the examples' encoded matrix
+    (validated numbers are finite, so NaN there means missing: null in the file)."""
+    data: dict[str, pa.Array | list[object]] = {
         "record_id": [e.record_id for e in examples],
-        "event_time": [e.event_time for e in examples],
+        "event_time": pa.array([e.event_time for e in examples], pa.timestamp("us", tz="UTC")),
         "label": [str(e.label) for e in examples],
         "prediction": [None if e.prediction is None else str(e.prediction) for e in examples],
         "model_version": [e.model_version for e in examples],
     }
-    for spec in schema.features:
-        values = [e.features.get(spec.name) for e in examples]
-        data[f"feature.{spec.name}"] = (
-            values if spec.type == "numeric" else [None if v is None else str(v) for v in values]
-        )
+    for j, spec in enumerate(schema.features):
+        if spec.type == "numeric":
+            data[f"feature.{spec.name}"] = pa.array(x[:, j], from_pandas=True)
+        else:
+            values = [e.features.get(spec.name) for e in examples]
+            data[f"feature.{spec.name}"] = [None if v is None else str(v) for v in values]
     return data
 
 
 def materialize(
     schema: DatasetSchema,
     examples: list[Example],
+    x: np.ndarray,
     folder: Path,
     holdout_rows: int,
     offsets: dict[str, list[int]],
 ) -> DatasetManifest:
-    data = columns(schema, examples)
+    """Write the examples (`x`: their encoded features) as a dataset version, once per content,
+    and return its manifest."""
+    table = pa.table(columns(schema, examples, x))
     # NOTE: the hash is over the Parquet bytes (deterministic for the same rows and pyarrow);
     # hashing a canonical JSON dump of 50k rows cost more than writing the file.
     buffer = pa.BufferOutputStream()
-    pq.write_table(pa.table(data), buffer)
+    pq.write_table(table, buffer)
     content = buffer.getvalue().to_pybytes()
     sha = hashlib.sha256(content).hexdigest()
     version = sha[:16]
     target = folder / version
     manifest = DatasetManifest(
         version=version,
-        rows=len(examples),
+        rows=table.num_rows,
         holdout_rows=holdout_rows,
         time_start=examples[0].event_time,
         time_end=examples[-1].event_time,
         sha256=f"sha256:{sha}",
         source=EXAMPLES,
         offsets=offsets,
-        columns=list(data),
+        columns=table.column_names,
         path=f"{version}/data.parquet",
     )
     if not (target / "manifest.json").exists():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from datetime import datetime
+from operator import attrgetter
 
 from shared.events import Example
 
@@ -39,16 +40,18 @@ class ExampleStore:
 
     def offset_ranges(self, examples: list[Example]) -> dict[str, list[int]]:
         """Per partition, the first and last source offset of `examples`."""
-        ranges: dict[str, list[int]] = {}
+        ranges: dict[int, list[int]] = {}
         with self._lock:
-            for example in examples:
-                where = self._offsets.get(example.record_id)
-                if where is None:
-                    continue
-                partition, offset = str(where[0]), where[1]
-                low, high = ranges.get(partition, [offset, offset])
-                ranges[partition] = [min(low, offset), max(high, offset)]
-        return ranges
+            where = [self._offsets.get(e.record_id) for e in examples]
+        for partition, offset in filter(None, where):
+            bounds = ranges.get(partition)
+            if bounds is None:
+                ranges[partition] = [offset, offset]
+            elif offset < bounds[0]:
+                bounds[0] = offset
+            elif offset > bounds[1]:
+                bounds[1] = offset
+        return {str(partition): bounds for partition, bounds in sorted(ranges.items())}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -59,7 +62,7 @@ class ExampleStore:
             items = list(self._items.values())
         if since is not None:
             items = [e for e in items if e.event_time >= since]
-        return sorted(items, key=lambda e: (e.event_time, e.record_id))
+        return sorted(items, key=attrgetter("event_time", "record_id"))
 
     def count_since(self, since: datetime) -> int:
         with self._lock:

@@ -83,7 +83,7 @@ def _reference(
     examples: list[Example],
     accuracy: float,
     model: Pipeline,
-    x_holdout: object,
+    holdout_proba: np.ndarray,
 ) -> ReferenceProfile:
     # NOTE: `examples` is every row the model was built from (training and holdout): every
     # window is tested against this one sample, so a small, unlucky one makes all of them look
@@ -94,7 +94,7 @@ def _reference(
     # NOTE: the model's outputs on rows it never saw: on its own training rows it is more
     # confident than on live traffic, and the score test would call that difference drift
     # (it did, in the demo, within a few windows of the first model).
-    proba = model.predict_proba(x_holdout)[:REFERENCE_SAMPLE]
+    proba = holdout_proba[:REFERENCE_SAMPLE]
     classes = [schema.label.classes[int(model.classes_[i])] for i in proba.argmax(axis=1)]
     return ReferenceProfile(
         sample={f: [e.features.get(f) for e in sample] for f in schema.feature_names},
@@ -125,18 +125,17 @@ def execute(
 
     report.rows = len(examples)
     holdout_rows = max(1, int(len(examples) * settings.trainer_holdout_fraction))
-    train, holdout = examples[:-holdout_rows], examples[-holdout_rows:]
+    x = encode_features(schema, [e.features for e in examples])
+    codes = {c: i for i, c in enumerate(schema.label.classes)}
+    y = np.array([codes[e.label] for e in examples])
+    x_train, x_holdout = x[:-holdout_rows], x[-holdout_rows:]
+    y_train, y_holdout = y[:-holdout_rows], y[-holdout_rows:]
     report.dataset = materialize(
-        schema, examples, settings.data_dir / "trainer" / "datasets", holdout_rows, offsets or {}
+        schema, examples, x, settings.data_dir / "trainer" / "datasets", holdout_rows, offsets or {}
     )
-    classes = schema.label.classes
-    x_train = encode_features(schema, [e.features for e in train])
-    y_train = np.array([classes.index(e.label) for e in train])
-    x_holdout = encode_features(schema, [e.features for e in holdout])
-    y_holdout = np.array([classes.index(e.label) for e in holdout])
     phase("prepare")
 
-    if len(set(y_train.tolist())) < 2:
+    if np.unique(y_train).size < 2:
         return _fail(report, "enough_classes", "the training set has a single class")
     model = build_pipeline(
         schema, make_estimator(settings.trainer_estimator, settings.trainer_estimator_params)
@@ -147,7 +146,7 @@ def execute(
     convergence = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
     phase("fit")
 
-    gate_report, artifact, artifact_digest = run_gates(
+    gated = run_gates(
         schema,
         model,
         x_holdout,
@@ -157,11 +156,11 @@ def execute(
         champion_tolerance=settings.trainer_champion_tolerance,
         convergence_warnings=convergence,
     )
-    report.gate_report = gate_report
+    gate_report = report.gate_report = gated.report
     accuracy = next(g.value for g in gate_report.gates if g.name == "min_accuracy") or 0.0
     report.metrics = {
         "accuracy": accuracy,
-        "train_rows": float(len(train)),
+        "train_rows": float(len(examples) - holdout_rows),
         "holdout_rows": float(holdout_rows),
     }
     phase("gates")
@@ -172,12 +171,12 @@ def execute(
         )
 
     metadata = VersionMetadata(
-        digest=artifact_digest,
+        digest=gated.digest,
         input_schema=schema,
         metrics=report.metrics,
         gate_report=gate_report,
         dataset=report.dataset,
-        reference_profile=_reference(schema, train + holdout, accuracy, model, x_holdout),
+        reference_profile=_reference(schema, examples, accuracy, model, gated.holdout_proba),
         estimator=settings.trainer_estimator,
         package_versions={p: package_version(p) for p in ("scikit-learn", "numpy", "scipy", "skops")},
         lineage=Lineage(
@@ -187,7 +186,7 @@ def execute(
             correlation_id=report.trigger.correlation_id,
         ),
     )
-    created = registry.upload(schema.name, artifact, metadata)
+    created = registry.upload(schema.name, gated.artifact, metadata)
     report.version = created.version
     phase("upload")
     report.status, report.finished_at = "completed", datetime.now(UTC)

@@ -234,9 +234,9 @@ def _gates(model_estimator: object) -> dict[str, bool]:
     x = encode_features(schema, [e.features for e in data])
     y = np.array([schema.label.classes.index(e.label) for e in data])
     model = build_pipeline(schema, model_estimator).fit(x, y)  # type: ignore[arg-type]
-    report, _, _ = run_gates(
+    report = run_gates(
         schema, model, x, y, min_accuracy=0.0, champion=None, champion_tolerance=0.0, convergence_warnings=[]
-    )
+    ).report
     return {g.name: g.passed for g in report.gates}
 
 
@@ -259,9 +259,9 @@ def test_gate_iteration_cap_without_a_warning() -> None:
     x = encode_features(schema, [e.features for e in data])
     y = np.array([schema.label.classes.index(e.label) for e in data])
     model = build_pipeline(schema, LogisticRegression(max_iter=2)).fit(x, y)
-    report, _, _ = run_gates(
+    report = run_gates(
         schema, model, x, y, min_accuracy=0.0, champion=None, champion_tolerance=0.0, convergence_warnings=[]
-    )  # warnings swallowed
+    ).report  # warnings swallowed
     converged = next(g for g in report.gates if g.name == "converged")
     assert converged.passed is False and converged.value == 2 and converged.threshold == 2
 
@@ -269,15 +269,19 @@ def test_gate_iteration_cap_without_a_warning() -> None:
 def test_dataset_is_versioned_parquet_with_offsets(tmp_path: Path) -> None:
     schema, data = credit_schema(), credit_examples(500)
     offsets = {"0": [10, 250], "2": [0, 249]}
-    first = materialize(schema, data, tmp_path, 125, offsets)
-    again = materialize(schema, data, tmp_path, 125, offsets)
+    x = encode_features(schema, [e.features for e in data])
+    first = materialize(schema, data, x, tmp_path, 125, offsets)
+    again = materialize(schema, data, x, tmp_path, 125, offsets)
     assert first == again and first.version == first.sha256[7:23]
     table = pq.read_table(tmp_path / first.path)  # type: ignore[operator]
     assert table.num_rows == 500 and "feature.income" in table.column_names
+    # Missing numbers are nulls in the file, not NaN (the encoded matrix's NaN).
+    missing = sum(e.features.get("income") is None for e in data)
+    assert table.column("feature.income").null_count == missing > 0
     assert table.column("record_id").to_pylist()[:2] == ["app-0", "app-1"]
     manifest = DatasetManifest.model_validate_json((tmp_path / first.version / "manifest.json").read_text())
     assert manifest.offsets == offsets and manifest.source == "ctloop.examples.v1"
-    assert materialize(schema, data[:-1], tmp_path, 125, offsets).version != first.version
+    assert materialize(schema, data[:-1], x[:-1], tmp_path, 125, offsets).version != first.version
 
 
 def test_store_tracks_offset_ranges(tmp_path: Path) -> None:
