@@ -20,7 +20,7 @@ from kafka.producer.future import FutureRecordMetadata
 from prometheus_client import Gauge
 
 from shared import topics
-from shared.events import BadEvent, Envelope, Source, dead_letter_of, new_event
+from shared.events import BadEvent, Envelope, Source, dead_letter_of, encode_event
 from shared.partitioner import KeyPartitioner
 from shared.settings import CommonSettings
 
@@ -207,17 +207,17 @@ class EventPublisher:
         cause: Envelope | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
-    ) -> tuple[Envelope, FutureRecordMetadata]:
-        event = new_event(
+    ) -> tuple[str, FutureRecordMetadata]:
+        """Send one event; returns its id and the producer's future for the write."""
+        event_id, value = encode_event(
             event_type,
-            payload,
-            self.source,  # type: ignore[arg-type]
+            payload,  # type: ignore[arg-type]
+            self.source,
             cause=cause,
             correlation_id=correlation_id,
             causation_id=causation_id,
         )
-        future = self.producer.send(topic, key=key.encode(), value=event.encode())
-        return event, future
+        return event_id, self.producer.send(topic, key=key.encode(), value=value)
 
     def dead_letter(
         self,

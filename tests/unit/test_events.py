@@ -11,6 +11,7 @@ from shared.events import (
     ModelChanged,
     Source,
     TrainingEvent,
+    encode_event,
     new_event,
 )
 
@@ -24,6 +25,29 @@ def test_round_trip_keeps_every_field() -> None:
     assert back == event
     assert back.parsed() == payload
     assert back.schema_version == 1 and back.occurred_at.tzinfo is not None
+
+
+def test_encode_event_writes_exactly_the_envelope_new_event_builds() -> None:
+    from datetime import UTC, datetime
+
+    from shared.validation import Record
+
+    record = Record(
+        id="r-\u00e9-1",  # a non-ASCII id: escaping must match too
+        event_time=datetime(2026, 11, 21, 5, 0, 0, 250, tzinfo=UTC),
+        features={"x1": 1.5, "color": "blue", "x2": None},
+        label=1,
+    )
+    cause = new_event("record.accepted", record, SRC)
+    event_id, data = encode_event("record.accepted", record, SRC, cause=cause)
+    back = Envelope.decode(data)
+    assert back.encode() == data  # the bytes are what the Envelope model itself would write
+    expected = new_event("record.accepted", record, SRC, cause=cause)
+    ids = {"event_id", "occurred_at"}
+    assert back.model_dump(exclude=ids) == expected.model_dump(exclude=ids)
+    assert back.event_id == event_id and back.parsed() == record
+    with pytest.raises(TypeError, match="does not take"):
+        encode_event("model.promoted", record, SRC)
 
 
 def test_correlation_follows_the_cause() -> None:
