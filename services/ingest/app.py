@@ -15,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from prometheus_client import Histogram
 from pydantic import BaseModel
+from pydantic_core import from_json, to_json
 
 from services.ingest.intake import Intake, Outcome
 from shared.http import BadRequest, TooLarge, Unavailable, create_app
@@ -34,6 +35,16 @@ class IntakeResponse(BaseModel):
     rejected: list[FieldError]
 
 
+def _loads(data: bytes) -> Any:
+    """JSON to Python. pydantic-core's parser is ~1.6x faster than `json`; `json` still reads
+    what pydantic-core refuses, so it decides what is malformed and says where (its error has
+    the line and column)."""
+    try:
+        return from_json(data)
+    except ValueError:
+        return json.loads(data)
+
+
 async def _parse_body(request: Request, settings: IngestSettings, key: str) -> list[Any]:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > settings.ingest_max_body_bytes:
@@ -46,16 +57,20 @@ async def _parse_body(request: Request, settings: IngestSettings, key: str) -> l
         for number, line in enumerate(body.splitlines(), start=1):
             if line.strip():
                 try:
-                    items.append(json.loads(line))
+                    items.append(_loads(line))
                 except json.JSONDecodeError as exc:
                     raise BadRequest(
                         f"malformed JSON on line {number}, column {exc.colno}: {exc.msg}"
                     ) from exc
+                except UnicodeDecodeError as exc:
+                    raise BadRequest(f"line {number} is not UTF-8: {exc.reason} at byte {exc.start}") from exc
     else:
         try:
-            data = json.loads(body)
+            data = _loads(body)
         except json.JSONDecodeError as exc:
             raise BadRequest(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from exc
         items = data[key] if isinstance(data, dict) and key in data else [data]
         if not isinstance(items, list):
             raise BadRequest(f"{key!r} must be a list")
@@ -76,7 +91,7 @@ def build_app(settings: IngestSettings, schema: DatasetSchema, intake: Intake, r
     ) -> Outcome:
         return await asyncio.get_running_loop().run_in_executor(worker, function, items, origin)
 
-    async def respond(outcome: Outcome) -> JSONResponse:
+    async def respond(outcome: Outcome) -> Response:
         retry = {"Retry-After": str(settings.ingest_retry_after_s)}
         try:
             await asyncio.wait_for(asyncio.wrap_future(outcome.written), settings.ingest_ack_timeout_s)
@@ -95,18 +110,13 @@ def build_app(settings: IngestSettings, schema: DatasetSchema, intake: Intake, r
                 "earlier request; retry later",
                 headers=retry,
             )
-        # NOTE: built as plain JSON: FastAPI re-validating 500 accepted items against
+        # NOTE: written straight to JSON: FastAPI re-validating 500 accepted items against
         # IntakeResponse (still the documented schema) cost more than writing them.
-        return JSONResponse(
-            {
-                "accepted": outcome.accepted,
-                "duplicates": outcome.duplicates,
-                "rejected": [error.model_dump(mode="json") for error in outcome.rejected],
-            }
-        )
+        body = {"accepted": outcome.accepted, "duplicates": outcome.duplicates, "rejected": outcome.rejected}
+        return Response(to_json(body), media_type="application/json")
 
     @app.post("/v1/records", response_model=IntakeResponse, tags=["intake"])
-    async def post_records(request: Request) -> JSONResponse:
+    async def post_records(request: Request) -> Response:
         """One record, `{"records": [...]}`, or NDJSON (`Content-Type: application/x-ndjson`)."""
         with LATENCY.labels("records").time():
             items = await _parse_body(request, settings, "records")
@@ -114,7 +124,7 @@ def build_app(settings: IngestSettings, schema: DatasetSchema, intake: Intake, r
             return await respond(await on_worker(intake.records, items, "http:/v1/records"))
 
     @app.post("/v1/labels", response_model=IntakeResponse, tags=["intake"])
-    async def post_labels(request: Request) -> JSONResponse:
+    async def post_labels(request: Request) -> Response:
         """`{"labels": [{"id": "r-123", "label": 1}]}` (or NDJSON of such objects)."""
         with LATENCY.labels("labels").time():
             items = await _parse_body(request, settings, "labels")

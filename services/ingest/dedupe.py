@@ -21,7 +21,6 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 
 
@@ -35,7 +34,8 @@ class RecentIds:
     def __init__(self, window_s: float, capacity: int) -> None:
         self.window_s = window_s
         self.capacity = capacity
-        self._seen: OrderedDict[str, tuple[float, bool]] = OrderedDict()  # key -> (since, confirmed)
+        # key -> (since, confirmed); a dict keeps insertion order, so the oldest id is first
+        self._seen: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
 
     def _expire(self, now: float) -> None:

@@ -92,6 +92,17 @@ def test_labels_ndjson_and_limits(api: Stack) -> None:
         f"{url}/v1/records", content=b'{"records": [1, 2', headers={"content-type": "application/json"}
     )
     assert broken.status_code == 400 and "malformed JSON at line 1, column" in broken.json()["detail"]
+    broken_line = httpx.post(
+        f"{url}/v1/records", content=ndjson + "\n{oops", headers={"content-type": "application/x-ndjson"}
+    )
+    assert broken_line.status_code == 400
+    assert broken_line.json()["detail"].startswith("malformed JSON on line 4, column 2")
+    latin1 = httpx.post(
+        f"{url}/v1/records",
+        content='{"records": ["caf\u00e9"]}'.encode("latin-1"),
+        headers={"content-type": "application/json"},
+    )
+    assert latin1.status_code == 400 and "is not UTF-8" in latin1.json()["detail"]
     big = httpx.post(f"{url}/v1/records", json={"records": [{"features": GOOD}] * 51})
     assert big.status_code == 413 and "batch limit of 50" in big.json()["detail"]
     schema = httpx.get(f"{url}/v1/schema").json()
