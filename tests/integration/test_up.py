@@ -33,6 +33,13 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return f"{pid} (gone)"
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -64,10 +71,18 @@ def test_up_then_stop_leaves_no_orphans(tmp_path: Path, stop_signal: signal.Sign
     assert len(below) >= 6  # the broker and five services (faust may add helpers)
     process.send_signal(stop_signal)
     try:
-        process.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
+        # The stack gives each service 15 s and the broker 10 s; the rest is a slow machine.
+        process.communicate(timeout=120)
+    except subprocess.TimeoutExpired as exc:
+        # Say which process held the stop up, and what the stack said last (seen once, under
+        # a full `make test`, and not reproduced since).
+        stuck = [_cmdline(pid) for pid in sorted(below | {process.pid}) if alive(pid)]
         process.kill()
-        raise
+        output = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else exc.output or ""
+        said = [line for line in output.splitlines() if "HTTP Request" not in line]
+        raise AssertionError(
+            f"not stopped after 120 s; still alive: {stuck}; last said: {said[-30:]}"
+        ) from exc
     assert process.returncode == 0
     deadline = time.monotonic() + 20
     while any(alive(pid) for pid in below) and time.monotonic() < deadline:
