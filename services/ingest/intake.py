@@ -53,7 +53,7 @@ class _Writes:
     """A batch's writes and who waits for them. A settler thread waits for the broker's answer
     to each write in order; kafka-python completes a whole produce batch at once, so one wait
     covers many records. This replaced two callbacks per record on the producer's I/O thread,
-    which cost as much as validating the record (measured: 14k -> 22k records/s)."""
+    which cost as much as validating the record (in-process intake: 14k -> ~20k records/s)."""
 
     def __init__(self, recent: RecentIds, kind: str, origin: str, outcome: Outcome) -> None:
         self.recent, self.kind, self.origin, self.outcome = recent, kind, origin, outcome
@@ -145,8 +145,9 @@ class Intake:
         bad = {e.index for e in errors}
         indices = [i for i in range(len(items)) if i not in bad]
         writes = _Writes(self.recent, kind, origin, outcome)
-        seen = self.recent.reserve_all([f"{kind}:{item.id}" for item in valid])
-        for index, item, answer in zip(indices, valid, seen, strict=True):
+        keys = [f"{kind}:{item.id}" for item in valid]
+        seen = self.recent.reserve_all(keys)
+        for index, item, key, answer in zip(indices, valid, keys, seen, strict=True):
             if answer is Seen.DUPLICATE:
                 DUPLICATES.labels(kind).inc()
                 outcome.duplicates.append({"index": index, "id": item.id})
@@ -154,7 +155,7 @@ class Intake:
                 outcome.in_flight.append({"index": index, "id": item.id})
             else:
                 _, future = self.publisher.publish(topic, event_type, item, key=item.id)
-                writes.pending.append((f"{kind}:{item.id}", future))
+                writes.pending.append((key, future))
                 outcome.accepted.append({"index": index, "id": item.id})
         self._settlers.submit(writes.settle)
         return outcome
