@@ -28,7 +28,7 @@ import yaml
 from benchmarks.common import bench_stack, fitted_artifact, fmt, register, write_section
 from services.supervisor import Stack
 from shared import topics
-from shared.events import Source, new_event
+from shared.events import Source, encode_event
 from shared.kafka import make_producer
 from shared.registry_api import ReferenceProfile
 from shared.schema import DatasetSchema
@@ -55,9 +55,7 @@ def fill_records(bootstrap: str, count: int) -> None:
             event_time=T0 + timedelta(seconds=i),
             features={f: rng.gauss(0, 1) for f in FEATURES},
         )
-        producer.send(
-            topics.RECORDS, new_event("record.accepted", record, source).encode(), record.id.encode()
-        )
+        producer.send(topics.RECORDS, encode_event("record.accepted", record, source)[1], record.id.encode())
     producer.flush(120)
     producer.close()
 

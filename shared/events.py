@@ -6,10 +6,10 @@ the swap) and which event caused it (`causation_id`). `EVENT_PAYLOADS` maps each
 its payload model, so `Envelope.parsed()` hands a consumer a validated object, never a dict.
 
 >>> src = Source(service="demo", instance="doc")
->>> e = new_event("label.accepted", Label(id="r-1", label=1,
-...               event_time="2026-11-21T05:00:00Z"), src)
->>> back = Envelope.decode(e.encode())
->>> back.parsed().id, back.correlation_id == e.event_id
+>>> event_id, data = encode_event("label.accepted", Label(id="r-1", label=1,
+...                                event_time="2026-11-21T05:00:00Z"), src)
+>>> back = Envelope.decode(data)
+>>> back.parsed().id, back.correlation_id == event_id
 ('r-1', True)
 """
 
@@ -105,23 +105,6 @@ def _header(
     }
 
 
-def new_event(
-    event_type: str,
-    payload: BaseModel,
-    source: Source,
-    *,
-    cause: Envelope | None = None,
-    correlation_id: str | None = None,
-    causation_id: str | None = None,
-) -> Envelope:
-    """Build an envelope. The correlation id comes from `correlation_id`, else from the
-    causing event, else the new event starts a loop of its own; the causation id from
-    `causation_id`, else the causing event."""
-    header = _header(event_type, payload, source, cause, correlation_id, causation_id)
-    # NOTE: validating these few typed fields (1.8 us) is cheaper than model_construct (3.1 us).
-    return Envelope(**header, payload=payload.model_dump(mode="json"))
-
-
 def encode_event(
     event_type: str,
     payload: BaseModel,
@@ -131,9 +114,13 @@ def encode_event(
     correlation_id: str | None = None,
     causation_id: str | None = None,
 ) -> tuple[str, bytes]:
-    """`new_event(...).encode()` in one step: the same envelope's bytes, without building the
-    model in between (2.5 us instead of 6 us; ingest and serving write one per record).
-    Returns the event id and the bytes."""
+    """A new event as the bytes of its `Envelope`, and its id. The correlation id comes from
+    `correlation_id`, else from the causing event, else the new event starts a loop of its own;
+    the causation id from `causation_id`, else the causing event.
+
+    The envelope is written without building the model (2.5 us instead of 6 us per event;
+    ingest, serving and the monitor write one per record); a test checks the bytes are exactly
+    what `Envelope.encode()` writes."""
     header = _header(event_type, payload, source, cause, correlation_id, causation_id)
     head = to_json(header)
     return header["event_id"], b"".join(

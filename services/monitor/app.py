@@ -39,7 +39,7 @@ from shared.events import (
     Source,
     TrainingEvent,
     dead_letter_of,
-    new_event,
+    encode_event,
 )
 from shared.http import create_app
 from shared.kafka import CONSUMER_LAG, faust_broker_config, read_processed
@@ -83,23 +83,22 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> faust.App:
     async def send_drift(drift: DriftDetected | None) -> None:
         if drift is None:
             return
-        event = new_event("drift.detected", drift, source)
-        state.last_alarm_event_id = event.event_id
+        state.last_alarm_event_id, event = encode_event("drift.detected", drift, source)
         log.warning("drift detected (%s, %s): %s", drift.kind, drift.detector, _describe(drift))
-        await drift_out.send(key=schema.name.encode(), value=event.encode())
+        await drift_out.send(key=schema.name.encode(), value=event)
 
     async def send_example(example: Example, cause: Envelope) -> None:
-        event = new_event("example.labelled", example, source, cause=cause)
-        await examples_out.send(key=example.record_id.encode(), value=event.encode())
+        _, event = encode_event("example.labelled", example, source, cause=cause)
+        await examples_out.send(key=example.record_id.encode(), value=event)
 
     async def dead_letter(event: EventT, reason: str) -> None:
         message = event.message
-        letter = new_event(
+        _, letter = encode_event(
             "input.rejected",
             dead_letter_of(message.topic, reason, event.value, message.partition, message.offset),
             source,
         )
-        await deadletter.send(key=message.topic.encode(), value=letter.encode())
+        await deadletter.send(key=message.topic.encode(), value=letter)
 
     async def valid_events(stream: faust.Stream) -> AsyncIterator[tuple[EventT, Envelope, Any]]:
         """Each event with its envelope and typed payload; the rest is dead-lettered with why."""

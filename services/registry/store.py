@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from shared import topics
-from shared.events import ModelChanged, Source, new_event
+from shared.events import ModelChanged, Source, encode_event
 from shared.registry_api import AliasChange, ModelSummary, ModelVersion, VersionMetadata
 
 metadata_obj = MetaData()
@@ -205,7 +205,7 @@ class RegistryStore:
         meta: VersionMetadata,
         correlation_id: str | None = None,
     ) -> None:
-        event = new_event(
+        _, event = encode_event(
             event_type,
             change,
             self.source,
@@ -217,7 +217,7 @@ class RegistryStore:
                 model_name=change.model_name,
                 topic=topics.MODELS,
                 key=change.model_name,
-                value=event.model_dump_json(),
+                value=event.decode(),
                 created_at=datetime.now(UTC),
             )
         )

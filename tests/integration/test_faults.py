@@ -23,7 +23,7 @@ from services.demo.driver import DemoConfig, run_demo
 from services.demo.stream import ConceptStream
 from services.supervisor import SERVICES, Stack
 from shared import topics
-from shared.events import DriftDetected, Source, new_event
+from shared.events import DriftDetected, Source, encode_event
 from shared.kafka import make_producer
 from shared.settings import CommonSettings
 from tests.integration.conftest import read_all, restart, start_stack, stop_stack, upload_demo, wait_for
@@ -240,7 +240,7 @@ def test_a_drift_storm_makes_one_training_run(stack: Stack) -> None:
             onset_time=onset,
             detector=f"storm-{i}",
         )
-        producer.send(topics.DRIFT, new_event("drift.detected", drift, source).encode(), b"demo")
+        producer.send(topics.DRIFT, encode_event("drift.detected", drift, source)[1], b"demo")
     producer.flush(30)
     producer.close()
 

@@ -13,7 +13,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from services.supervisor import Stack
 from shared import topics
-from shared.events import Prediction, Source, new_event
+from shared.events import Prediction, Source, encode_event
 from shared.kafka import make_producer
 from shared.settings import CommonSettings
 from shared.validation import Label, Record
@@ -48,7 +48,7 @@ def test_waiting_halves_of_joins_survive_a_monitor_sigkill(stack: Stack) -> None
     sent: dict[TopicPartition, int] = {}
 
     def send(topic: str, kind: str, payload: Record | Label | Prediction, key: str) -> None:
-        meta = producer.send(topic, new_event(kind, payload, SOURCE).encode(), key=key.encode()).get(30)
+        meta = producer.send(topic, encode_event(kind, payload, SOURCE)[1], key=key.encode()).get(30)
         tp = TopicPartition(topic, meta.partition)
         sent[tp] = max(sent.get(tp, -1), meta.offset)
 

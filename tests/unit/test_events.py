@@ -12,22 +12,26 @@ from shared.events import (
     Source,
     TrainingEvent,
     encode_event,
-    new_event,
 )
 
 SRC = Source(service="test", instance="t-1")
 
 
+def new_event(*args: object, **kwargs: object) -> Envelope:
+    """An event as its consumers see it: written by `encode_event`, read back."""
+    return Envelope.decode(encode_event(*args, **kwargs)[1])  # type: ignore[arg-type]
+
+
 def test_round_trip_keeps_every_field() -> None:
     payload = ModelChanged(model_name="demo", version=3, alias="champion", digest="sha256:" + "0" * 64)
-    event = new_event("model.promoted", payload, SRC)
-    back = Envelope.decode(event.encode())
-    assert back == event
+    event_id, data = encode_event("model.promoted", payload, SRC)
+    back = Envelope.decode(data)
+    assert back.event_id == event_id and back.type == "model.promoted" and back.source == SRC
     assert back.parsed() == payload
     assert back.schema_version == 1 and back.occurred_at.tzinfo is not None
 
 
-def test_encode_event_writes_exactly_the_envelope_new_event_builds() -> None:
+def test_encode_event_writes_exactly_what_the_envelope_model_writes() -> None:
     from datetime import UTC, datetime
 
     from shared.validation import Record
@@ -42,10 +46,8 @@ def test_encode_event_writes_exactly_the_envelope_new_event_builds() -> None:
     event_id, data = encode_event("record.accepted", record, SRC, cause=cause)
     back = Envelope.decode(data)
     assert back.encode() == data  # the bytes are what the Envelope model itself would write
-    expected = new_event("record.accepted", record, SRC, cause=cause)
-    ids = {"event_id", "occurred_at"}
-    assert back.model_dump(exclude=ids) == expected.model_dump(exclude=ids)
     assert back.event_id == event_id and back.parsed() == record
+    assert (back.correlation_id, back.causation_id) == (cause.correlation_id, cause.event_id)
     with pytest.raises(TypeError, match="does not take"):
         encode_event("model.promoted", record, SRC)
 

@@ -348,7 +348,7 @@ def test_schedule_trigger(tmp_path: Path) -> None:
 
 
 def test_a_drift_left_unanswered_before_a_restart_is_resumed(tmp_path: Path) -> None:
-    from shared.events import DriftDetected, Source, new_event
+    from shared.events import DriftDetected, Envelope, Source, encode_event
 
     source, t0 = Source(service="monitor", instance="t"), datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -363,7 +363,7 @@ def test_a_drift_left_unanswered_before_a_restart_is_resumed(tmp_path: Path) -> 
             onset_time=t0,
             detector="test",
         )
-        return new_event("drift.detected", payload, source)
+        return Envelope.decode(encode_event("drift.detected", payload, source)[1])
 
     trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())  # type: ignore[arg-type]
     trainer.champion_version = 3
