@@ -205,9 +205,15 @@ class TrainerSettings(HTTPServiceSettings):
     """Gate: the candidate may trail the champion on the same holdout by at most this."""
 
     trainer_threads: int = Field(1, ge=1)
-    """OpenMP/BLAS threads for fitting and gating. Measured on 2 cores: a 37.5k-row
-    HistGradientBoosting fit on the trainer's worker thread took 2.3 s with 2 threads (the
-    spinning thread team of another thread competes for the cores) and 0.55 s with 1."""
+    """OpenMP/BLAS threads for the fit (in the fit process) and for the trainer's own scoring.
+    1 leaves the second of 2 cores to the work the trainer does beside the fit (the dataset
+    write, the champion's score). Measured on 2 cores, when fits ran on the trainer's worker
+    thread: a 37.5k-row HistGradientBoosting fit took 2.3 s with 2 threads (the spinning
+    thread team of another thread competes for the cores) and 0.55 s with 1."""
+
+    trainer_fit_timeout_s: float = Field(1800.0, gt=0)
+    """A fit (with its serialization and gate measurements) still running after this long
+    is stopped and its run fails; the next run gets a new fit process."""
 
     trainer_estimator: str = "sklearn.ensemble.HistGradientBoostingClassifier"
     """Import path of the estimator at the end of the pipeline."""

@@ -3,6 +3,10 @@
 These are the model's CI: holdout quality, comparison with the champion on the same holdout,
 finite outputs on edge inputs, convergence, a latency budget, and a serialize-load round trip
 that gives identical predictions.
+
+What needs the fitted model itself is measured by `examine`, in the fit process where the
+model lives (`services.trainer.fitting`); the round trip loads the artifact in the trainer's
+own process, as serving will; `run_gates` turns those measurements into the report.
 """
 
 from __future__ import annotations
@@ -17,23 +21,31 @@ from sklearn.pipeline import Pipeline
 from shared.features import UNSEEN
 from shared.registry_api import GateReport, GateResult
 from shared.schema import DatasetSchema
-from shared.serialization import dump_model, load_model
+from shared.serialization import load_model
 
 LATENCY_BUDGET_MS = 25.0
 LATENCY_CALLS = 7
 """One-row calls timed for the latency gate (their median is the value)."""
-ROUND_TRIP_ROWS = 2000
-"""Holdout rows (spread over it) the reloaded model must score identically, with the edge inputs."""
 
 
-@dataclass
-class GateOutcome:
-    report: GateReport
-    artifact: bytes
-    """The serialized model (empty when serialization failed)."""
-    digest: str
+@dataclass(frozen=True)
+class Evidence:
+    """What the gates need from the fitted model, measured where it was fitted."""
+
+    classes: np.ndarray
     holdout_proba: np.ndarray
-    """The candidate's probabilities on the holdout, for whoever needs them next."""
+    """The candidate's probabilities on the holdout, reused by whoever needs them next."""
+    edge_proba: np.ndarray
+    latency_ms: float
+    """Median of `LATENCY_CALLS` one-row predictions."""
+    converged: GateResult
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    accuracy: float
+    """NaN when the champion could not score the holdout."""
+    detail: str
 
 
 def edge_inputs(schema: DatasetSchema) -> np.ndarray:
@@ -46,53 +58,94 @@ def edge_inputs(schema: DatasetSchema) -> np.ndarray:
     return np.vstack([missing, unseen, huge, tiny])
 
 
+def examine(
+    schema: DatasetSchema, model: Pipeline, x_holdout: np.ndarray, convergence_warnings: list[str]
+) -> Evidence:
+    """Score the holdout and the edge inputs, time one-row predictions, check convergence."""
+    holdout_proba = model.predict_proba(x_holdout)
+    edge_proba = model.predict_proba(edge_inputs(schema))
+    one_row = x_holdout[:1]
+    timings = []
+    for _ in range(LATENCY_CALLS):
+        start = time.perf_counter()
+        model.predict_proba(one_row)
+        timings.append((time.perf_counter() - start) * 1000)
+    return Evidence(
+        classes=np.asarray(model.classes_),
+        holdout_proba=holdout_proba,
+        edge_proba=edge_proba,
+        latency_ms=float(np.median(timings)),
+        converged=_converged(model, convergence_warnings),
+    )
+
+
+def score_champion(champion: Pipeline, x_holdout: np.ndarray, y_holdout: np.ndarray) -> ChampionScore:
+    """The champion's accuracy on the candidate's holdout (runs beside the fit)."""
+    try:
+        accuracy = float(np.mean(champion.predict(x_holdout) == y_holdout))
+        return ChampionScore(accuracy, f"champion {accuracy:.4f} on the same holdout")
+    except Exception as exc:  # the champion cannot score this data: nothing to beat
+        return ChampionScore(math.nan, f"champion could not score: {exc}")
+
+
+def reload_and_score(
+    schema: DatasetSchema, artifact: bytes, digest: str, x_holdout: np.ndarray
+) -> np.ndarray | str:
+    """Load the artifact as serving would and score the holdout and the edge inputs; the
+    probabilities, or why it could not be loaded or could not score."""
+    try:
+        reloaded = load_model(artifact, digest)
+        return reloaded.predict_proba(np.vstack([x_holdout, edge_inputs(schema)]))  # type: ignore[attr-defined,no-any-return]
+    except Exception as exc:  # e.g. a type outside the allow-list: it could never be served
+        return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _round_trip(reloaded: np.ndarray | str, evidence: Evidence) -> GateResult:
+    if isinstance(reloaded, str):
+        return GateResult(name="round_trip", passed=False, detail=reloaded)
+    same = bool(
+        np.array_equal(reloaded, np.vstack([evidence.holdout_proba, evidence.edge_proba]), equal_nan=True)
+    )
+    rows = len(evidence.holdout_proba)
+    detail = (
+        f"serialize, load, same probabilities on all {rows} holdout rows and the edge inputs"
+        if same
+        else "predictions differ after loading"
+    )
+    return GateResult(name="round_trip", passed=same, detail=detail)
+
+
 def run_gates(
-    schema: DatasetSchema,
-    model: Pipeline,
-    x_holdout: np.ndarray,
+    evidence: Evidence,
     y_holdout: np.ndarray,
+    reloaded: np.ndarray | str,
     *,
     min_accuracy: float,
-    champion: Pipeline | None,
+    champion: ChampionScore | None,
     champion_tolerance: float,
-    convergence_warnings: list[str],
-) -> GateOutcome:
-    """Run every gate; returns the report, the serialized artifact with its digest, and the
-    holdout's probabilities."""
-    gates: list[GateResult] = []
-
-    # The holdout's probabilities are computed once and reused by the gates below.
-    holdout_proba = model.predict_proba(x_holdout)
-    predicted = model.classes_[holdout_proba.argmax(axis=1)]
+) -> GateReport:
+    """Every gate, in a fixed order, each with its measured value. `reloaded`: what
+    `reload_and_score` gave (or why there was no artifact to load)."""
+    predicted = evidence.classes[evidence.holdout_proba.argmax(axis=1)]
     accuracy = float(np.mean(predicted == y_holdout))
-    gates.append(
+    gates = [
         GateResult(
             name="min_accuracy", passed=accuracy >= min_accuracy, value=accuracy, threshold=min_accuracy
         )
-    )
-
+    ]
     if champion is not None:
-        try:
-            champion_accuracy = float(np.mean(champion.predict(x_holdout) == y_holdout))
-            passed = accuracy >= champion_accuracy - champion_tolerance
-            detail = f"champion {champion_accuracy:.4f} on the same holdout"
-        except Exception as exc:  # the champion cannot score this data: nothing to beat
-            champion_accuracy, passed, detail = math.nan, True, f"champion could not score: {exc}"
+        threshold = champion.accuracy - champion_tolerance
         gates.append(
             GateResult(
                 name="beats_champion",
-                passed=passed,
+                passed=math.isnan(threshold) or accuracy >= threshold,
                 value=accuracy,
-                threshold=champion_accuracy - champion_tolerance,
-                detail=detail,
+                threshold=threshold,
+                detail=champion.detail,
             )
         )
-
-    gates.append(_converged(model, convergence_warnings))
-
-    edges = edge_inputs(schema)
-    edge_proba = model.predict_proba(edges)
-    proba = np.vstack([holdout_proba, edge_proba])
+    gates.append(evidence.converged)
+    proba = np.vstack([evidence.holdout_proba, evidence.edge_proba])
     gates.append(
         GateResult(
             name="finite_outputs",
@@ -100,43 +153,16 @@ def run_gates(
             detail="holdout and edge inputs (missing, unseen, extreme)",
         )
     )
-
-    one_row = x_holdout[:1]
-    timings = []
-    for _ in range(LATENCY_CALLS):
-        start = time.perf_counter()
-        model.predict_proba(one_row)
-        timings.append((time.perf_counter() - start) * 1000)
-    latency = float(np.median(timings))
     gates.append(
         GateResult(
             name="latency_ms_per_row",
-            passed=latency <= LATENCY_BUDGET_MS,
-            value=latency,
+            passed=evidence.latency_ms <= LATENCY_BUDGET_MS,
+            value=evidence.latency_ms,
             threshold=LATENCY_BUDGET_MS,
         )
     )
-
-    # NOTE: a sample spread over the holdout, plus the edge inputs: skops rebuilds the fitted
-    # arrays exactly or not at all, and scoring the whole holdout again cost 15% of a fit.
-    rows = np.linspace(0, len(x_holdout) - 1, min(len(x_holdout), ROUND_TRIP_ROWS)).astype(int)
-    artifact, artifact_digest = b"", ""
-    try:
-        artifact, artifact_digest = dump_model(model)
-        reloaded = load_model(artifact, artifact_digest)
-        again = reloaded.predict_proba(np.vstack([x_holdout[rows], edges]))  # type: ignore[attr-defined]
-        same = bool(np.array_equal(again, np.vstack([holdout_proba[rows], edge_proba]), equal_nan=True))
-        detail = (
-            f"serialize, load, same probabilities on {len(rows)} holdout rows and the edge inputs"
-            if same
-            else "predictions differ after loading"
-        )
-    except Exception as exc:  # e.g. a type outside the allow-list: it could never be served
-        same, detail = False, f"{type(exc).__name__}: {exc}"[:300]
-    gates.append(GateResult(name="round_trip", passed=same, detail=detail))
-
-    report = GateReport(passed=all(g.passed for g in gates), gates=gates)
-    return GateOutcome(report, artifact, artifact_digest, holdout_proba)
+    gates.append(_round_trip(reloaded, evidence))
+    return GateReport(passed=all(g.passed for g in gates), gates=gates)
 
 
 # Estimators whose max_iter caps an optimizer (reaching it means "stopped, not converged");

@@ -1,26 +1,30 @@
 """One training run: materialize the dataset, fit, gate, and upload a passing candidate.
 
-A run that fails a gate is reported with that gate and never uploaded. Phases are timed so
-the run report says where the time went.
+The fit happens in the fit process (`services.trainer.fitting`); this process writes the
+dataset version and scores the champion meanwhile, then loads the artifact for the round
+trip. A run that fails a gate is reported with that gate and never uploaded. Phases are
+timed so the run report says where the time went.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from importlib.metadata import version as package_version
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 
 from services.trainer.dataset import materialize
-from services.trainer.gates import run_gates
-from services.trainer.pipeline import build_pipeline, make_estimator
+from services.trainer.fitting import FitJob, FitProcess
+from services.trainer.gates import Evidence, reload_and_score, run_gates, score_champion
 from shared.events import DriftDetected, Envelope, Example, TriggerKind
 from shared.features import encode_features
 from shared.registry_api import (
@@ -70,6 +74,10 @@ class RunReport(BaseModel):
     finished_at: datetime | None = None
     rows: int = 0
     phases_ms: dict[str, float] = {}
+    """Wall-clock phases, one after another: prepare, fit, gates, upload."""
+    beside_fit_ms: dict[str, float] = {}
+    """Work done during the fit phase: here, the dataset version with the reference profile's
+    data and the champion's score; in the fit process, the fit and the dump."""
     metrics: dict[str, float] = {}
     gate_report: GateReport | None = None
     failed_gate: str | None = None
@@ -78,30 +86,47 @@ class RunReport(BaseModel):
     dataset: DatasetManifest | None = None
 
 
+@dataclass(frozen=True)
+class _DataProfile:
+    """The part of the reference profile that needs no model (made beside the fit)."""
+
+    sample: dict[str, list[object]]
+    class_frequencies: dict[str, float]
+
+    @classmethod
+    def of(cls, schema: DatasetSchema, examples: list[Example]) -> _DataProfile:
+        # NOTE: `examples` is every row the model was built from (training and holdout): every
+        # window is tested against this one sample, so a small, unlucky one makes all of them
+        # look drifted (seen in the soak test: a cold start's 669 training rows raised a false
+        # alarm).
+        step = max(1, len(examples) // REFERENCE_SAMPLE)
+        sample = examples[::step][:REFERENCE_SAMPLE]
+        counts = Counter(str(e.label) for e in examples)
+        return cls(
+            sample={f: [e.features.get(f) for e in sample] for f in schema.feature_names},
+            class_frequencies={c: counts[c] / len(examples) for c in schema.class_keys},
+        )
+
+
 def _reference(
-    schema: DatasetSchema,
-    examples: list[Example],
-    accuracy: float,
-    model: Pipeline,
-    holdout_proba: np.ndarray,
+    schema: DatasetSchema, data: _DataProfile, accuracy: float, evidence: Evidence
 ) -> ReferenceProfile:
-    # NOTE: `examples` is every row the model was built from (training and holdout): every
-    # window is tested against this one sample, so a small, unlucky one makes all of them look
-    # drifted (seen in the soak test: a cold start's 669 training rows raised a false alarm).
-    step = max(1, len(examples) // REFERENCE_SAMPLE)
-    sample = examples[::step][:REFERENCE_SAMPLE]
-    labels = [str(e.label) for e in examples]
     # NOTE: the model's outputs on rows it never saw: on its own training rows it is more
     # confident than on live traffic, and the score test would call that difference drift
     # (it did, in the demo, within a few windows of the first model).
-    proba = holdout_proba[:REFERENCE_SAMPLE]
-    classes = [schema.label.classes[int(model.classes_[i])] for i in proba.argmax(axis=1)]
+    proba = evidence.holdout_proba[:REFERENCE_SAMPLE]
+    classes = [schema.label.classes[int(evidence.classes[i])] for i in proba.argmax(axis=1)]
     return ReferenceProfile(
-        sample={f: [e.features.get(f) for e in sample] for f in schema.feature_names},
+        sample=data.sample,
         validation_accuracy=accuracy,
-        class_frequencies={c: labels.count(c) / len(labels) for c in schema.class_keys},
+        class_frequencies=data.class_frequencies,
         predictions={"prediction": [str(c) for c in classes], "score": proba.max(axis=1).tolist()},
     )
+
+
+@cache
+def _package_versions() -> dict[str, str]:
+    return {p: package_version(p) for p in ("scikit-learn", "numpy", "scipy", "skops")}
 
 
 def execute(
@@ -110,10 +135,19 @@ def execute(
     schema: DatasetSchema,
     settings: TrainerSettings,
     registry: RegistryClient,
-    champion: Pipeline | None,
-    offsets: dict[str, list[int]] | None = None,
+    champion: Callable[[], Pipeline | None],
+    fitter: FitProcess,
+    offsets: Callable[[], dict[str, list[int]]] | None = None,
 ) -> RunReport:
-    """Run the phases; fills `report` in place and returns it."""
+    """Run the phases; fills `report` in place and returns it. `champion` gives the model to
+    beat (loaded, if need be, beside the fit); `offsets` the examples' source offset ranges
+    for the manifest.
+
+    The phases are the trainer's wall clock, one after another: `prepare` (encode, hand the
+    job to the fit process), `fit` (until the model is serialized; the dataset version is
+    written and the champion scored meanwhile, in `report.beside_fit_ms`), `gates` (load
+    the artifact as serving would, compare, judge) and `upload`.
+    """
     report.status, report.started_at = "running", datetime.now(UTC)
     clock = time.perf_counter()
 
@@ -123,6 +157,9 @@ def execute(
         report.phases_ms[name] = round((now - clock) * 1000, 2)
         clock = now
 
+    def beside(name: str, since: float) -> None:
+        report.beside_fit_ms[name] = round((time.perf_counter() - since) * 1000, 2)
+
     report.rows = len(examples)
     holdout_rows = max(1, int(len(examples) * settings.trainer_holdout_fraction))
     x = encode_features(schema, [e.features for e in examples])
@@ -130,33 +167,42 @@ def execute(
     y = np.array([codes[e.label] for e in examples])
     x_train, x_holdout = x[:-holdout_rows], x[-holdout_rows:]
     y_train, y_holdout = y[:-holdout_rows], y[-holdout_rows:]
-    report.dataset = materialize(
-        schema, examples, x, settings.data_dir / "trainer" / "datasets", holdout_rows, offsets or {}
-    )
-    phase("prepare")
-
     if np.unique(y_train).size < 2:
+        phase("prepare")
         return _fail(report, "enough_classes", "the training set has a single class")
-    model = build_pipeline(
-        schema, make_estimator(settings.trainer_estimator, settings.trainer_estimator_params)
+    job = FitJob(
+        schema, settings.trainer_estimator, settings.trainer_estimator_params, x_train, y_train, x_holdout
     )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        model.fit(x_train, y_train)
-    convergence = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
-    phase("fit")
+    with fitter.run(job) as fit:
+        phase("prepare")
+        started = time.perf_counter()
+        folder = settings.data_dir / "trainer" / "datasets"
+        report.dataset = materialize(schema, examples, x, folder, holdout_rows, offsets() if offsets else {})
+        data_profile = _DataProfile.of(schema, examples)
+        beside("dataset", started)
+        started = time.perf_counter()
+        champion_model, champion_score = champion(), None
+        if champion_model is not None:
+            champion_score = score_champion(champion_model, x_holdout, y_holdout)
+        beside("champion", started)
+        serialized = fit.serialized()
+        report.beside_fit_ms["fit_process_fit"] = round(serialized.fit_ms, 2)
+        report.beside_fit_ms["fit_process_dump"] = round(serialized.dump_ms, 2)
+        phase("fit")
 
-    gated = run_gates(
-        schema,
-        model,
-        x_holdout,
+        # The child examines the model while this process loads its artifact.
+        reloaded = serialized.error or reload_and_score(
+            schema, serialized.artifact, serialized.digest, x_holdout
+        )
+        evidence = fit.evidence()
+    gate_report = report.gate_report = run_gates(
+        evidence,
         y_holdout,
+        reloaded,
         min_accuracy=settings.trainer_min_accuracy,
-        champion=champion,
+        champion=champion_score,
         champion_tolerance=settings.trainer_champion_tolerance,
-        convergence_warnings=convergence,
     )
-    gate_report = report.gate_report = gated.report
     accuracy = next(g.value for g in gate_report.gates if g.name == "min_accuracy") or 0.0
     report.metrics = {
         "accuracy": accuracy,
@@ -171,14 +217,14 @@ def execute(
         )
 
     metadata = VersionMetadata(
-        digest=gated.digest,
+        digest=serialized.digest,
         input_schema=schema,
         metrics=report.metrics,
         gate_report=gate_report,
         dataset=report.dataset,
-        reference_profile=_reference(schema, examples, accuracy, model, gated.holdout_proba),
+        reference_profile=_reference(schema, data_profile, accuracy, evidence),
         estimator=settings.trainer_estimator,
-        package_versions={p: package_version(p) for p in ("scikit-learn", "numpy", "scipy", "skops")},
+        package_versions=_package_versions(),
         lineage=Lineage(
             run_id=report.run_id,
             trigger=report.trigger.kind,
@@ -186,7 +232,7 @@ def execute(
             correlation_id=report.trigger.correlation_id,
         ),
     )
-    created = registry.upload(schema.name, gated.artifact, metadata)
+    created = registry.upload(schema.name, serialized.artifact, metadata)
     report.version = created.version
     phase("upload")
     report.status, report.finished_at = "completed", datetime.now(UTC)

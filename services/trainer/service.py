@@ -1,7 +1,8 @@
 """The trainer's loop: collect examples, coalesce triggers, run one training at a time.
 
 The Kafka consume loop only records examples and triggers and returns, so it never blocks
-past `max_poll_interval_ms` (kafka-python #1401, #2179); runs happen on a worker thread.
+past `max_poll_interval_ms` (kafka-python #1401, #2179); runs happen on a worker thread, and
+their fits in a process of their own (`services.trainer.fitting`).
 Triggers that come while a run waits or runs are merged into it, never lost.
 """
 
@@ -18,6 +19,7 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from services.trainer.examples import ExampleStore
+from services.trainer.fitting import FitError, FitProcess
 from services.trainer.run import RunReport, Trigger, execute
 from shared import topics
 from shared.changepoint import change_point, split_p_value
@@ -72,6 +74,7 @@ class Trainer:
         self.publisher = publisher
         self.registry = registry
         self.examples = ExampleStore(settings.trainer_max_examples)
+        self.fitter = FitProcess(settings.trainer_threads, settings.trainer_fit_timeout_s)
         self.runs: list[RunReport] = []
         self.champion_version: int | None = None
         self._champion_model: tuple[int, Pipeline] | None = None
@@ -225,7 +228,7 @@ class Trainer:
         )
         try:
             DATASET_ROWS.observe(len(data))
-            # NOTE: this is a worker thread; see TrainerSettings.trainer_threads for why 1.
+            # NOTE: for the scoring done here; see TrainerSettings.trainer_threads for why 1.
             with threadpool_limits(self.settings.trainer_threads):
                 execute(
                     report,
@@ -233,12 +236,17 @@ class Trainer:
                     self.schema,
                     self.settings,
                     self.registry,
-                    self._champion(),
-                    offsets=self.examples.offset_ranges(data),
+                    self._champion,
+                    self.fitter,
+                    offsets=lambda: self.examples.offset_ranges(data),
                 )
         except Exception as exc:
-            log.exception("run %s crashed", report.run_id)
-            report.status, report.reason, report.failed_gate = "failed", f"crashed: {exc}", None
+            if isinstance(exc, FitError):  # its reason says it all; the traceback is the child's
+                reason = f"fit failed: {exc}"
+            else:
+                log.exception("run %s crashed", report.run_id)
+                reason = f"crashed: {exc}"
+            report.status, report.reason, report.failed_gate = "failed", reason, None
             report.finished_at = datetime.now(report.started_at.tzinfo) if report.started_at else None
         for name, ms in report.phases_ms.items():
             RUN_SECONDS.labels(name).observe(ms / 1000)
@@ -283,6 +291,7 @@ class Trainer:
                 self.champion_version = champion.version
         except RegistryError as exc:
             log.warning("registry not reachable at start (%s); learning the champion from events", exc)
+        self.fitter.start()
         self.worker.start()
 
     def resume_unresolved_drift(self, drift_events: list[Envelope]) -> Trigger | None:
@@ -310,4 +319,5 @@ class Trainer:
         with self._wake:
             self._stop = True
             self._wake.notify()
+        self.fitter.stop()  # a fit in progress ends; its run fails and says so
         self.worker.join(30)

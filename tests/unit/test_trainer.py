@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,14 +17,15 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from services.trainer.dataset import materialize
-from services.trainer.gates import run_gates
+from services.trainer.fitting import FitError, FitProcess
+from services.trainer.gates import examine, reload_and_score, run_gates
 from services.trainer.pipeline import build_pipeline
 from services.trainer.run import RunReport, Trigger, execute
 from services.trainer.service import Trainer, refine_onset
 from shared.events import Example
 from shared.features import encode_features
-from shared.registry_api import DatasetManifest, ModelVersion, VersionMetadata
-from shared.serialization import load_model
+from shared.registry_api import DatasetManifest, GateReport, ModelVersion, VersionMetadata
+from shared.serialization import dump_model, load_model
 from shared.settings import TrainerSettings
 from tests.fixtures import credit_examples, credit_schema, tiny_pipeline
 
@@ -59,30 +61,47 @@ def settings(tmp_path: Path, **overrides: object) -> TrainerSettings:
     )  # type: ignore[arg-type]
 
 
-def run(tmp_path: Path, examples: list[Example], champion: object = None, **overrides: object) -> RunReport:
+@pytest.fixture(scope="module")
+def fitter() -> Iterator[FitProcess]:
+    """One fit process for this module's runs (a Trainer starts its own)."""
+    process = FitProcess(threads=1, timeout_s=120)
+    process.start()
+    yield process
+    process.stop()
+
+
+def run(
+    tmp_path: Path,
+    fitter: FitProcess,
+    examples: list[Example],
+    champion: object = None,
+    **overrides: object,
+) -> RunReport:
     registry = FakeRegistry()
     report = execute(
         RunReport(trigger=Trigger(kind="manual")),
         examples,
         credit_schema(),
         settings(tmp_path, **overrides),
-        registry,
-        champion,
-    )  # type: ignore[arg-type]
+        registry,  # type: ignore[arg-type]
+        lambda: champion,  # type: ignore[arg-type,return-value]
+        fitter,
+    )
     assert (report.status == "completed") == bool(registry.uploads)  # a failed run never uploads
     return report
 
 
-def test_a_good_run_passes_every_gate_and_carries_its_lineage(tmp_path: Path) -> None:
+def test_a_good_run_passes_every_gate_and_carries_its_lineage(tmp_path: Path, fitter: FitProcess) -> None:
     registry = FakeRegistry()
     report = execute(
         RunReport(trigger=Trigger(kind="drift", event_id="e-1", correlation_id="loop-1")),
         credit_examples(800),
         credit_schema(),
         settings(tmp_path),
-        registry,
-        None,
-    )  # type: ignore[arg-type]
+        registry,  # type: ignore[arg-type]
+        lambda: None,
+        fitter,
+    )
     assert report.status == "completed", report.reason
     assert {g.name for g in report.gate_report.gates} == {  # type: ignore[union-attr]
         "min_accuracy",
@@ -99,24 +118,28 @@ def test_a_good_run_passes_every_gate_and_carries_its_lineage(tmp_path: Path) ->
         meta.reference_profile is not None and len(meta.reference_profile.sample["age"]) == 800
     )  # training + holdout rows
     assert set(report.phases_ms) == {"prepare", "fit", "gates", "upload"}
+    assert set(report.beside_fit_ms) == {"dataset", "champion", "fit_process_fit", "fit_process_dump"}
+    round_trip = next(g for g in report.gate_report.gates if g.name == "round_trip")  # type: ignore[union-attr]
+    assert round_trip.passed and "all 200 holdout rows" in (round_trip.detail or "")
     load_model(artifact, meta.digest)
 
 
-def test_gate_min_accuracy_fails_on_noise(tmp_path: Path) -> None:
+def test_gate_min_accuracy_fails_on_noise(tmp_path: Path, fitter: FitProcess) -> None:
     rng = random.Random(0)
     noise = [e.model_copy(update={"label": rng.choice(["no", "yes"])}) for e in credit_examples(600)]
-    report = run(tmp_path, noise)
+    report = run(tmp_path, fitter, noise)
     assert report.status == "failed" and report.failed_gate == "min_accuracy"
 
 
-def test_gate_single_class(tmp_path: Path) -> None:
-    report = run(tmp_path, [e.model_copy(update={"label": "no"}) for e in credit_examples(300)])
+def test_gate_single_class(tmp_path: Path, fitter: FitProcess) -> None:
+    report = run(tmp_path, fitter, [e.model_copy(update={"label": "no"}) for e in credit_examples(300)])
     assert report.failed_gate == "enough_classes"
 
 
-def test_gate_convergence(tmp_path: Path) -> None:
+def test_gate_convergence(tmp_path: Path, fitter: FitProcess) -> None:
     report = run(
         tmp_path,
+        fitter,
         credit_examples(600),
         trainer_estimator="sklearn.linear_model.LogisticRegression",
         trainer_estimator_params={"max_iter": 1},
@@ -124,7 +147,7 @@ def test_gate_convergence(tmp_path: Path) -> None:
     assert report.failed_gate == "converged"
 
 
-def test_gate_champion_on_the_same_holdout(tmp_path: Path) -> None:
+def test_gate_champion_on_the_same_holdout(tmp_path: Path, fitter: FitProcess) -> None:
     schema, good = credit_schema(), credit_examples(800)
     champion = tiny_pipeline(
         schema, good, "sklearn.ensemble.HistGradientBoostingClassifier", {"random_state": 0}
@@ -132,6 +155,7 @@ def test_gate_champion_on_the_same_holdout(tmp_path: Path) -> None:
     # A candidate that may only look at one feature cannot match a champion that sees them all.
     report = run(
         tmp_path,
+        fitter,
         good,
         champion=champion,
         trainer_estimator="sklearn.tree.DecisionTreeClassifier",
@@ -141,11 +165,20 @@ def test_gate_champion_on_the_same_holdout(tmp_path: Path) -> None:
     assert report.failed_gate == "beats_champion"
 
 
-def test_reproducible_predictions(tmp_path: Path) -> None:
+def test_reproducible_predictions(tmp_path: Path, fitter: FitProcess) -> None:
     data, schema = credit_examples(800), credit_schema()
     first, second = FakeRegistry(), FakeRegistry()
     for registry in (first, second):
-        execute(RunReport(trigger=Trigger(kind="manual")), data, schema, settings(tmp_path), registry, None)  # type: ignore[arg-type]
+        fitter.stop()  # each run in a fresh process: nothing carried over between fits
+        execute(
+            RunReport(trigger=Trigger(kind="manual")),
+            data,
+            schema,
+            settings(tmp_path),
+            registry,
+            lambda: None,
+            fitter,
+        )  # type: ignore[arg-type]
     x = encode_features(schema, [e.features for e in credit_examples(300, seed=9)])
     a = load_model(first.uploads[0][0]).predict_proba(x)  # type: ignore[attr-defined]
     b = load_model(second.uploads[0][0]).predict_proba(x)  # type: ignore[attr-defined]
@@ -229,15 +262,20 @@ class _Extreme(ClassifierMixin, BaseEstimator):
         return np.zeros(len(x), dtype=int)
 
 
+def _gate_report(model: object, x: np.ndarray, y: np.ndarray) -> GateReport:
+    """The gates as a run judges them, for a model fitted here (what the fit process does)."""
+    schema = credit_schema()
+    evidence = examine(schema, model, x, convergence_warnings=[])  # type: ignore[arg-type]
+    reloaded = reload_and_score(schema, *dump_model(model), x)
+    return run_gates(evidence, y, reloaded, min_accuracy=0.0, champion=None, champion_tolerance=0.0)
+
+
 def _gates(model_estimator: object) -> dict[str, bool]:
     schema, data = credit_schema(), credit_examples(300)
     x = encode_features(schema, [e.features for e in data])
     y = np.array([schema.label.classes.index(e.label) for e in data])
     model = build_pipeline(schema, model_estimator).fit(x, y)  # type: ignore[arg-type]
-    report = run_gates(
-        schema, model, x, y, min_accuracy=0.0, champion=None, champion_tolerance=0.0, convergence_warnings=[]
-    ).report
-    return {g.name: g.passed for g in report.gates}
+    return {g.name: g.passed for g in _gate_report(model, x, y).gates}
 
 
 def test_gates_finite_outputs_and_round_trip_fail_on_a_bad_model() -> None:
@@ -259,9 +297,7 @@ def test_gate_iteration_cap_without_a_warning() -> None:
     x = encode_features(schema, [e.features for e in data])
     y = np.array([schema.label.classes.index(e.label) for e in data])
     model = build_pipeline(schema, LogisticRegression(max_iter=2)).fit(x, y)
-    report = run_gates(
-        schema, model, x, y, min_accuracy=0.0, champion=None, champion_tolerance=0.0, convergence_warnings=[]
-    ).report  # warnings swallowed
+    report = _gate_report(model, x, y)  # warnings swallowed
     converged = next(g for g in report.gates if g.name == "converged")
     assert converged.passed is False and converged.value == 2 and converged.threshold == 2
 
@@ -382,3 +418,95 @@ def test_drift_triggers_during_a_run_about_the_same_champion_join_that_run(tmp_p
     assert same is running and running.merged == ["d-1"] and trainer._pending is None
     newer = trainer.trigger(Trigger(kind="drift", event_id="d-2", reference_version=2))
     assert newer is trainer._pending and newer is not running  # about another champion: its own run
+
+
+# --- the fit process: a failure costs one run, never the service, never a half upload -------
+
+SLOW_FIT = {
+    "trainer_estimator": "sklearn.ensemble.RandomForestClassifier",
+    "trainer_estimator_params": {"n_estimators": 20_000, "random_state": 0},
+}
+"""A fit that takes minutes on 800 rows: long enough to be cut off, never waited for."""
+
+
+def _execute_in_thread(
+    tmp_path: Path, fitter: FitProcess, registry: FakeRegistry, **overrides: object
+) -> tuple[RunReport, threading.Thread, list[BaseException]]:
+    report, raised = RunReport(trigger=Trigger(kind="manual")), []
+
+    def target() -> None:
+        try:
+            execute(
+                report,
+                credit_examples(800),
+                credit_schema(),
+                settings(tmp_path, **overrides),
+                registry,
+                lambda: None,
+                fitter,
+            )  # type: ignore[arg-type]
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return report, thread, raised
+
+
+def _wait_for(condition: object, what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_an_estimator_error_fails_the_run_and_the_fit_process_serves_the_next(
+    tmp_path: Path, fitter: FitProcess
+) -> None:
+    pid = fitter.pid
+    with pytest.raises(FitError, match="max_iter"):
+        run(tmp_path, fitter, credit_examples(600), trainer_estimator_params={"max_iter": -5})
+    assert run(tmp_path, fitter, credit_examples(600)).status == "completed"
+    assert fitter.pid == pid  # the child reported the error and went on
+
+
+def test_a_fit_process_killed_mid_fit_fails_the_run_and_registers_nothing(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    fitter, registry = FitProcess(threads=1, timeout_s=120), FakeRegistry()
+    try:
+        report, thread, raised = _execute_in_thread(tmp_path, fitter, registry, **SLOW_FIT)
+        _wait_for(lambda: "prepare" in report.phases_ms, "the job to reach the fit process")
+        os.kill(fitter.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        thread.join(60)
+        assert not thread.is_alive() and not registry.uploads and report.status == "running"
+        assert [str(e) for e in raised] == ["the fit process ended (exit code -9)"]
+        assert fitter.pid is None  # the dead child was let go; the next run starts another
+        assert run(tmp_path, fitter, credit_examples(600)).status == "completed"
+    finally:
+        fitter.stop()
+
+
+def test_a_fit_past_its_timeout_is_stopped(tmp_path: Path) -> None:
+    fitter = FitProcess(threads=1, timeout_s=0.5)
+    try:
+        with pytest.raises(FitError, match=r"longer than 0\.5 s"):
+            run(tmp_path, fitter, credit_examples(800), **SLOW_FIT)
+        assert fitter.pid is None
+    finally:
+        fitter.stop()
+
+
+def test_a_crashed_fit_is_a_failed_run_with_its_reason(tmp_path: Path) -> None:
+    publisher, registry = FakePublisher(), FakeRegistry()
+    trainer = Trainer(
+        settings(tmp_path, trainer_fit_timeout_s=0.5, **SLOW_FIT), credit_schema(), publisher, registry
+    )  # type: ignore[arg-type]
+    trainer.champion_version = 1
+    for example in credit_examples(400):
+        trainer.examples.add(example)
+    report = _run_one(trainer, Trigger(kind="manual"))
+    assert report.status == "failed" and (report.reason or "").startswith("fit failed: the fit took longer")
+    assert not registry.uploads
+    assert [t for t, _ in publisher.events] == ["training.started", "training.failed"]

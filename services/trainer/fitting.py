@@ -1,0 +1,239 @@
+"""The fit process: a warm child process that fits a candidate, serializes it and examines it.
+
+Why a process of its own:
+- the trainer's process stays free while the estimator fits: it writes the dataset version
+  and scores the champion beside the fit, on the other core (a thread could not: the fit
+  holds the GIL between its native steps, and measured no faster that way);
+- its Kafka loops and HTTP API never wait on the GIL behind a long fit;
+- a fit that crashes in native code, runs out of memory or runs past
+  `trainer_fit_timeout_s` costs one run, not the service: the next run gets a new process.
+
+One job at a time. The child answers each job with two messages: `Serialized` as soon as the
+model is dumped (the trainer loads it while the child goes on), then the gates' `Evidence`.
+They travel pickled over a socket pair private to the trainer and the child it started (no
+one else can write to it); the artifact itself is skops bytes, loaded with the allow-list.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import TypeVar
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_limits
+
+from services.trainer.gates import Evidence, examine
+from services.trainer.pipeline import build_pipeline, make_estimator
+from shared.schema import DatasetSchema
+from shared.serialization import dump_model
+
+T = TypeVar("T")
+
+
+class FitError(RuntimeError):
+    """The fit did not produce a candidate: the estimator raised, or the process died or ran
+    out of time."""
+
+
+@dataclass(frozen=True)
+class FitJob:
+    schema: DatasetSchema
+    estimator: str
+    params: dict[str, object]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_holdout: np.ndarray
+
+
+@dataclass(frozen=True)
+class Serialized:
+    """The fitted model's artifact (empty, with `error`, when it could not be serialized)."""
+
+    artifact: bytes
+    digest: str
+    error: str | None
+    fit_ms: float
+    dump_ms: float
+
+
+@dataclass(frozen=True)
+class _Failed:
+    reason: str
+
+
+def fit_and_examine(job: FitJob, send: Callable[[object], None]) -> None:
+    """Fit the job's pipeline, then send `Serialized` and `Evidence` (the child's work)."""
+    start = time.perf_counter()
+    model = build_pipeline(job.schema, make_estimator(job.estimator, job.params))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(job.x_train, job.y_train)
+    convergence = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    fitted = time.perf_counter()
+    try:
+        artifact, digest, error = *dump_model(model), None
+    except Exception as exc:  # the round-trip gate reports it
+        artifact, digest, error = b"", "", f"{type(exc).__name__}: {exc}"[:300]
+    dumped = time.perf_counter()
+    send(Serialized(artifact, digest, error, (fitted - start) * 1000, (dumped - fitted) * 1000))
+    send(examine(job.schema, model, job.x_holdout, convergence))
+
+
+def _exit_with_the_trainer(trainer_pid: int) -> None:
+    # Between jobs the child notices the trainer's end at once (its recv ends); during a fit
+    # it would not until the fit was done, which can be long.
+    while os.getppid() == trainer_pid:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _serve(conn: Connection, threads: int) -> None:
+    """The child's loop: one job after another until the trainer closes its end."""
+    from shared.sklearn_speedups import skip_absent_pandas
+
+    threading.Thread(target=_exit_with_the_trainer, args=(os.getppid(),), daemon=True).start()
+    skip_absent_pandas()  # the latency gate's one-row predictions, as in serving
+    with threadpool_limits(threads):
+        while True:
+            try:
+                job = conn.recv()
+            except (EOFError, OSError):  # the trainer is gone or let this process go
+                return
+            try:
+                fit_and_examine(job, conn.send)
+            except ConnectionError:  # the trainer went away mid-job
+                return
+            except Exception as exc:
+                try:
+                    conn.send(_Failed(f"{type(exc).__name__}: {exc}"[:500]))
+                except ConnectionError:
+                    return
+
+
+class FitRun:
+    """The trainer's side of one job: receive its two answers, in order, within the deadline."""
+
+    def __init__(self, process: FitProcess, deadline: float) -> None:
+        self._process, self._deadline, self.finished = process, deadline, False
+
+    def serialized(self) -> Serialized:
+        return self._receive(Serialized)
+
+    def evidence(self) -> Evidence:
+        evidence = self._receive(Evidence)
+        self.finished = True
+        return evidence
+
+    def _receive(self, kind: type[T]) -> T:
+        message = self._process.receive(self._deadline)
+        if isinstance(message, _Failed):
+            self.finished = True  # the child is back at its loop, ready for the next job
+            raise FitError(message.reason)
+        if not isinstance(message, kind):
+            raise FitError(f"fit process sent {type(message).__name__}, expected {kind.__name__}")
+        return message
+
+
+class FitProcess:
+    """Owns the child process; starts it on first use and replaces it after a failure."""
+
+    def __init__(self, threads: int, timeout_s: float) -> None:
+        self.threads, self.timeout_s = threads, timeout_s
+        self._process: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid, while there is one."""
+        process = self._process
+        return process.pid if process is not None else None
+
+    def start(self) -> None:
+        """Start the child now (it imports scikit-learn before the first job comes)."""
+        if self._process is not None and self._process.poll() is None:
+            return
+        self.stop()
+        # NOTE: a fresh interpreter that runs this module, not multiprocessing: fork would
+        # copy the Kafka client threads' locks in whatever state they were, and spawn would
+        # import the caller's main module again in the child.
+        ours, theirs = socket.socketpair()
+        with theirs:
+            process = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(theirs.fileno()), str(self.threads)],
+                pass_fds=[theirs.fileno()],
+            )
+        with self._lock:
+            self._process, self._conn = process, Connection(ours.detach())
+
+    @contextmanager
+    def run(self, job: FitJob) -> Iterator[FitRun]:
+        """Hand `job` to the child. A run left before both answers came (an error on the
+        trainer's side, a timeout) stops the child, so no stale answer reaches the next run."""
+        self.start()
+        try:
+            if self._conn is None:
+                raise OSError("no connection")
+            self._conn.send(job)
+        except OSError as exc:  # the child died between runs
+            self.stop()
+            raise FitError(f"could not hand the job to the fit process: {exc}") from None
+        run = FitRun(self, time.monotonic() + self.timeout_s)
+        try:
+            yield run
+        finally:
+            if not run.finished:
+                self.stop()
+
+    def receive(self, deadline: float) -> object:
+        conn, process = self._conn, self._process
+        if conn is None or process is None:
+            raise FitError("the fit process was stopped")
+        try:
+            while not conn.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
+                if time.monotonic() >= deadline:
+                    self.stop()
+                    raise FitError(f"the fit took longer than {self.timeout_s:g} s and was stopped")
+                if process.poll() is not None:
+                    break
+            return conn.recv()
+        except (EOFError, OSError):  # OSError: stopped from another thread
+            try:
+                code = process.wait(5)
+            except subprocess.TimeoutExpired:
+                code = None
+            self.stop()
+            raise FitError(f"the fit process ended (exit code {code})") from None
+
+    def stop(self) -> None:
+        """Stop the child (safe from any thread; a run waiting on it fails with FitError)."""
+        with self._lock:
+            conn, process, self._conn, self._process = self._conn, self._process, None, None
+        if conn is not None:
+            conn.close()
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+if __name__ == "__main__":
+    # Through the module's own name, so what the child sends unpickles as these classes
+    # in the trainer (not as `__main__.Serialized`).
+    from services.trainer import fitting
+
+    fitting._serve(Connection(int(sys.argv[1])), int(sys.argv[2]))
