@@ -229,7 +229,8 @@ the data says.
 ctloop's accuracy after the swap minus the best other method's:
 {fmt([100 * c["after_gap"] for c in comparisons], " points", 1)} (goal: no worse than -2).
 
-Resident memory (RSS, MiB) of each process of the stack, idle (ready, before the demo) and at
+Resident memory (RSS, MiB) of each service of the stack with its child processes (the trainer's
+fit process), idle (ready, before the demo) and at
 its peak during the demo run (warm-up ingest, 300 predictions/s, labels, a retraining and a
 swap); median (min, max) over the runs:
 

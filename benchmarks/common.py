@@ -44,10 +44,24 @@ PACKAGES = (
 
 
 def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its descendants (the trainer's fit process counts
+    as the trainer's)."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+            total = int(line.split()[1]) / 1024
+    for child in _children(pid):
+        with contextlib.suppress(OSError):  # it may have just ended
+            total += rss_mib(child)
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 class RssSampler(threading.Thread):
