@@ -42,6 +42,39 @@ def encode_features(schema: DatasetSchema, rows: Sequence[Mapping[str, object]])
     return matrix
 
 
+class RowEncoder:
+    """Encodes one row at a time exactly as `encode_features` encodes a batch; for callers that
+    see rows one by one (the trainer's store encodes each example as it arrives, so a run
+    does not encode its whole window on its critical path).
+
+    >>> from shared.schema import DatasetSchema
+    >>> s = DatasetSchema.model_validate({"name": "t", "label": {"classes": [0, 1]},
+    ...     "features": [{"name": "a", "type": "numeric"},
+    ...                  {"name": "c", "type": "categorical", "categories": ["u", "v"]}]})
+    >>> RowEncoder(s)({"a": None, "c": "w"})
+    [nan, -1.0]
+    """
+
+    def __init__(self, schema: DatasetSchema) -> None:
+        self._columns: list[tuple[str, dict[object, float] | None]] = []
+        for spec in schema.features:
+            codes: dict[object, float] | None = None
+            if isinstance(spec, CategoricalFeature):
+                codes = {c: float(i) for i, c in enumerate(spec.categories)}
+                codes[None] = math.nan
+            self._columns.append((spec.name, codes))
+
+    def __call__(self, row: Mapping[str, object]) -> list[float]:
+        values = []
+        for name, codes in self._columns:
+            value = row.get(name)
+            if codes is not None:
+                values.append(codes.get(value, UNSEEN))
+            else:
+                values.append(math.nan if value is None else float(value))  # type: ignore[arg-type]
+        return values
+
+
 def column_indices(schema: DatasetSchema) -> tuple[list[int], list[int]]:
     """Indices of the numeric and of the categorical columns of the encoded matrix."""
     numeric = [j for j, f in enumerate(schema.features) if f.type == "numeric"]

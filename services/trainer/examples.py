@@ -1,40 +1,99 @@
 """The trainer's bounded store of labelled examples, idempotent on record id.
 
 Kafka delivers at least once; a record id seen again replaces nothing and counts once.
+Each example is encoded as it arrives (~4 µs), into fixed arrays whose rows the oldest
+examples hand on to the newest, so a run takes its training set by ordering and copying
+arrays instead of encoding its whole window (at 50,000 examples that took ~30 ms per run).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import OrderedDict
-from datetime import datetime
-from operator import attrgetter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
 
 from shared.events import Example
+from shared.features import RowEncoder, encode_features
+from shared.schema import DatasetSchema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Examples in event-time order (ties by record id), with their encoded features and
+    label codes (the index of the label in the schema's classes)."""
+
+    examples: list[Example]
+    x: np.ndarray
+    y: np.ndarray
+
+    @classmethod
+    def encode(cls, schema: DatasetSchema, examples: list[Example]) -> TrainingSet:
+        """Encode `examples` (already in order) in one batch, as the store would."""
+        codes = {c: i for i, c in enumerate(schema.label.classes)}
+        y = np.array([codes[e.label] for e in examples], dtype=np.int64)
+        return cls(examples, encode_features(schema, [e.features for e in examples]), y)
+
+    def newest(self, n: int) -> TrainingSet:
+        if n >= len(self.examples):
+            return self
+        return TrainingSet(self.examples[-n:], self.x[-n:], self.y[-n:])
+
+    def __len__(self) -> int:
+        return len(self.examples)
 
 
 class ExampleStore:
-    def __init__(self, capacity: int) -> None:
+    """Examples by arrival; when full, each arrival takes the place (its slot: a row of the
+    arrays below) of the oldest, so the occupied slots are always the first `len(self)`."""
+
+    def __init__(self, capacity: int, schema: DatasetSchema) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[str, Example] = OrderedDict()
+        self._encode = RowEncoder(schema)
+        self._label_codes = {c: i for i, c in enumerate(schema.label.classes)}
+        self._slots: dict[str, int] = {}
+        self._examples: list[Example | None] = [None] * capacity
+        self._times = np.empty(capacity, dtype=np.int64)
+        """Event times in microseconds since the epoch, to order and filter without Python."""
+        self._x = np.empty((capacity, len(schema.features)))
+        self._y = np.empty(capacity, dtype=np.int64)
         self._offsets: dict[str, tuple[int, int]] = {}
+        self._stored = 0
         self._lock = threading.Lock()
         self.duplicates = 0
+        self.refused = 0
+        """Examples whose label is not one of the schema's classes (never stored)."""
         self.added = 0
         """Examples added since the store was made (a run notes it to count new ones)."""
 
     def add(self, example: Example, partition: int | None = None, offset: int | None = None) -> bool:
-        """Add one example (with where it was read from); False when its id is already here."""
+        """Add one example (with where it was read from); False when its id is already here
+        or its label is not one of the schema's classes."""
+        code = self._label_codes.get(example.label)
+        if code is None:
+            self.refused += 1
+            log.warning("example %s refused: label %r is not a class", example.record_id, example.label)
+            return False
+        row, when = self._encode(example.features), _micros(example.event_time)
         with self._lock:
-            if example.record_id in self._items:
+            if example.record_id in self._slots:
                 self.duplicates += 1
                 return False
-            self._items[example.record_id] = example
+            slot = self._stored % self.capacity
+            oldest = self._examples[slot]
+            if oldest is not None:  # full: the oldest leaves
+                del self._slots[oldest.record_id]
+                self._offsets.pop(oldest.record_id, None)
+            self._stored += 1
+            self._slots[example.record_id] = slot
+            self._examples[slot] = example
+            self._times[slot], self._x[slot], self._y[slot] = when, row, code
             if partition is not None and offset is not None:
                 self._offsets[example.record_id] = (partition, offset)
-            while len(self._items) > self.capacity:
-                dropped, _ = self._items.popitem(last=False)
-                self._offsets.pop(dropped, None)
             self.added += 1
             return True
 
@@ -54,16 +113,33 @@ class ExampleStore:
         return {str(partition): bounds for partition, bounds in sorted(ranges.items())}
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._slots)
 
     def snapshot(self, since: datetime | None = None) -> list[Example]:
         """Examples (optionally from `since` on), ordered by event time."""
+        return self.training_set(since).examples
+
+    def training_set(self, since: datetime | None = None) -> TrainingSet:
+        """Examples (optionally from `since` on) in event-time order, with their encoding."""
         with self._lock:
-            items = list(self._items.values())
-        if since is not None:
-            items = [e for e in items if e.event_time >= since]
-        return sorted(items, key=attrgetter("event_time", "record_id"))
+            n = len(self._slots)
+            examples = self._examples[:n]
+            times, x, y = self._times[:n].copy(), self._x[:n].copy(), self._y[:n].copy()
+        chosen = np.arange(n) if since is None else np.flatnonzero(times >= _micros(since))
+        order = chosen[np.argsort(times[chosen], kind="stable")]
+        if np.any(np.diff(times[order]) == 0):  # equal times: the record id decides
+            order = np.array(sorted(order, key=lambda i: (times[i], examples[i].record_id)), dtype=np.intp)  # type: ignore[union-attr]
+        return TrainingSet([examples[i] for i in order], x[order], y[order])  # type: ignore[misc]
 
     def count_since(self, since: datetime) -> int:
         with self._lock:
-            return sum(1 for e in self._items.values() if e.event_time >= since)
+            return int(np.count_nonzero(self._times[: len(self._slots)] >= _micros(since)))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(when: datetime) -> int:
+    if when.tzinfo is None:  # ingest refuses such times; an example from elsewhere is read as UTC
+        when = when.replace(tzinfo=UTC)
+    return (when - _EPOCH) // timedelta(microseconds=1)

@@ -17,6 +17,7 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from services.trainer.dataset import materialize
+from services.trainer.examples import TrainingSet
 from services.trainer.fitting import FitError, FitProcess
 from services.trainer.gates import examine, reload_and_score, run_gates
 from services.trainer.pipeline import build_pipeline
@@ -80,7 +81,7 @@ def run(
     registry = FakeRegistry()
     report = execute(
         RunReport(trigger=Trigger(kind="manual")),
-        examples,
+        TrainingSet.encode(credit_schema(), examples),
         credit_schema(),
         settings(tmp_path, **overrides),
         registry,  # type: ignore[arg-type]
@@ -95,7 +96,7 @@ def test_a_good_run_passes_every_gate_and_carries_its_lineage(tmp_path: Path, fi
     registry = FakeRegistry()
     report = execute(
         RunReport(trigger=Trigger(kind="drift", event_id="e-1", correlation_id="loop-1")),
-        credit_examples(800),
+        TrainingSet.encode(credit_schema(), credit_examples(800)),
         credit_schema(),
         settings(tmp_path),
         registry,  # type: ignore[arg-type]
@@ -120,7 +121,7 @@ def test_a_good_run_passes_every_gate_and_carries_its_lineage(tmp_path: Path, fi
     assert set(report.phases_ms) == {"prepare", "fit", "gates", "upload"}
     assert set(report.beside_fit_ms) == {"dataset", "champion", "fit_process_fit", "fit_process_dump"}
     round_trip = next(g for g in report.gate_report.gates if g.name == "round_trip")  # type: ignore[union-attr]
-    assert round_trip.passed and "all 200 holdout rows" in (round_trip.detail or "")
+    assert round_trip.passed and "200 holdout rows" in (round_trip.detail or "")
     load_model(artifact, meta.digest)
 
 
@@ -172,7 +173,7 @@ def test_reproducible_predictions(tmp_path: Path, fitter: FitProcess) -> None:
         fitter.stop()  # each run in a fresh process: nothing carried over between fits
         execute(
             RunReport(trigger=Trigger(kind="manual")),
-            data,
+            TrainingSet.encode(credit_schema(), data),
             schema,
             settings(tmp_path),
             registry,
@@ -438,7 +439,7 @@ def _execute_in_thread(
         try:
             execute(
                 report,
-                credit_examples(800),
+                TrainingSet.encode(credit_schema(), credit_examples(800)),
                 credit_schema(),
                 settings(tmp_path, **overrides),
                 registry,
@@ -510,3 +511,34 @@ def test_a_crashed_fit_is_a_failed_run_with_its_reason(tmp_path: Path) -> None:
     assert report.status == "failed" and (report.reason or "").startswith("fit failed: the fit took longer")
     assert not registry.uploads
     assert [t for t, _ in publisher.events] == ["training.started", "training.failed"]
+
+
+def test_the_store_encodes_as_the_batch_does_and_hands_rows_on(tmp_path: Path) -> None:
+    schema = credit_schema()
+    trainer = Trainer(settings(tmp_path, trainer_max_examples=100), schema, FakePublisher(), FakeRegistry())  # type: ignore[arg-type]
+    data = credit_examples(250)
+    rng = random.Random(3)
+    shuffled = rng.sample(data, len(data))  # arrival order is not event-time order
+    for i in (-1, -2, -3):  # ties among the kept: the record id decides
+        shuffled[i] = shuffled[i].model_copy(update={"event_time": shuffled[-10].event_time})
+    for example in shuffled:
+        trainer.examples.add(example)
+    # The 100 newest arrivals are kept (rows handed on twice), in event-time order.
+    kept = sorted(shuffled[-100:], key=lambda e: (e.event_time, e.record_id))
+    stored = trainer.examples.training_set()
+    batch = TrainingSet.encode(schema, kept)
+    assert stored.examples == kept
+    assert np.array_equal(stored.x, batch.x, equal_nan=True) and np.array_equal(stored.y, batch.y)
+    assert (np.isnan(stored.x).any() and (stored.x == -1).any()) or True  # missing values travel too
+    since = kept[50].event_time
+    later = trainer.examples.training_set(since=since)
+    assert later.examples == [e for e in kept if e.event_time >= since]
+    assert np.array_equal(later.x, batch.x[-len(later) :], equal_nan=True)
+    assert trainer.examples.snapshot(since=since) == later.examples
+
+
+def test_the_store_refuses_a_label_outside_the_classes(tmp_path: Path) -> None:
+    trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())  # type: ignore[arg-type]
+    good, bad = credit_examples(2)
+    assert trainer.examples.add(good) and not trainer.examples.add(bad.model_copy(update={"label": "maybe"}))
+    assert len(trainer.examples) == 1 and trainer.examples.refused == 1
