@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
         trainer.stop()
-    rows = "\n".join(f"| {name} | {fmt(values, ' s', 2)} |" for name, values in phases.items())
+    rows = "\n".join(f"| {name} | {fmt(values, ' s', 3)} |" for name, values in phases.items())
     beside_rows = "\n".join(
         f"| {BESIDE.get(name, name)} | {fmt(values, ' s', 3)} |" for name, values in beside.items()
     )
@@ -151,8 +151,8 @@ schema ({settings.trainer_estimator.rsplit(".", 1)[1]}, {settings.trainer_estima
 | phase | seconds: median (min, max, n) |
 |---|---|
 {rows}
-| **trigger to upload** | {fmt(totals, " s", 2)} |
-| bare pipeline fit | {fmt(fits, " s", 2)} |
+| **trigger to upload** | {fmt(totals, " s", 3)} |
+| bare pipeline fit | {fmt(fits, " s", 3)} |
 
 **Overhead over the bare fit: {fmt([100 * o for o in overheads], "%", 0)}** (goal <= 25%).
 
