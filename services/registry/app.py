@@ -100,7 +100,7 @@ def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: Artif
         tags=["versions"],
         dependencies=writes,
     )
-    async def upload_version(
+    def upload_version(
         name: ModelName,
         artifact: Annotated[UploadFile, File(description="skops artifact")],
         metadata: Annotated[str, Form(description="VersionMetadata as JSON")],
@@ -120,7 +120,10 @@ def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: Artif
         if meta.input_schema.name != name:
             UPLOADS.labels("invalid").inc()
             raise BadRequest(f"input schema is for {meta.input_schema.name!r}, not {name!r}")
-        data = await artifact.read()
+        # NOTE: a plain `def`, so FastAPI runs it on its thread pool: verifying an artifact (a
+        # full skops load, ~20 ms) and writing it must not stall the event loop that answers
+        # serving's downloads and every health check meanwhile.
+        data = artifact.file.read()
         if digest(data) != meta.digest:
             UPLOADS.labels("digest_mismatch").inc()
             raise BadRequest(f"artifact digest {digest(data)} does not match metadata.digest {meta.digest}")

@@ -1,9 +1,10 @@
 """The trainer's bounded store of labelled examples, idempotent on record id.
 
 Kafka delivers at least once; a record id seen again replaces nothing and counts once.
-Each example is encoded as it arrives (~4 µs), into fixed arrays whose rows the oldest
-examples hand on to the newest, so a run takes its training set by ordering and copying
-arrays instead of encoding its whole window (at 50,000 examples that took ~30 ms per run).
+Each example is encoded as it arrives (adding one costs ~3.5 µs in all), into fixed arrays
+whose rows the oldest examples hand on to the newest, so a run takes its training set by
+ordering and copying arrays: 5 ms at 50,000 examples, where sorting the objects and encoding
+the window took ~40 ms on the run's critical path.
 """
 
 from __future__ import annotations
