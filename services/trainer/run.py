@@ -177,8 +177,8 @@ def execute(
     beat (loaded, if need be, beside the fit); `offsets` the examples' source offset ranges
     for the manifest.
 
-    The phases are the trainer's wall clock, one after another: `prepare` (encode, hand the
-    job to the fit process), `fit` (until the model is serialized; the dataset version is
+    The phases are the trainer's wall clock, one after another: `prepare` (split off the
+    holdout, hand the job to the fit process), `fit` (until the model is serialized; the dataset version is
     written and the champion scored meanwhile, in `report.beside_fit_ms`), `gates` (load
     the artifact as serving would, compare, judge) and `upload`.
     """
