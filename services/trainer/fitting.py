@@ -98,11 +98,13 @@ def _exit_with_the_trainer(trainer_pid: int) -> None:
     os._exit(1)
 
 
-def _serve(conn: Connection, threads: int) -> None:
+def _serve(conn: Connection, threads: int, trainer_pid: int) -> None:
     """The child's loop: one job after another until the trainer closes its end."""
     from shared.sklearn_speedups import skip_absent_pandas
 
-    threading.Thread(target=_exit_with_the_trainer, args=(os.getppid(),), daemon=True).start()
+    # NOTE: the trainer's pid comes from the trainer: if it died while this process started,
+    # our parent is already someone else, and a job it sent may be waiting to be fitted.
+    threading.Thread(target=_exit_with_the_trainer, args=(trainer_pid,), daemon=True).start()
     skip_absent_pandas()  # the latency gate's one-row predictions, as in serving
     with threadpool_limits(threads):
         while True:
@@ -171,7 +173,7 @@ class FitProcess:
         ours, theirs = socket.socketpair()
         with theirs:
             process = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(theirs.fileno()), str(self.threads)],
+                [sys.executable, "-m", __name__, str(theirs.fileno()), str(self.threads), str(os.getpid())],
                 pass_fds=[theirs.fileno()],
             )
         with self._lock:
@@ -236,4 +238,4 @@ if __name__ == "__main__":
     # in the trainer (not as `__main__.Serialized`).
     from services.trainer import fitting
 
-    fitting._serve(Connection(int(sys.argv[1])), int(sys.argv[2]))
+    fitting._serve(Connection(int(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3]))

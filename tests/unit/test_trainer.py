@@ -4,6 +4,7 @@ here; the integration tests use the real ones."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -542,3 +543,51 @@ def test_the_store_refuses_a_label_outside_the_classes(tmp_path: Path) -> None:
     good, bad = credit_examples(2)
     assert trainer.examples.add(good) and not trainer.examples.add(bad.model_copy(update={"label": "maybe"}))
     assert len(trainer.examples) == 1 and trainer.examples.refused == 1
+
+
+_TRAINER_THAT_DIES = """
+import sys
+from services.trainer.fitting import FitJob, FitProcess
+from tests.fixtures import credit_examples, credit_schema
+from services.trainer.examples import TrainingSet
+
+data = TrainingSet.encode(credit_schema(), credit_examples(800))
+fitter = FitProcess(threads=1, timeout_s=600)
+fitter.start()
+print(fitter.pid, flush=True)
+job = FitJob(credit_schema(), "sklearn.ensemble.RandomForestClassifier",
+             {"n_estimators": 20_000, "random_state": 0}, data.x, data.y, data.x[:10])
+with fitter.run(job) as run:
+    run.serialized()
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in state  # ended, waiting to be reaped
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@pytest.mark.parametrize("when", ["starting", "fitting"])
+def test_the_fit_process_ends_when_the_trainer_dies(when: str) -> None:
+    import subprocess
+    import sys
+
+    trainer = subprocess.Popen([sys.executable, "-c", _TRAINER_THAT_DIES], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(trainer.stdout.readline())  # type: ignore[union-attr]
+        if when == "fitting":  # its imports take ~1 s of CPU; the fit would take minutes
+            _wait_for(lambda: _cpu_seconds(child) > 3.0, "the fit process to be fitting", timeout_s=120)
+        trainer.kill()
+        trainer.wait(30)
+        _wait_for(lambda: _gone(child), "the fit process to end after its trainer", timeout_s=60)
+    finally:
+        trainer.kill()
+        trainer.wait(30)
