@@ -26,6 +26,13 @@ from shared.schema import CategoricalFeature, DatasetSchema
 UNSEEN = -1.0
 
 
+def _category_codes(spec: CategoricalFeature) -> dict[object, float]:
+    """A category's code is its index in the schema; missing is NaN (unseen: `UNSEEN`)."""
+    codes: dict[object, float] = {c: float(i) for i, c in enumerate(spec.categories)}
+    codes[None] = math.nan
+    return codes
+
+
 def encode_features(schema: DatasetSchema, rows: Sequence[Mapping[str, object]]) -> np.ndarray:
     """Encode rows of already-validated features into an (n_rows, n_features) float matrix."""
     matrix = np.empty((len(rows), len(schema.features)), dtype=np.float64)
@@ -34,8 +41,7 @@ def encode_features(schema: DatasetSchema, rows: Sequence[Mapping[str, object]])
     for j, spec in enumerate(schema.features):
         name = spec.name
         if isinstance(spec, CategoricalFeature):
-            codes: dict[object, float] = {c: float(i) for i, c in enumerate(spec.categories)}
-            codes[None] = math.nan
+            codes = _category_codes(spec)
             matrix[:, j] = [codes.get(row.get(name), UNSEEN) for row in rows]
         else:
             matrix[:, j] = np.array([row.get(name) for row in rows], dtype=np.float64)
@@ -56,13 +62,10 @@ class RowEncoder:
     """
 
     def __init__(self, schema: DatasetSchema) -> None:
-        self._columns: list[tuple[str, dict[object, float] | None]] = []
-        for spec in schema.features:
-            codes: dict[object, float] | None = None
-            if isinstance(spec, CategoricalFeature):
-                codes = {c: float(i) for i, c in enumerate(spec.categories)}
-                codes[None] = math.nan
-            self._columns.append((spec.name, codes))
+        self._columns = [
+            (spec.name, _category_codes(spec) if isinstance(spec, CategoricalFeature) else None)
+            for spec in schema.features
+        ]
 
     def __call__(self, row: Mapping[str, object]) -> list[float]:
         values = []

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from shared.events import Example
-from shared.features import RowEncoder, encode_features
+from shared.features import RowEncoder
 from shared.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,13 @@ class TrainingSet:
     y: np.ndarray
 
     @classmethod
-    def encode(cls, schema: DatasetSchema, examples: list[Example]) -> TrainingSet:
-        """Encode `examples` (already in order) in one batch, as the store would."""
-        codes = {c: i for i, c in enumerate(schema.label.classes)}
-        y = np.array([codes[e.label] for e in examples], dtype=np.int64)
-        return cls(examples, encode_features(schema, [e.features for e in examples]), y)
+    def of(cls, schema: DatasetSchema, examples: list[Example]) -> TrainingSet:
+        """`examples` as a training set, through a store of their own (for callers that hold
+        examples, not a store: tests, tools)."""
+        store = ExampleStore(max(1, len(examples)), schema)
+        for example in examples:
+            store.add(example)
+        return store.training_set()
 
     def newest(self, n: int) -> TrainingSet:
         if n >= len(self.examples):
@@ -118,7 +120,10 @@ class ExampleStore:
 
     def snapshot(self, since: datetime | None = None) -> list[Example]:
         """Examples (optionally from `since` on), ordered by event time."""
-        return self.training_set(since).examples
+        with self._lock:
+            n = len(self._slots)
+            examples, times = self._examples[:n], self._times[:n].copy()
+        return [examples[i] for i in _in_time_order(examples, times, since)]  # type: ignore[misc]
 
     def training_set(self, since: datetime | None = None) -> TrainingSet:
         """Examples (optionally from `since` on) in event-time order, with their encoding."""
@@ -126,15 +131,22 @@ class ExampleStore:
             n = len(self._slots)
             examples = self._examples[:n]
             times, x, y = self._times[:n].copy(), self._x[:n].copy(), self._y[:n].copy()
-        chosen = np.arange(n) if since is None else np.flatnonzero(times >= _micros(since))
-        order = chosen[np.argsort(times[chosen], kind="stable")]
-        if np.any(np.diff(times[order]) == 0):  # equal times: the record id decides
-            order = np.array(sorted(order, key=lambda i: (times[i], examples[i].record_id)), dtype=np.intp)  # type: ignore[union-attr]
+        order = _in_time_order(examples, times, since)
         return TrainingSet([examples[i] for i in order], x[order], y[order])  # type: ignore[misc]
 
     def count_since(self, since: datetime) -> int:
         with self._lock:
             return int(np.count_nonzero(self._times[: len(self._slots)] >= _micros(since)))
+
+
+def _in_time_order(examples: list[Example | None], times: np.ndarray, since: datetime | None) -> np.ndarray:
+    """Slots (optionally from `since` on) by event time; equal times by record id."""
+    chosen = np.arange(len(times)) if since is None else np.flatnonzero(times >= _micros(since))
+    order = chosen[np.argsort(times[chosen], kind="stable")]
+    if np.any(np.diff(times[order]) == 0):
+        by_id = np.array(sorted(order, key=lambda i: examples[i].record_id), dtype=np.intp)  # type: ignore[union-attr]
+        order = by_id[np.argsort(times[by_id], kind="stable")]
+    return order
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

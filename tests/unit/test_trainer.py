@@ -82,7 +82,7 @@ def run(
     registry = FakeRegistry()
     report = execute(
         RunReport(trigger=Trigger(kind="manual")),
-        TrainingSet.encode(credit_schema(), examples),
+        TrainingSet.of(credit_schema(), examples),
         credit_schema(),
         settings(tmp_path, **overrides),
         registry,  # type: ignore[arg-type]
@@ -97,7 +97,7 @@ def test_a_good_run_passes_every_gate_and_carries_its_lineage(tmp_path: Path, fi
     registry = FakeRegistry()
     report = execute(
         RunReport(trigger=Trigger(kind="drift", event_id="e-1", correlation_id="loop-1")),
-        TrainingSet.encode(credit_schema(), credit_examples(800)),
+        TrainingSet.of(credit_schema(), credit_examples(800)),
         credit_schema(),
         settings(tmp_path),
         registry,  # type: ignore[arg-type]
@@ -174,7 +174,7 @@ def test_reproducible_predictions(tmp_path: Path, fitter: FitProcess) -> None:
         fitter.stop()  # each run in a fresh process: nothing carried over between fits
         execute(
             RunReport(trigger=Trigger(kind="manual")),
-            TrainingSet.encode(credit_schema(), data),
+            TrainingSet.of(credit_schema(), data),
             schema,
             settings(tmp_path),
             registry,
@@ -440,7 +440,7 @@ def _execute_in_thread(
         try:
             execute(
                 report,
-                TrainingSet.encode(credit_schema(), credit_examples(800)),
+                TrainingSet.of(credit_schema(), credit_examples(800)),
                 credit_schema(),
                 settings(tmp_path, **overrides),
                 registry,
@@ -527,14 +527,15 @@ def test_the_store_encodes_as_the_batch_does_and_hands_rows_on(tmp_path: Path) -
     # The 100 newest arrivals are kept (rows handed on twice), in event-time order.
     kept = sorted(shuffled[-100:], key=lambda e: (e.event_time, e.record_id))
     stored = trainer.examples.training_set()
-    batch = TrainingSet.encode(schema, kept)
+    batch_x = encode_features(schema, [e.features for e in kept])  # the batch encoder serving uses
     assert stored.examples == kept
-    assert np.array_equal(stored.x, batch.x, equal_nan=True) and np.array_equal(stored.y, batch.y)
+    assert np.array_equal(stored.x, batch_x, equal_nan=True)
+    assert stored.y.tolist() == [schema.label.classes.index(e.label) for e in kept]
     assert (np.isnan(stored.x).any() and (stored.x == -1).any()) or True  # missing values travel too
     since = kept[50].event_time
     later = trainer.examples.training_set(since=since)
     assert later.examples == [e for e in kept if e.event_time >= since]
-    assert np.array_equal(later.x, batch.x[-len(later) :], equal_nan=True)
+    assert np.array_equal(later.x, batch_x[-len(later) :], equal_nan=True)
     assert trainer.examples.snapshot(since=since) == later.examples
 
 
@@ -551,7 +552,7 @@ from services.trainer.fitting import FitJob, FitProcess
 from tests.fixtures import credit_examples, credit_schema
 from services.trainer.examples import TrainingSet
 
-data = TrainingSet.encode(credit_schema(), credit_examples(800))
+data = TrainingSet.of(credit_schema(), credit_examples(800))
 fitter = FitProcess(threads=1, timeout_s=600)
 fitter.start()
 print(fitter.pid, flush=True)
