@@ -39,8 +39,7 @@ up: install
 	$(VENV)/bin/ctloop up
 
 # The benchmarks' smoke tests run their peers too, so `test` installs them.
-test: install peers
-	$(VENV)/bin/ruff check shared services tests benchmarks
+test: install peers lint
 	$(PY) -m pytest -q -m 'not long' --durations=15
 
 # Minutes-long runs: the soak test and a deeper fuzzing of every HTTP API.
@@ -59,8 +58,10 @@ bench: install peers
 	$(PY) -m benchmarks.bench_monitor_throughput
 	$(PY) -m benchmarks.bench_loop
 
+# ruff everywhere; mypy strict on shared/ and services/ (pyproject.toml [tool.mypy]).
 lint: install
 	$(VENV)/bin/ruff check shared services tests benchmarks
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) $(PEERS) var .pytest_cache

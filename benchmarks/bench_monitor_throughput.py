@@ -55,7 +55,7 @@ def fill_records(bootstrap: str, count: int) -> None:
             event_time=T0 + timedelta(seconds=i),
             features={f: rng.gauss(0, 1) for f in FEATURES},
         )
-        producer.send(topics.RECORDS, encode_event("record.accepted", record, source)[1], record.id.encode())
+        producer.send(topics.RECORDS, encode_event(record, source)[1], record.id.encode())
     producer.flush(120)
     producer.close()
 

@@ -13,8 +13,11 @@ import importlib
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pydantic import TypeAdapter
 
 if TYPE_CHECKING:
     from services.demo.driver import DemoReport
@@ -146,36 +149,32 @@ def _models(args: argparse.Namespace) -> int:
 
     settings = CommonSettings()
     client = RegistryClient(args.url or settings.registry_url, settings.registry_token)
-    name = getattr(args, "name", None)
-    paths = {
-        "list": ("GET", "/v1/models"),
-        "show": (
-            "GET",
-            f"/v1/models/{name}/versions/{args.version}"
-            if getattr(args, "version", None)
-            else f"/v1/models/{name}/versions",
-        ),
-        "history": ("GET", f"/v1/models/{name}/history"),
-        "lineage": ("GET", f"/v1/models/{name}/versions/{getattr(args, 'version', None)}/lineage"),
-        "promote": ("POST", f"/v1/models/{name}/versions/{getattr(args, 'version', None)}/promote"),
-        "approve": ("POST", f"/v1/models/{name}/versions/{getattr(args, 'version', None)}/approve"),
-        "rollback": ("POST", f"/v1/models/{name}/rollback"),
+    name: str = getattr(args, "name", "")
+    version: int = getattr(args, "version", None) or 0  # required where an action takes one
+    calls: dict[str, Callable[[], object]] = {
+        "list": client.models,
+        "show": lambda: client.version(name, version) if version else client.versions(name),
+        "history": lambda: client.history(name),
+        "lineage": lambda: client.lineage(name, version),
+        "promote": lambda: client.promote(name, version, args.alias, args.reason),
+        "approve": lambda: client.approve(name, version),
+        "rollback": lambda: client.rollback(name, args.reason),
     }
-    method, path = paths[args.action]
-    body: dict[str, object] = {}
-    if args.action == "promote":
-        body = {"alias": args.alias, "reason": args.reason}
-    elif args.action == "rollback":
-        body = {"reason": args.reason}
     try:
-        result = client.post(path, body) if method == "POST" else client.get(path)
+        result = calls[args.action]()
     except RegistryError as exc:
         print(f"registry: {exc}", file=sys.stderr)
         return 1
     finally:
         client.close()
-    print(json.dumps(result, indent=2, default=str))
+    if result is None:
+        print(f"registry: {name} v{version} not found", file=sys.stderr)
+        return 1
+    print(_JSON.dump_json(result, indent=2).decode())
     return 0
+
+
+_JSON: TypeAdapter[object] = TypeAdapter(object)
 
 
 def main(argv: list[str] | None = None) -> int:

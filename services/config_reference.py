@@ -40,7 +40,11 @@ def env_names() -> set[str]:
 def _default(cls: type[BaseSettings], field: str) -> str:
     info = cls.model_fields[field]
     if info.default_factory is not None:
-        return "(computed)" if field == "instance" else f"`{info.default_factory()}`"
+        return (
+            "(computed)"
+            if field == "instance"
+            else f"`{info.get_default(call_default_factory=True, validated_data={})}`"
+        )
     value = info.default
     if field == "schema_path":
         return "the packaged demo schema"

@@ -39,7 +39,7 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
-class KeyPartitioner(DefaultPartitioner):
+class KeyPartitioner(DefaultPartitioner):  # type: ignore[misc]  # kafka-python is untyped
     """Keyed sends go to `murmur2(key) % partitions`, exactly as with the default; sends
     without a key keep the default's behaviour."""
 

@@ -6,14 +6,23 @@ A model version is uploaded as an artifact plus `VersionMetadata`; what comes ba
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from shared.schema import DatasetSchema
 from shared.validation import FeatureValue
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+"""A time in UTC. SQLite hands the registry's times back without their zone; the API always
+writes one (RFC 3339 `date-time`, as the OpenAPI schema says)."""
 
 
 class GateResult(BaseModel):
@@ -93,7 +102,7 @@ VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION, description="Version n
 class ModelVersion(VersionMetadata):
     name: str
     version: int
-    created_at: datetime
+    created_at: UtcDatetime
     status: Literal["active", "archived"] = "active"
     signature: str = ""
     """HMAC-SHA256 of the digest under the registry's signing key; loaders verify it."""
@@ -108,7 +117,7 @@ class AliasChange(BaseModel):
     previous_version: int | None
     reason: str
     correlation_id: str | None = None
-    at: datetime
+    at: UtcDatetime
 
 
 class VersionLineage(BaseModel):

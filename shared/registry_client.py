@@ -1,22 +1,69 @@
-"""The registry's HTTP client, used by the trainer (upload), serving (artifacts) and the
-monitor (reference profiles). It verifies every artifact's digest before handing it out."""
+"""The one typed client of the registry's HTTP API, used by the trainer (upload), serving
+(artifacts), the monitor (reference profiles, promotions and rollbacks) and `ctloop models`.
+It verifies every artifact's digest and signature before handing it out.
+
+Errors: `RegistryUnavailable` when the registry cannot answer now (unreachable, 5xx: try
+again later), `RegistryRefused` when it answered no (4xx: trying again will not help).
+Lookups of something absent return None; writes to something absent are refused.
+"""
 
 from __future__ import annotations
 
-import json
+from typing import Protocol
 
 import httpx
+from pydantic import BaseModel, TypeAdapter
 
-from shared.registry_api import ModelVersion, VersionMetadata
+from shared.registry_api import (
+    AliasChange,
+    AliasTarget,
+    ModelSummary,
+    ModelVersion,
+    PromoteRequest,
+    RollbackRequest,
+    VersionLineage,
+    VersionMetadata,
+)
 from shared.serialization import ArtifactError, digest
 from shared.signing import verify
+from shared.vocabulary import Alias
 
 DIGEST_HEADER = "X-Ctloop-Digest"
 SIGNATURE_HEADER = "X-Ctloop-Signature"
 
+_VERSIONS = TypeAdapter(list[ModelVersion])
+_SUMMARIES = TypeAdapter(list[ModelSummary])
+_HISTORY = TypeAdapter(list[AliasChange])
+
 
 class RegistryError(RuntimeError):
     """The registry refused a request or could not be reached."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry could not answer now (unreachable, timed out, or a server error)."""
+
+
+class RegistryRefused(RegistryError):
+    """The registry answered the request with a refusal (4xx): repeating it will not help."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ModelVersions(Protocol):
+    """What the trainer and serving read from the registry (tests implement it with fakes)."""
+
+    signing_key: str | None
+
+    def version(self, name: str, version: int) -> ModelVersion | None: ...
+
+    def alias(self, name: str, alias: Alias = Alias.CHAMPION) -> ModelVersion | None: ...
+
+    def artifact(self, name: str, version: ModelVersion) -> bytes: ...
+
+    def upload(self, name: str, artifact: bytes, metadata: VersionMetadata) -> ModelVersion: ...
 
 
 class RegistryClient:
@@ -32,28 +79,34 @@ class RegistryClient:
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
-        except httpx.HTTPError as exc:
-            raise RegistryError(f"registry unreachable: {exc}") from exc
-        if response.status_code >= 400 and response.status_code != 404:
-            raise RegistryError(f"{method} {path}: {response.status_code} {response.text[:300]}")
-        return response
+    # --- reads ---------------------------------------------------------------------------
+
+    def models(self) -> list[ModelSummary]:
+        return _SUMMARIES.validate_json(self._get("/v1/models"))
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every version of `name`; refused (404) when there is no such model."""
+        return _VERSIONS.validate_json(self._get(f"/v1/models/{name}/versions"))
 
     def version(self, name: str, version: int) -> ModelVersion | None:
-        response = self._request("GET", f"/v1/models/{name}/versions/{version}")
-        return None if response.status_code == 404 else ModelVersion.model_validate_json(response.content)
+        found = self._find(f"/v1/models/{name}/versions/{version}")
+        return None if found is None else ModelVersion.model_validate_json(found)
 
-    def alias(self, name: str, alias: str = "champion") -> ModelVersion | None:
+    def alias(self, name: str, alias: Alias = Alias.CHAMPION) -> ModelVersion | None:
         """The version an alias points at, or None when it points nowhere (cold start)."""
-        response = self._request("GET", f"/v1/models/{name}/aliases/{alias}")
-        return None if response.status_code == 404 else ModelVersion.model_validate_json(response.content)
+        found = self._find(f"/v1/models/{name}/aliases/{alias}")
+        return None if found is None else ModelVersion.model_validate_json(found)
+
+    def lineage(self, name: str, version: int) -> VersionLineage:
+        return VersionLineage.model_validate_json(self._get(f"/v1/models/{name}/versions/{version}/lineage"))
+
+    def history(self, name: str) -> list[AliasChange]:
+        return _HISTORY.validate_json(self._get(f"/v1/models/{name}/history"))
 
     def artifact(self, name: str, version: ModelVersion) -> bytes:
         response = self._request("GET", f"/v1/models/{name}/versions/{version.version}/artifact")
         if response.status_code == 404:
-            raise RegistryError(f"artifact of {name} v{version.version} not found")
+            raise RegistryRefused(f"artifact of {name} v{version.version} not found", 404)
         data = response.content
         if digest(data) != version.digest or response.headers.get(DIGEST_HEADER) != version.digest:
             raise ArtifactError(f"artifact of {name} v{version.version} does not match its digest")
@@ -67,40 +120,77 @@ class RegistryClient:
             )
         return data
 
+    # --- writes --------------------------------------------------------------------------
+
     def upload(self, name: str, artifact: bytes, metadata: VersionMetadata) -> ModelVersion:
-        response = self._request(
-            "POST",
+        return self._write(
             f"/v1/models/{name}/versions",
             files={"artifact": ("model.skops", artifact, "application/octet-stream")},
             data={"metadata": metadata.model_dump_json()},
         )
-        if response.status_code == 404:
-            raise RegistryError(f"upload of {name}: 404")
-        return ModelVersion.model_validate_json(response.content)
 
-    def promote(self, name: str, version: int, alias: str = "champion") -> ModelVersion:
-        response = self._request(
-            "POST", f"/v1/models/{name}/versions/{version}/promote", json={"alias": alias}
+    def promote(
+        self, name: str, version: int, alias: str = Alias.CHAMPION, reason: str = "manual"
+    ) -> ModelVersion:
+        """Point `alias` at `version`."""
+        body = PromoteRequest(alias=alias, reason=reason[:200])
+        return self._write(f"/v1/models/{name}/versions/{version}/promote", body)
+
+    def move_alias(self, name: str, alias: str, version: int, reason: str = "manual") -> ModelVersion:
+        return self._write(
+            f"/v1/models/{name}/aliases/{alias}", AliasTarget(version=version, reason=reason[:200])
         )
-        if response.status_code == 404:
-            raise RegistryError(f"{name} v{version} not found")
-        return ModelVersion.model_validate_json(response.content)
 
-    def post(self, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
-        """A write to the registry (approve, rollback, archive, aliases); raises on refusal."""
-        response = self._request("POST", path, json=body or {})
-        if response.status_code == 404:
-            raise RegistryError(f"POST {path}: {response.json().get('detail')}")
-        return response.json()  # type: ignore[no-any-return]
+    def approve(self, name: str, version: int) -> ModelVersion:
+        """A person's approval (policies `manual` and `shadow`): the version becomes champion."""
+        return self._write(f"/v1/models/{name}/versions/{version}/approve")
 
-    def get(self, path: str) -> object:
+    def rollback(self, name: str, reason: str = "manual rollback") -> ModelVersion:
+        """Make the previous champion the champion again."""
+        return self._write(f"/v1/models/{name}/rollback", RollbackRequest(reason=reason[:200]))
+
+    def archive(self, name: str, version: int) -> ModelVersion:
+        return self._write(f"/v1/models/{name}/versions/{version}/archive")
+
+    # --- the wire ------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
+        except httpx.HTTPError as exc:
+            raise RegistryUnavailable(f"registry unreachable: {exc}") from exc
+        if response.status_code >= 500:
+            raise RegistryUnavailable(f"{method} {path}: {response.status_code} {response.text[:300]}")
+        if response.status_code >= 400 and response.status_code != 404:
+            raise RegistryRefused(
+                f"{method} {path}: {response.status_code} {response.text[:300]}", response.status_code
+            )
+        return response
+
+    def _find(self, path: str) -> bytes | None:
+        """The body of a GET, or None when the registry has nothing there (404)."""
+        response = self._request("GET", path)
+        return None if response.status_code == 404 else response.content
+
+    def _get(self, path: str) -> bytes:
+        """The body of a GET; a 404 is a refusal (with the registry's reason)."""
         response = self._request("GET", path)
         if response.status_code == 404:
-            raise RegistryError(f"GET {path}: {response.json().get('detail')}")
-        return response.json()
+            raise RegistryRefused(f"GET {path}: {_detail(response)}", 404)
+        return response.content
 
-    def versions(self, name: str) -> list[ModelVersion]:
-        response = self._request("GET", f"/v1/models/{name}/versions")
+    def _write(self, path: str, body: BaseModel | None = None, **kwargs: object) -> ModelVersion:
+        if body is not None:
+            kwargs["content"] = body.model_dump_json()
+            kwargs["headers"] = {"Content-Type": "application/json"}
+        response = self._request("POST", path, **kwargs)
         if response.status_code == 404:
-            return []
-        return [ModelVersion.model_validate(v) for v in json.loads(response.content)]
+            raise RegistryRefused(f"POST {path}: {_detail(response)}", 404)
+        return ModelVersion.model_validate_json(response.content)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail"))
+    except ValueError:
+        return response.text[:300]

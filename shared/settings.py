@@ -219,7 +219,7 @@ class TrainerSettings(HTTPServiceSettings):
     """Import path of the estimator at the end of the pipeline."""
 
     trainer_estimator_params: dict[str, object] = Field(
-        default_factory=lambda: {"max_iter": 100, "random_state": 0}
+        default_factory=lambda: dict[str, object](max_iter=100, random_state=0)
     )
     """Keyword arguments for the estimator (JSON in the environment)."""
 

@@ -19,7 +19,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -27,6 +27,8 @@ from shared.ids import new_id
 from shared.schema import CategoricalFeature, DatasetSchema, LabelValue, NumericFeature
 
 FeatureValue = float | str | int | None
+Row = dict[str, FeatureValue]
+"""One record's validated features, by name."""
 
 
 class FieldError(BaseModel):
@@ -151,7 +153,7 @@ def check_features(schema: DatasetSchema, features: Any) -> dict[str, FeatureVal
 def check_label(schema: DatasetSchema, value: Any) -> LabelValue:
     if isinstance(value, bool) or value not in schema.label.classes:
         raise InvalidField("label", f"{value!r} is not one of the classes {schema.label.classes}", "label")
-    return value
+    return cast(LabelValue, value)  # one of the classes, so an int or a str
 
 
 def validate_record(schema: DatasetSchema, raw: Any, now: datetime | None = None) -> Record:

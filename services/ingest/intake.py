@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,23 +111,20 @@ class Intake:
         """Validate and write records; `positions` are the items' (partition, offset) when they
         were read from a topic, so their dead letters can say where they came from."""
         valid, errors = validate_records(self.schema, items)
-        return self._take(
-            "record", items, valid, errors, origin, topics.RECORDS, "record.accepted", positions
-        )
+        return self._take("record", items, valid, errors, origin, topics.RECORDS, positions)
 
     def labels(self, items: list[Any], origin: str) -> Outcome:
         valid, errors = validate_labels(self.schema, items)
-        return self._take("label", items, valid, errors, origin, topics.LABELS, "label.accepted")
+        return self._take("label", items, valid, errors, origin, topics.LABELS)
 
     def _take(
         self,
         kind: str,
         items: list[Any],
-        valid: list[Record] | list[Label],
+        valid: Sequence[Record | Label],
         errors: list[FieldError],
         origin: str,
         topic: str,
-        event_type: str,
         positions: list[tuple[int, int]] | None = None,
     ) -> Outcome:
         BATCH.observe(len(items))
@@ -141,7 +139,7 @@ class Intake:
                 partition=partition,
                 offset=offset,
             )
-            self.publisher.publish(topics.DEADLETTER, "input.rejected", payload, key=origin)
+            self.publisher.publish(topics.DEADLETTER, payload, key=origin)
         bad = {e.index for e in errors}
         indices = [i for i in range(len(items)) if i not in bad]
         writes = _Writes(self.recent, kind, origin, outcome)
@@ -154,7 +152,7 @@ class Intake:
             elif answer is Seen.IN_FLIGHT:
                 outcome.in_flight.append({"index": index, "id": item.id})
             else:
-                _, future = self.publisher.publish(topic, event_type, item, key=item.id)
+                _, future = self.publisher.publish(topic, item, key=item.id)
                 writes.pending.append((key, future))
                 outcome.accepted.append({"index": index, "id": item.id})
         self._settlers.submit(writes.settle)

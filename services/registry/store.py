@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from shared import topics
-from shared.events import ModelChanged, Source, encode_event
+from shared.events import ModelPromoted, ModelRegistered, Source, encode_event
 from shared.registry_api import AliasChange, ModelSummary, ModelVersion, VersionMetadata
 
 metadata_obj = MetaData()
@@ -200,13 +200,11 @@ class RegistryStore:
     def _emit(
         self,
         conn: Connection,
-        event_type: str,
-        change: ModelChanged,
+        change: ModelRegistered | ModelPromoted,
         meta: VersionMetadata,
         correlation_id: str | None = None,
     ) -> None:
         _, event = encode_event(
-            event_type,
             change,
             self.source,
             correlation_id=correlation_id or meta.lineage.correlation_id,
@@ -255,7 +253,7 @@ class RegistryStore:
                 at=now,
             )
         )
-        change = ModelChanged(
+        change = ModelPromoted(
             model_name=name,
             version=version,
             alias=alias,
@@ -263,7 +261,7 @@ class RegistryStore:
             digest=meta.digest,
             metrics=meta.metrics,
         )
-        self._emit(conn, "model.promoted", change, meta, correlation_id)
+        self._emit(conn, change, meta, correlation_id)
 
     def _row(self, conn: Connection, name: str, version: int) -> object | None:
         return conn.execute(
@@ -289,10 +287,10 @@ class RegistryStore:
                     metadata=meta.model_dump_json(),
                 )
             )
-            registered = ModelChanged(
+            registered = ModelRegistered(
                 model_name=name, version=number, digest=meta.digest, metrics=meta.metrics
             )
-            self._emit(conn, "model.registered", registered, meta)
+            self._emit(conn, registered, meta)
             if promote_to:
                 self._set_alias(
                     conn, name, promote_to, number, meta, reason=f"policy: {promote_to} on upload"
@@ -338,7 +336,7 @@ class RegistryStore:
             row = self._row(conn, name, previous)
             meta = VersionMetadata.model_validate_json(row.metadata)  # type: ignore[attr-defined]
             self._set_alias(conn, name, "champion", previous, meta, reason)
-            return previous
+            return int(previous)
 
         target = self._retrying(change)
         return None if target is None else self.version(name, target)
@@ -374,7 +372,7 @@ class RegistryStore:
             ).all()
             if not rows:
                 return 0
-            sent = send([tuple(r) for r in rows])  # type: ignore[misc]
+            sent = send([tuple(r) for r in rows])
             if sent:
                 conn.execute(update(outbox).where(outbox.c.id.in_(sent)).values(sent_at=datetime.now(UTC)))
             return len(sent)

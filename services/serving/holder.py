@@ -19,10 +19,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from services.serving.model import LoadedModel
 from shared.registry_api import ModelVersion
-from shared.registry_client import RegistryClient
+from shared.registry_client import ModelVersions
 from shared.schema import DatasetSchema
 from shared.serialization import load_model
 from shared.signing import verify
+from shared.vocabulary import Alias
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,7 @@ class SwapRefused(RuntimeError):
 
 
 class ModelHolder:
-    def __init__(
-        self, schema: DatasetSchema, registry: RegistryClient, cache_dir: Path | None = None
-    ) -> None:
+    def __init__(self, schema: DatasetSchema, registry: ModelVersions, cache_dir: Path | None = None) -> None:
         self.schema = schema
         self.registry = registry
         self.cache_dir = cache_dir
@@ -63,14 +62,14 @@ class ModelHolder:
             data = self.registry.artifact(self.schema.name, version)
         elif not verify(self.registry.signing_key or "", version.digest, version.signature):
             raise SwapRefused(f"v{version.version}: cached artifact is unsigned or its signature is wrong")
-        candidate = LoadedModel(version=version, pipeline=load_model(data, version.digest))  # type: ignore[arg-type]
+        candidate = LoadedModel(version=version, pipeline=load_model(data, version.digest))
         candidate.warm_up()
         return candidate, data
 
-    def swap_to(self, version: ModelVersion, alias: str = "champion") -> float:
+    def swap_to(self, version: ModelVersion, alias: Alias = Alias.CHAMPION) -> float:
         """Load `version` and make it the champion (or the challenger); returns the seconds it took."""
         with self._lock:  # one swap at a time; requests never take this lock
-            slot = self.current if alias == "champion" else self.challenger
+            slot = self.current if alias == Alias.CHAMPION else self.challenger
             if slot is not None and slot.number == version.version:
                 return 0.0
             start = time.perf_counter()
@@ -80,7 +79,7 @@ class ModelHolder:
                 SWAPS.labels("refused").inc()
                 raise SwapRefused(f"v{version.version} refused: {exc}") from exc
             # NOTE: the flip; a single reference assignment is atomic
-            if alias == "champion":
+            if alias == Alias.CHAMPION:
                 self.current = candidate
                 MODEL_VERSION.set(version.version)
                 self._save_cache(version, data)

@@ -10,7 +10,8 @@ from sklearn.pipeline import Pipeline
 
 from shared.features import encode_features
 from shared.registry_api import ModelVersion
-from shared.schema import DatasetSchema
+from shared.schema import DatasetSchema, LabelValue
+from shared.validation import Row
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class LoadedModel:
     def schema(self) -> DatasetSchema:
         return self.version.input_schema
 
-    def predict(self, rows: list[dict[str, object]]) -> tuple[list[object], list[dict[str, float]]]:
+    def predict(self, rows: list[Row]) -> tuple[list[LabelValue], list[dict[str, float]]]:
         """Predicted classes and per-class probabilities for validated feature dicts."""
         classes = self.schema.label.classes
         keys = self.schema.class_keys
@@ -41,7 +42,7 @@ class LoadedModel:
 
     def warm_up(self) -> None:
         """One predict on a synthetic row so the first request pays no lazy set-up."""
-        row: dict[str, object] = {}
+        row: Row = {}
         for f in self.schema.features:
             row[f.name] = f.categories[0] if f.type == "categorical" else (f.min or 0.0)
         self.predict([row])

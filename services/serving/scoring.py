@@ -17,7 +17,7 @@ from services.serving.prediction_log import PredictionLog, ScoredRows
 from services.serving.shadow import ShadowScorer
 from shared.http import NotFound, Unavailable, Unprocessable
 from shared.ids import new_id
-from shared.validation import FieldError, InvalidField, check_features, new_record_id
+from shared.validation import FieldError, InvalidField, Row, check_features, new_record_id
 
 # NOTE: validating a row costs microseconds, a thread hop much more; a large batch's
 # validation is moved off the event loop so it does not stall other requests.
@@ -64,10 +64,10 @@ class Scorer:
 
     def rows(
         self, model: LoadedModel, items: list[tuple[object, object]], api: str
-    ) -> tuple[list[str], list[dict]]:
+    ) -> tuple[list[str], list[Row]]:
         """Validate (record id, features) pairs; 422 listing every invalid field."""
         ids: list[str] = []
-        rows: list[dict[str, object]] = []
+        rows: list[Row] = []
         errors: list[FieldError] = []
         for index, (record_id, features) in enumerate(items):
             try:
@@ -85,14 +85,14 @@ class Scorer:
 
     async def validated(
         self, model: LoadedModel, items: list[tuple[object, object]], api: str
-    ) -> tuple[list[str], list[dict]]:
+    ) -> tuple[list[str], list[Row]]:
         """`rows`, on the event loop for a few rows and off it for large batches."""
         if len(items) <= INLINE_ROWS:
             return self.rows(model, items, api)
         return await run_in_threadpool(self.rows, model, items, api)
 
     async def score(
-        self, model: LoadedModel, ids: list[str], rows: list[dict[str, object]], api: str, started: float
+        self, model: LoadedModel, ids: list[str], rows: list[Row], api: str, started: float
     ) -> ScoredRows:
         """Predict validated rows (micro-batched with concurrent requests), log and shadow them."""
         classes, probabilities = await self.batcher.predict(model, rows)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI
 
 from services.trainer.run import RunReport, Trigger
 from services.trainer.service import Trainer
 from shared.http import NotFound, create_app
+from shared.supervision import Supervisor
+from shared.vocabulary import TriggerKind
 
 
-def build_app(trainer: Trainer, ready: callable) -> FastAPI:  # type: ignore[valid-type]
+def build_app(trainer: Trainer, ready: Callable[[], bool], supervisor: Supervisor | None = None) -> FastAPI:
     app = create_app(
         "ctloop trainer",
         health=lambda: {
@@ -18,6 +22,7 @@ def build_app(trainer: Trainer, ready: callable) -> FastAPI:  # type: ignore[val
             "examples": len(trainer.examples),
             "champion_version": trainer.champion_version,
         },
+        supervisor=supervisor,
     )
 
     @app.get("/v1/runs", response_model=list[RunReport], tags=["runs"])
@@ -28,7 +33,7 @@ def build_app(trainer: Trainer, ready: callable) -> FastAPI:  # type: ignore[val
     @app.post("/v1/runs", response_model=Trigger, status_code=202, tags=["runs"])
     def trigger_run() -> Trigger:
         """Ask for a run now on the sliding window of examples (merged into any waiting one)."""
-        return trainer.trigger(Trigger(kind="manual"))
+        return trainer.trigger(Trigger(kind=TriggerKind.MANUAL))
 
     @app.get("/v1/runs/{run_id}", response_model=RunReport, tags=["runs"])
     def get_run(run_id: str) -> RunReport:

@@ -123,7 +123,7 @@ class ExampleStore:
         with self._lock:
             n = len(self._slots)
             examples, times = self._examples[:n], self._times[:n].copy()
-        return [examples[i] for i in _in_time_order(examples, times, since)]  # type: ignore[misc]
+        return [examples[i] for i in _in_time_order(examples, times, since)]
 
     def training_set(self, since: datetime | None = None) -> TrainingSet:
         """Examples (optionally from `since` on) in event-time order, with their encoding."""
@@ -132,7 +132,7 @@ class ExampleStore:
             examples = self._examples[:n]
             times, x, y = self._times[:n].copy(), self._x[:n].copy(), self._y[:n].copy()
         order = _in_time_order(examples, times, since)
-        return TrainingSet([examples[i] for i in order], x[order], y[order])  # type: ignore[misc]
+        return TrainingSet([examples[i] for i in order], x[order], y[order])
 
     def count_since(self, since: datetime) -> int:
         with self._lock:

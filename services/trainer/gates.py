@@ -185,16 +185,16 @@ def _converged(model: Pipeline, warnings_seen: list[str]) -> GateResult:
     estimator = model.steps[-1][1]
     iterations = getattr(estimator, "n_iter_", None)
     cap = getattr(estimator, "max_iter", None)
-    capped = False
+    capped, most = False, 0
     if (
         iterations is not None
-        and cap not in (None, -1)
+        and cap is not None
+        and cap != -1
         and type(estimator).__module__.startswith(ITERATIVE_SOLVERS)
     ):
-        capped = int(np.max(iterations)) >= int(cap)
-    detail = "; ".join(warnings_seen)[:300] or (
-        f"{int(np.max(iterations))} of {cap} iterations" if capped else ""
-    )
+        most = int(np.max(iterations))
+        capped = most >= int(cap)
+    detail = "; ".join(warnings_seen)[:300] or (f"{most} of {cap} iterations" if capped else "")
     return GateResult(
         name="converged",
         passed=not warnings_seen and not capped,

@@ -40,7 +40,6 @@ def test_worse_champion_is_rolled_back(tmp_path_factory: pytest.TempPathFactory)
                 predicted = truth if rng.random() < accuracy else not truth
                 publisher.publish(
                     topics.PREDICTIONS,
-                    "prediction.made",
                     Prediction(
                         prediction_id=f"p-{record_id}",
                         record_id=record_id,
@@ -55,7 +54,6 @@ def test_worse_champion_is_rolled_back(tmp_path_factory: pytest.TempPathFactory)
                 )
                 publisher.publish(
                     topics.LABELS,
-                    "label.accepted",
                     Label(id=record_id, label=int(truth), event_time=now),
                     key=record_id,
                 )

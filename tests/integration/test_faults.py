@@ -240,7 +240,7 @@ def test_a_drift_storm_makes_one_training_run(stack: Stack) -> None:
             onset_time=onset,
             detector=f"storm-{i}",
         )
-        producer.send(topics.DRIFT, encode_event("drift.detected", drift, source)[1], b"demo")
+        producer.send(topics.DRIFT, encode_event(drift, source)[1], b"demo")
     producer.flush(30)
     producer.close()
 

@@ -48,7 +48,7 @@ def test_waiting_halves_of_joins_survive_a_monitor_sigkill(stack: Stack) -> None
     sent: dict[TopicPartition, int] = {}
 
     def send(topic: str, kind: str, payload: Record | Label | Prediction, key: str) -> None:
-        meta = producer.send(topic, encode_event(kind, payload, SOURCE)[1], key=key.encode()).get(30)
+        meta = producer.send(topic, encode_event(payload, SOURCE)[1], key=key.encode()).get(30)
         tp = TopicPartition(topic, meta.partition)
         sent[tp] = max(sent.get(tp, -1), meta.offset)
 

@@ -27,7 +27,7 @@ NOW = datetime.now(UTC)
 
 def poisons() -> dict[str, bytes]:
     """One of each kind of bad message, by what makes it bad."""
-    envelope = json.loads(encode_event("label.accepted", Label(id="r-x", label=1, event_time=NOW), SOURCE)[1])
+    envelope = json.loads(encode_event(Label(id="r-x", label=1, event_time=NOW), SOURCE)[1])
     return {
         "not JSON": b"\x00\xff{{{ not json",
         "JSON, not an event": b'{"hello": "world"}',
@@ -69,11 +69,11 @@ def test_every_consumer_dead_letters_poison_and_goes_on(stack: Stack) -> None:
     raw_record = {"id": "after-raw", "features": FEATURES, "label": 1}
     producer.send(topics.RAW, json.dumps(raw_record).encode(), key=b"after-raw")
     labelled = Record(id="after-records", event_time=NOW, features=FEATURES, label=0)  # type: ignore[arg-type]
-    producer.send(topics.RECORDS, encode_event("record.accepted", labelled, SOURCE)[1], key=b"after-records")
+    producer.send(topics.RECORDS, encode_event(labelled, SOURCE)[1], key=b"after-records")
     late = Record(id="after-labels", event_time=NOW, features=FEATURES)  # type: ignore[arg-type]
-    producer.send(topics.RECORDS, encode_event("record.accepted", late, SOURCE)[1], key=b"after-labels")
+    producer.send(topics.RECORDS, encode_event(late, SOURCE)[1], key=b"after-labels")
     label = Label(id="after-labels", label=1, event_time=NOW)
-    producer.send(topics.LABELS, encode_event("label.accepted", label, SOURCE)[1], key=b"after-labels")
+    producer.send(topics.LABELS, encode_event(label, SOURCE)[1], key=b"after-labels")
     producer.flush(60)
     producer.close()
 

@@ -74,7 +74,6 @@ def test_challenger_is_shadowed_then_promoted(tmp_path_factory: pytest.TempPathF
         for i, row in enumerate(rows):  # the rule both models learned: x1 > 0
             publisher.publish(
                 topics.LABELS,
-                "label.accepted",
                 Label(id=f"s-{i}", label=int(float(row["x1"]) > 0), event_time=now),
                 key=f"s-{i}",
             )  # type: ignore[arg-type]

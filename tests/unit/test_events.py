@@ -6,13 +6,19 @@ import pytest
 
 from shared.events import (
     EVENT_PAYLOADS,
+    EVENT_TYPES,
     BadEvent,
     Envelope,
-    ModelChanged,
+    ModelPromoted,
+    ModelRegistered,
     Source,
+    TrainingCompleted,
     TrainingEvent,
+    TrainingFailed,
+    TrainingStarted,
     encode_event,
 )
+from shared.vocabulary import EventType
 
 SRC = Source(service="test", instance="t-1")
 
@@ -23,11 +29,12 @@ def new_event(*args: object, **kwargs: object) -> Envelope:
 
 
 def test_round_trip_keeps_every_field() -> None:
-    payload = ModelChanged(model_name="demo", version=3, alias="champion", digest="sha256:" + "0" * 64)
-    event_id, data = encode_event("model.promoted", payload, SRC)
+    payload = ModelPromoted(model_name="demo", version=3, alias="champion", digest="sha256:" + "0" * 64)
+    event_id, data = encode_event(payload, SRC)
     back = Envelope.decode(data)
     assert back.event_id == event_id and back.type == "model.promoted" and back.source == SRC
-    assert back.parsed() == payload
+    parsed = back.parsed()
+    assert parsed == payload and type(parsed) is ModelPromoted  # the event type's own class
     assert back.schema_version == 1 and back.occurred_at.tzinfo is not None
 
 
@@ -42,26 +49,21 @@ def test_encode_event_writes_exactly_what_the_envelope_model_writes() -> None:
         features={"x1": 1.5, "color": "blue", "x2": None},
         label=1,
     )
-    cause = new_event("record.accepted", record, SRC)
-    event_id, data = encode_event("record.accepted", record, SRC, cause=cause)
+    cause = new_event(record, SRC)
+    event_id, data = encode_event(record, SRC, cause=cause)
     back = Envelope.decode(data)
     assert back.encode() == data  # the bytes are what the Envelope model itself would write
     assert back.event_id == event_id and back.parsed() == record
     assert (back.correlation_id, back.causation_id) == (cause.correlation_id, cause.event_id)
-    with pytest.raises(TypeError, match="does not take"):
-        encode_event("model.promoted", record, SRC)
 
 
 def test_correlation_follows_the_cause() -> None:
-    drift = new_event("training.started", TrainingEvent(run_id="r", model_name="demo", trigger="drift"), SRC)
-    child = new_event(
-        "training.completed", TrainingEvent(run_id="r", model_name="demo", trigger="drift"), SRC, cause=drift
-    )
+    drift = new_event(TrainingStarted(run_id="r", model_name="demo", trigger="drift"), SRC)
+    child = new_event(TrainingCompleted(run_id="r", model_name="demo", trigger="drift"), SRC, cause=drift)
     assert child.correlation_id == drift.event_id
     assert child.causation_id == drift.event_id
     explicit = new_event(
-        "training.failed",
-        TrainingEvent(run_id="r", model_name="demo", trigger="manual"),
+        TrainingFailed(run_id="r", model_name="demo", trigger="manual"),
         SRC,
         correlation_id="loop-1",
         causation_id="trigger-1",
@@ -69,9 +71,15 @@ def test_correlation_follows_the_cause() -> None:
     assert (explicit.correlation_id, explicit.causation_id) == ("loop-1", "trigger-1")
 
 
-def test_payload_type_must_match_the_event_type() -> None:
-    with pytest.raises(TypeError, match="does not take a TrainingEvent"):
-        new_event("model.promoted", TrainingEvent(run_id="r", model_name="d", trigger="manual"), SRC)
+def test_the_event_type_comes_from_the_payload_class_and_only_event_classes_are_sent() -> None:
+    assert new_event(ModelRegistered(model_name="d", version=1, digest="x"), SRC).type == "model.registered"
+    with pytest.raises(TypeError, match="TrainingEvent is no event payload"):  # the shared base
+        encode_event(TrainingEvent(run_id="r", model_name="d", trigger="manual"), SRC)  # type: ignore[arg-type]
+
+
+def test_each_event_type_has_a_class_of_its_own() -> None:
+    assert set(EVENT_PAYLOADS) == set(EventType)
+    assert len(EVENT_TYPES) == len(EVENT_PAYLOADS)  # no class serves two types
 
 
 @pytest.mark.parametrize(
@@ -91,7 +99,7 @@ def test_decode_refuses_non_events(data: bytes, message: str) -> None:
 
 
 def test_newer_schema_version_is_refused() -> None:
-    event = new_event("training.started", TrainingEvent(run_id="r", model_name="d", trigger="manual"), SRC)
+    event = new_event(TrainingStarted(run_id="r", model_name="d", trigger="manual"), SRC)
     newer = event.model_copy(update={"schema_version": 2}).encode()
     with pytest.raises(BadEvent, match="schema_version 2; this service reads up to 1"):
         Envelope.decode(newer)

@@ -19,23 +19,29 @@ class TestResult:
     """In the test's own unit; every test's 0.1 is a moderate shift (the default threshold)."""
 
 
+Sample = Sequence[object] | np.ndarray
+"""A column's values: a list from a window, or a float array of a reference kept by the monitor."""
+
+
 class DriftTest(Protocol):
     name: str
 
-    def __call__(self, reference: Sequence[object], current: Sequence[object]) -> TestResult:
+    def __call__(self, reference: Sample, current: Sample) -> TestResult:
         """Compare the current window with the reference sample (None values are ignored)."""
         ...
 
 
-def numeric(values: Sequence[object]) -> np.ndarray:
+def numeric(values: Sample) -> np.ndarray:
     """Known, finite numbers of a sample as a float array."""
     if isinstance(values, np.ndarray) and values.dtype == float:
-        return values[np.isfinite(values)]  # a reference sample the monitor keeps as an array
+        kept: np.ndarray = values[np.isfinite(values)]  # a reference the monitor keeps as an array
+        return kept
     array = np.asarray([v for v in values if v is not None], dtype=float)
-    return array[np.isfinite(array)]
+    finite: np.ndarray = array[np.isfinite(array)]
+    return finite
 
 
-def counts(reference: Sequence[object], current: Sequence[object]) -> np.ndarray:
+def counts(reference: Sample, current: Sample) -> np.ndarray:
     """The 2 x k table of category counts; categories seen in neither sample are left out."""
     ref = Counter(v for v in reference if v is not None)
     cur = Counter(v for v in current if v is not None)

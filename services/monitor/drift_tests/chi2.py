@@ -10,12 +10,10 @@ make the p-value meaningless.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 from scipy import stats
 
-from services.monitor.drift_tests.base import TestResult, counts, no_evidence
+from services.monitor.drift_tests.base import Sample, TestResult, counts, no_evidence
 
 MIN_EXPECTED = 5.0
 
@@ -35,7 +33,7 @@ def merge_sparse(table: np.ndarray) -> np.ndarray:
 class Chi2:
     name = "chi2"
 
-    def __call__(self, reference: Sequence[object], current: Sequence[object]) -> TestResult:
+    def __call__(self, reference: Sample, current: Sample) -> TestResult:
         table = counts(reference, current)
         if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
             return no_evidence(self.name)

@@ -12,19 +12,17 @@ with k - 1 degrees of freedom.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from services.monitor.drift_tests.base import TestResult, counts, no_evidence
+from services.monitor.drift_tests.base import Sample, TestResult, counts, no_evidence
 from services.monitor.drift_tests.chi2 import merge_sparse
 
 
 class JensenShannon:
     name = "jensen_shannon"
 
-    def __call__(self, reference: Sequence[object], current: Sequence[object]) -> TestResult:
+    def __call__(self, reference: Sample, current: Sample) -> TestResult:
         table = counts(reference, current)
         if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
             return no_evidence(self.name)

@@ -20,18 +20,17 @@ from the asymptotic one by about 3% of the p-value at these sizes (1,000 vs 500:
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
 
-from services.monitor.drift_tests.base import TestResult, no_evidence, numeric
+from services.monitor.drift_tests.base import Sample, TestResult, no_evidence, numeric
 
 
 class KolmogorovSmirnov:
     name = "ks"
 
-    def __call__(self, reference: Sequence[object], current: Sequence[object]) -> TestResult:
+    def __call__(self, reference: Sample, current: Sample) -> TestResult:
         ref, cur = numeric(reference), numeric(current)
         if len(ref) == 0 or len(cur) == 0:
             return no_evidence(self.name)

@@ -12,12 +12,10 @@ logarithm stays finite.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 from scipy import stats
 
-from services.monitor.drift_tests.base import TestResult, counts, no_evidence, numeric
+from services.monitor.drift_tests.base import Sample, TestResult, counts, no_evidence, numeric
 
 BINS = 10
 FLOOR = 1e-4
@@ -41,7 +39,7 @@ def numeric_counts(ref: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.nda
 class PopulationStability:
     name = "psi"
 
-    def __call__(self, reference: Sequence[object], current: Sequence[object]) -> TestResult:
+    def __call__(self, reference: Sample, current: Sample) -> TestResult:
         if any(isinstance(v, str) for v in (*reference[:1], *current[:1])):
             table = counts(reference, current)
             ref_counts, cur_counts = table[0], table[1]

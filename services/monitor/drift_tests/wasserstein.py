@@ -12,11 +12,9 @@ the same two samples, and the normalized distance is the effect the threshold ap
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from scipy import stats
 
-from services.monitor.drift_tests.base import TestResult, no_evidence, numeric
+from services.monitor.drift_tests.base import Sample, TestResult, no_evidence, numeric
 from services.monitor.drift_tests.ks import two_sample
 
 TINY_SPREAD = 1e-12
@@ -25,7 +23,7 @@ TINY_SPREAD = 1e-12
 class Wasserstein:
     name = "wasserstein"
 
-    def __call__(self, reference: Sequence[object], current: Sequence[object]) -> TestResult:
+    def __call__(self, reference: Sample, current: Sample) -> TestResult:
         ref, cur = numeric(reference), numeric(current)
         if len(ref) == 0 or len(cur) == 0:
             return no_evidence(self.name)
