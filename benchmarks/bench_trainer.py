@@ -30,6 +30,7 @@ from shared.registry_client import RegistryClient
 from shared.schema import load_schema
 from shared.settings import DEFAULT_SCHEMA, TrainerSettings
 from shared.sklearn_speedups import skip_absent_pandas
+from shared.supervision import Supervisor
 
 BESIDE = {
     "dataset": "trainer: dataset version (Parquet, manifest, offsets) and the reference sample",
@@ -107,7 +108,10 @@ def main(argv: list[str] | None = None) -> None:
         # No cold start (the runs are the bench's own triggers), and nothing to load for the
         # placeholder champion of the first run.
         trainer.champion_version, trainer._champion_model = 0, (0, None)  # type: ignore[assignment]
-        trainer.start()
+        trainer.prepare()
+        supervisor = Supervisor("bench-trainer")
+        supervisor.add(trainer)
+        supervisor.start()
         # A retrain has a champion to beat: a first, unmeasured run makes one, and the trainer
         # holds it loaded, as the service does between runs.
         first = trigger_to_upload(trainer, examples(args.rows, seed=1000))[1]
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"(overhead {overheads[-1]:.0%}), phases {run_phases}, beside the fit {run_beside}",
                 flush=True,
             )
-        trainer.stop()
+        supervisor.stop(timeout_s=30)
     rows = "\n".join(f"| {name} | {fmt(values, ' s', 3)} |" for name, values in phases.items())
     beside_rows = "\n".join(
         f"| {BESIDE.get(name, name)} | {fmt(values, ' s', 3)} |" for name, values in beside.items()

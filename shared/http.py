@@ -6,13 +6,24 @@ installs the one handler that turns them into `{"detail": ...}` JSON responses.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from shared.gc_tuning import tune_gc
+from shared.supervision import Supervisor
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx body: a message, or a list of what was wrong (field and reason for
+    each invalid field; FastAPI's own request validation gives `loc`, `msg`, `type`)."""
+
+    detail: str | list[dict[str, Any]]
 
 
 class ServiceError(Exception):
@@ -54,11 +65,19 @@ class TooLarge(ServiceError):
     status_code = 413
 
 
-def create_app(title: str, health: Callable[[], dict[str, object]], **kwargs: object) -> FastAPI:
+def create_app(
+    title: str,
+    health: Callable[[], dict[str, object]],
+    supervisor: Supervisor | None = None,
+    **kwargs: object,
+) -> FastAPI:
     """A FastAPI app with `GET /livez` (200 while the process serves), `GET /healthz`
-    (readiness: 200 when `health()["ready"]`, else 503 with the state) and `GET /metrics`
+    (readiness: 200 when `health()["ready"]` and every background task of `supervisor` runs,
+    else 503 with the state and `down`: the names of the tasks that do not) and `GET /metrics`
     (Prometheus text format)."""
-    app = FastAPI(title=title, **kwargs)  # type: ignore[arg-type]
+    # 422 bodies are ctloop's field errors (ServiceError), not only FastAPI's validation errors:
+    # the documented schema says so, for clients and for the fuzz test that checks responses.
+    app = FastAPI(title=title, responses={422: {"model": ErrorResponse}}, **kwargs)  # type: ignore[arg-type]
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -71,6 +90,10 @@ def create_app(title: str, health: Callable[[], dict[str, object]], **kwargs: ob
     @app.get("/healthz", tags=["ops"], summary="Readiness of this service, with its state")
     def healthz() -> JSONResponse:
         state = health()
+        if supervisor is not None:
+            state["tasks"] = supervisor.status()
+            if down := supervisor.down():
+                state["ready"], state["down"] = False, down
         return JSONResponse(state, status_code=200 if state.get("ready") else 503)
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
@@ -78,18 +101,6 @@ def create_app(title: str, health: Callable[[], dict[str, object]], **kwargs: ob
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def tune_gc() -> None:
-    """Fewer, cheaper garbage collections for a long-running service.
-
-    NOTE: the services allocate several objects per record and keep large live sets (de-dup
-    windows, producer futures); with CPython's default threshold (700) collections took ~20%
-    of ingest's CPU. Start-up objects are frozen out of the collector's scans altogether.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 100)
 
 
 def serve(app: FastAPI, host: str, port: int, log_level: str = "info") -> None:

@@ -16,11 +16,17 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from kafka.producer.future import FutureRecordMetadata
 from prometheus_client import Gauge
 
 from shared import topics
-from shared.events import BadEvent, Envelope, Source, dead_letter_of, encode_event
+from shared.events import BadEvent, Envelope, Payload, Source, dead_letter_of, encode_event
 from shared.partitioner import KeyPartitioner
 from shared.settings import CommonSettings
 
@@ -174,7 +180,7 @@ def read_processed(
         consumer.close()
 
 
-def faust_broker_config(settings: CommonSettings) -> dict[str, object]:
+def faust_broker_config(settings: CommonSettings) -> dict[str, Any]:
     """The faust (aiokafka) side of the same broker settings, for the monitor's faust app."""
     return {
         "broker": ";".join(f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")),
@@ -200,8 +206,7 @@ class EventPublisher:
     def publish(
         self,
         topic: str,
-        event_type: str,
-        payload: object,
+        payload: Payload,
         key: str,
         *,
         cause: Envelope | None = None,
@@ -210,8 +215,7 @@ class EventPublisher:
     ) -> tuple[str, FutureRecordMetadata]:
         """Send one event; returns its id and the producer's future for the write."""
         event_id, value = encode_event(
-            event_type,
-            payload,  # type: ignore[arg-type]
+            payload,
             self.source,
             cause=cause,
             correlation_id=correlation_id,
@@ -230,7 +234,7 @@ class EventPublisher:
     ) -> None:
         """Send an input that could not be used to `deadletter`, with why and its bytes."""
         payload = dead_letter_of(origin, reason, raw, partition, offset, field)
-        self.publish(topics.DEADLETTER, "input.rejected", payload, key=origin)
+        self.publish(topics.DEADLETTER, payload, key=origin)
 
     def flush(self, timeout: float | None = None) -> None:
         self.producer.flush(timeout)
@@ -273,27 +277,31 @@ def report_lag(consumer: KafkaConsumer, group: str) -> None:
 Handler = Callable[[list[ConsumerRecord]], None]
 
 
-class ConsumeLoop(threading.Thread):
-    """Polls a consumer on its own thread, hands each batch to `handler`, then commits.
+class ConsumeLoop:
+    """A `Worker` (shared.supervision) that polls a consumer, hands each batch to `handler`,
+    then commits.
 
     The handler must be quick (hand long work to another thread) so that the loop keeps
     polling within `max_poll_interval_ms`. Handlers deal with bad messages themselves
     (dead-letter them); an exception means the batch could not be processed now (a bug or the
     broker down), so the loop seeks back to the batch's start and tries it again a second
-    later, never committing past it.
+    later, never committing past it. A commit refused because the group rebalanced is
+    survived: the batch is not committed, so whoever owns its partitions now reads it again
+    (handlers are idempotent). Anything else ends `run` with the error, for the supervisor to
+    restart it on a new consumer.
     """
 
     def __init__(self, name: str, consumer_factory: Callable[[], KafkaConsumer], handler: Handler):
-        super().__init__(name=name, daemon=True)
+        self.name = name
         self._factory = consumer_factory
         self._handler = handler
         self._stop_event = threading.Event()
         self.assigned = threading.Event()
+        """Set while the consumer has partitions (readiness)."""
 
     def run(self) -> None:
-        consumer = self._consumer()
-        if consumer is None:
-            return
+        self.assigned.clear()
+        consumer = self._factory()
         try:
             while not self._stop_event.is_set():
                 batches = consumer.poll(timeout_ms=500)
@@ -312,22 +320,26 @@ class ConsumeLoop(threading.Thread):
                     self._stop_event.wait(1.0)
                     continue
                 if consumer.config["group_id"] is not None:  # a replay consumer commits nothing
-                    consumer.commit()
-        except Exception:
-            log.exception("%s: consume loop stopped", self.name)
+                    self._commit(consumer, len(records))
         finally:
+            self.assigned.clear()
             consumer.close()
 
-    def _consumer(self) -> KafkaConsumer | None:
-        """The factory's consumer; tried again every 2 s while the broker cannot make one."""
-        while not self._stop_event.is_set():
-            try:
-                return self._factory()
-            except Exception as exc:
-                log.warning("%s: cannot create its consumer yet (%s); retrying", self.name, exc)
-                self._stop_event.wait(2.0)
-        return None
+    def _commit(self, consumer: KafkaConsumer, count: int) -> None:
+        try:
+            consumer.commit()
+        except (
+            CommitFailedError,
+            RebalanceInProgressError,
+            IllegalGenerationError,
+            UnknownMemberIdError,
+        ) as exc:
+            log.warning(
+                "%s: commit of %d records refused after a rebalance (%s); they will be read again",
+                self.name,
+                count,
+                type(exc).__name__,
+            )
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self) -> None:
         self._stop_event.set()
-        self.join(timeout)

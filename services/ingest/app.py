@@ -24,6 +24,7 @@ from services.ingest.intake import Intake, Outcome
 from shared.http import BadRequest, TooLarge, Unavailable, create_app
 from shared.schema import DatasetSchema
 from shared.settings import IngestSettings
+from shared.supervision import Supervisor
 from shared.validation import FieldError
 
 LATENCY = Histogram("ctloop_ingest_request_seconds", "Ingest request latency", ["route"])
@@ -79,8 +80,16 @@ async def _parse_body(request: Request, settings: IngestSettings, key: str) -> l
     return items
 
 
-def build_app(settings: IngestSettings, schema: DatasetSchema, intake: Intake, ready: callable) -> FastAPI:  # type: ignore[valid-type]
-    app = create_app("ctloop ingest", health=lambda: {"ready": ready(), "service": "ingest"})
+def build_app(
+    settings: IngestSettings,
+    schema: DatasetSchema,
+    intake: Intake,
+    ready: Callable[[], bool],
+    supervisor: Supervisor | None = None,
+) -> FastAPI:
+    app = create_app(
+        "ctloop ingest", health=lambda: {"ready": ready(), "service": "ingest"}, supervisor=supervisor
+    )
     # NOTE: one thread validates and sends for every request. With a thread per request, the
     # threads fought kafka-python's per-partition locks and the GIL (35% of samples at 4
     # concurrent requests) and the service ran 5x slower; validation gains nothing from threads.

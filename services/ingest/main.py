@@ -8,6 +8,7 @@ from shared.kafka import ConsumeLoop, EventPublisher, make_consumer, make_produc
 from shared.logs import setup_logging
 from shared.schema import load_schema
 from shared.settings import IngestSettings
+from shared.supervision import Supervisor
 
 
 def main() -> None:
@@ -26,18 +27,20 @@ def main() -> None:
     producer = make_producer(settings, max_block_ms=5000)
     intake = Intake(schema, EventPublisher(settings, "ingest", producer), recent)
     loop = ConsumeLoop(
-        "ingest-raw",
+        "consume-raw",
         lambda: make_consumer(settings, "ctloop-ingest", [topics.RAW]),
         RawHandler(intake, settings.ingest_max_body_bytes),
     )
-    loop.start()
+    supervisor = Supervisor("ingest")
+    supervisor.add(loop)
+    supervisor.start()
     try:
         serve(
-            build_app(settings, schema, intake, loop.assigned.is_set),
+            build_app(settings, schema, intake, loop.assigned.is_set, supervisor),
             settings.host,
             settings.ingest_port,
             settings.log_level,
         )
     finally:
-        loop.stop()
+        supervisor.stop()
         intake.publisher.close()

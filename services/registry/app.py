@@ -37,6 +37,7 @@ from shared.registry_client import DIGEST_HEADER, SIGNATURE_HEADER
 from shared.schema import NAME_PATTERN
 from shared.serialization import ArtifactError, digest, load_model
 from shared.settings import RegistrySettings
+from shared.supervision import Supervisor
 
 UPLOADS = Counter("ctloop_registry_uploads_total", "Model uploads by outcome", ["outcome"])
 PROMOTIONS = Counter("ctloop_registry_promotions_total", "Alias changes", ["alias"])
@@ -49,8 +50,15 @@ ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="Model (datase
 Alias = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 
 
-def build_app(settings: RegistrySettings, store: RegistryStore, artifacts: ArtifactStore) -> FastAPI:
-    app = create_app("ctloop registry", health=lambda: {"ready": True, "service": "registry"})
+def build_app(
+    settings: RegistrySettings,
+    store: RegistryStore,
+    artifacts: ArtifactStore,
+    supervisor: Supervisor | None = None,
+) -> FastAPI:
+    app = create_app(
+        "ctloop registry", health=lambda: {"ready": True, "service": "registry"}, supervisor=supervisor
+    )
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
         scheme, _, token = (authorization or "").partition(" ")

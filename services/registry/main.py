@@ -8,6 +8,7 @@ from shared.kafka import make_producer
 from shared.logs import setup_logging
 from shared.settings import RegistrySettings
 from shared.signing import sign
+from shared.supervision import Supervisor
 from shared.topics import ensure_topics
 
 
@@ -30,14 +31,20 @@ def main() -> None:
     )
     migrate(store.engine)
     ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
-    relay = OutboxRelay(store, make_producer(settings))
-    relay.start()
+    supervisor = Supervisor("registry")
+    supervisor.add(OutboxRelay(store, make_producer(settings)))
+    supervisor.start()
     try:
         serve(
-            build_app(settings, store, ArtifactStore(settings.registry_artifact_url or root / "artifacts")),
+            build_app(
+                settings,
+                store,
+                ArtifactStore(settings.registry_artifact_url or root / "artifacts"),
+                supervisor,
+            ),
             settings.host,
             settings.registry_port,
             settings.log_level,
         )
     finally:
-        relay.stop()
+        supervisor.stop()

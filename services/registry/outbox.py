@@ -20,9 +20,13 @@ log = logging.getLogger(__name__)
 PENDING = Gauge("ctloop_registry_outbox_pending", "Events written but not yet acknowledged by Kafka")
 
 
-class OutboxRelay(threading.Thread):
+class OutboxRelay:
+    """A supervised worker (`shared.supervision`); a failure of the store ends `run`, and the
+    supervisor starts it again (the rows stay in the outbox meanwhile)."""
+
+    name = "outbox-relay"
+
     def __init__(self, store: RegistryStore, producer: KafkaProducer, interval_s: float = 0.2) -> None:
-        super().__init__(name="outbox-relay", daemon=True)
         self.store = store
         self.producer = producer
         self.interval_s = interval_s
@@ -48,14 +52,10 @@ class OutboxRelay(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            try:
-                if self.relay_once():
-                    continue
-                PENDING.set(self.store.pending_count())
-            except Exception:
-                log.exception("outbox relay failed; retrying")
+            if self.relay_once():
+                continue
+            PENDING.set(self.store.pending_count())
             self._stop_event.wait(self.interval_s)
 
     def stop(self) -> None:
         self._stop_event.set()
-        self.join(10)

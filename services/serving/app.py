@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from fastapi import Body, FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -19,9 +20,10 @@ from services.serving.holder import ModelHolder
 from services.serving.prediction_log import PredictionLog
 from services.serving.scoring import Scorer
 from services.serving.shadow import ShadowScorer
-from services.serving.v2 import v2_router
+from services.serving.v2 import v2_router, v2_validation_error
 from shared.http import Unprocessable, create_app
 from shared.schema import LabelValue
+from shared.supervision import Supervisor
 
 
 class PredictionOut(BaseModel):
@@ -47,6 +49,7 @@ def build_app(
     prediction_log: PredictionLog,
     shadow: ShadowScorer,
     batcher: MicroBatcher,
+    supervisor: Supervisor | None = None,
 ) -> FastAPI:
     scorer = Scorer(holder, prediction_log, shadow, batcher)
 
@@ -60,7 +63,7 @@ def build_app(
             "reason": None if model else "no champion model loaded yet",
         }
 
-    app = create_app("ctloop serving", health=health)
+    app = create_app("ctloop serving", health=health, supervisor=supervisor)
 
     @app.post("/v1/predict", response_model=PredictResponse, tags=["predict"])
     async def predict(body: dict[str, Any] = Body(..., examples=[EXAMPLE])) -> JSONResponse:  # noqa: B008
@@ -94,4 +97,5 @@ def build_app(
         )
 
     app.include_router(v2_router(scorer))
+    app.add_exception_handler(RequestValidationError, v2_validation_error)
     return app

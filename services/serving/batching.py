@@ -14,30 +14,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
-import threading
 from collections import defaultdict
 
 from prometheus_client import Histogram
 
 from services.serving.model import LoadedModel
+from shared.schema import LabelValue
+from shared.validation import Row
 
 BATCH_ROWS = Histogram(
     "ctloop_serving_batch_rows", "Rows per model predict call", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
 
-Result = tuple[list[object], list[dict[str, float]]]
+Result = tuple[list[LabelValue], list[dict[str, float]]]
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Result]"]
-_Item = tuple[LoadedModel, list[dict[str, object]], _Waiter]
+_Item = tuple[LoadedModel, list[Row], _Waiter]
 
 
-class MicroBatcher(threading.Thread):
+class MicroBatcher:
+    """A supervised worker (`shared.supervision`) that runs the predicts requests wait on."""
+
+    name = "micro-batcher"
+
     def __init__(self, max_rows: int = 256) -> None:
-        super().__init__(name="micro-batcher", daemon=True)
         self.max_rows = max_rows
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._held: _Item | None = None  # taken from the queue but for another model
 
-    async def predict(self, model: LoadedModel, rows: list[dict[str, object]]) -> Result:
+    async def predict(self, model: LoadedModel, rows: list[Row]) -> Result:
         """Called on the event loop; resolves when this request's rows are predicted."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
@@ -94,7 +98,6 @@ class MicroBatcher(threading.Thread):
 
     def stop(self) -> None:
         self._queue.put(None)
-        self.join(5)
 
 
 def _settle(outcomes: list[tuple[asyncio.Future[Result], object]]) -> None:

@@ -12,6 +12,7 @@ from shared.registry_client import RegistryClient
 from shared.schema import load_schema
 from shared.settings import ServingSettings
 from shared.sklearn_speedups import skip_absent_pandas
+from shared.supervision import Supervisor
 
 
 def main() -> None:
@@ -43,28 +44,26 @@ def main() -> None:
     # NOTE: each serving replica must see every promotion, so the group id is per instance,
     # and it starts from the latest offset: the registry is asked for the current champion.
     loop = ConsumeLoop(
-        "serving-models",
+        "consume-models",
         lambda: make_consumer(
             settings, f"ctloop-serving-{settings.instance}", [topics.MODELS], auto_offset_reset="latest"
         ),
         swapper.handle,
     )
-    swapper.start()
-    prediction_log.start()
-    shadow.start()
     batcher = MicroBatcher(settings.serving_max_batch_rows)
-    batcher.start()
-    loop.start()
+    # Stopped in reverse: the consume loop and the swapper first, the prediction log last
+    # (after the shadow scorer that feeds it), then the publisher is flushed.
+    supervisor = Supervisor("serving")
+    for worker in (prediction_log, batcher, shadow, swapper, loop):
+        supervisor.add(worker)
+    supervisor.start()
     try:
         serve(
-            build_app(holder, prediction_log, shadow, batcher),
+            build_app(holder, prediction_log, shadow, batcher, supervisor),
             settings.host,
             settings.serving_port,
             settings.log_level,
         )
     finally:
-        loop.stop()
-        swapper.stop()
-        shadow.stop()
-        batcher.stop()
-        prediction_log.stop()
+        supervisor.stop()
+        publisher.flush(5)

@@ -18,6 +18,8 @@ from prometheus_client import Counter
 from shared import topics
 from shared.events import Prediction
 from shared.kafka import EventPublisher
+from shared.schema import LabelValue
+from shared.validation import Row
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,8 @@ class ScoredRows:
     shadow: bool
     at: datetime
     ids: list[str]
-    rows: list[dict[str, object]]
-    classes: list[object]
+    rows: list[Row]
+    classes: list[LabelValue]
     probabilities: list[dict[str, float]]
     prediction_ids: list[str]
 
@@ -46,8 +48,8 @@ class ScoredRows:
                 record_id=i,
                 model_name=self.model_name,
                 model_version=self.model_version,
-                features=row,  # type: ignore[arg-type]
-                prediction=c,  # type: ignore[arg-type]
+                features=row,
+                prediction=c,
                 probabilities=pr,
                 event_time=self.at,
                 shadow=self.shadow,
@@ -58,9 +60,12 @@ class ScoredRows:
         ]
 
 
-class PredictionLog(threading.Thread):
+class PredictionLog:
+    """A supervised worker (`shared.supervision`) that sends what requests hand it."""
+
+    name = "prediction-log"
+
     def __init__(self, publisher: EventPublisher, capacity: int) -> None:
-        super().__init__(name="prediction-log", daemon=True)
         self.publisher = publisher
         self.capacity = capacity
         self._queue: queue.SimpleQueue[ScoredRows | None] = queue.SimpleQueue()
@@ -83,15 +88,12 @@ class PredictionLog(threading.Thread):
                 self._waiting -= len(scored.ids)
             for prediction in scored.events():
                 try:
-                    self.publisher.publish(
-                        topics.PREDICTIONS, "prediction.made", prediction, key=prediction.record_id
-                    )
+                    self.publisher.publish(topics.PREDICTIONS, prediction, key=prediction.record_id)
                     LOGGED.inc()
                 except Exception as exc:  # the producer's own buffer is full or it is closed
                     DROPPED.inc()
                     log.warning("prediction log: %s", exc)
 
     def stop(self) -> None:
+        """Return once what is queued is sent (then flush the publisher)."""
         self._queue.put(None)
-        self.join(5)
-        self.publisher.flush(5)

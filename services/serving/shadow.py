@@ -8,10 +8,10 @@ never delayed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
-import threading
 from datetime import datetime
 
 from prometheus_client import Counter
@@ -19,6 +19,8 @@ from prometheus_client import Counter
 from services.serving.holder import ModelHolder
 from services.serving.prediction_log import PredictionLog, ScoredRows
 from shared.ids import new_id
+from shared.schema import LabelValue
+from shared.validation import Row
 
 log = logging.getLogger(__name__)
 
@@ -29,23 +31,25 @@ SHADOW = Counter(
 )
 SKIPPED = Counter("ctloop_serving_shadow_skipped_total", "Requests not shadowed because the queue was full")
 
-Item = tuple[list[str], list[dict[str, object]], list[object], datetime]
+Item = tuple[list[str], list[Row], list[LabelValue], datetime]
 
 
-class ShadowScorer(threading.Thread):
+class ShadowScorer:
+    """A supervised worker (`shared.supervision`) that scores offered requests with the
+    challenger."""
+
+    name = "shadow-scorer"
+
     def __init__(
         self, holder: ModelHolder, prediction_log: PredictionLog, fraction: float, capacity: int
     ) -> None:
-        super().__init__(name="shadow", daemon=True)
         self.holder = holder
         self.prediction_log = prediction_log
         self.fraction = fraction
         self._queue: queue.Queue[Item | None] = queue.Queue(maxsize=capacity)
         self._random = random.Random()
 
-    def offer(
-        self, ids: list[str], rows: list[dict[str, object]], champion: list[object], at: datetime
-    ) -> None:
+    def offer(self, ids: list[str], rows: list[Row], champion: list[LabelValue], at: datetime) -> None:
         """Called by the request after it has its answer; returns at once."""
         if self.holder.challenger is None or self._random.random() >= self.fraction:
             return
@@ -82,5 +86,12 @@ class ShadowScorer(threading.Thread):
             )
 
     def stop(self) -> None:
-        self._queue.put(None)
-        self.join(5)
+        # NOTE: never blocks: a full queue is emptied of requests not scored yet (they are
+        # only shadow scores) so that the sentinel fits.
+        while True:
+            try:
+                self._queue.put_nowait(None)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()

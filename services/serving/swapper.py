@@ -13,22 +13,27 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from services.serving.holder import ModelHolder, SwapRefused
 from shared import topics
-from shared.events import Envelope, ModelChanged, ModelSwapped
+from shared.events import Envelope, ModelPromoted, ModelSwapFailed, ModelSwapped
 from shared.kafka import EventPublisher, decoded
 from shared.registry_client import RegistryError
+from shared.vocabulary import Alias
 
 log = logging.getLogger(__name__)
 
-ALIASES = ("champion", "challenger")
+ALIASES = (Alias.CHAMPION, Alias.CHALLENGER)
 
 
-class Swapper(threading.Thread):
+class Swapper:
+    """A supervised worker (`shared.supervision`): `handle` (the consume loop's handler) notes
+    the wanted versions, `run` loads them."""
+
+    name = "swapper"
+
     def __init__(self, holder: ModelHolder, publisher: EventPublisher, retry_s: float) -> None:
-        super().__init__(name="swapper", daemon=True)
         self.holder = holder
         self.publisher = publisher
         self.retry_s = retry_s
-        self._wanted: dict[str, tuple[int, Envelope | None]] = {}
+        self._wanted: dict[Alias, tuple[int, Envelope | None]] = {}
         self._wake = threading.Condition()
         self._stop = False
 
@@ -36,17 +41,17 @@ class Swapper(threading.Thread):
         """Consume-loop handler: remember the newest version of each alias; the thread swaps."""
         for _, event, payload in decoded(messages, self.publisher):
             if (
-                event.type == "model.promoted"
-                and isinstance(payload, ModelChanged)
+                isinstance(payload, ModelPromoted)
                 and payload.alias in ALIASES
                 and payload.model_name == self.holder.schema.name
             ):
                 with self._wake:
-                    self._wanted[payload.alias] = (payload.version, event)  # type: ignore[index]
+                    self._wanted[Alias(payload.alias)] = (payload.version, event)
                     self._wake.notify()
 
     def run(self) -> None:
         last_check = -1e9
+        self._stop = False
         while not self._stop:
             with self._wake:
                 # NOTE: events are the main path; asking the registry now and then also covers
@@ -71,18 +76,22 @@ class Swapper(threading.Thread):
                 log.info("registry not reachable: %s", exc)
                 self.holder.load_cache()  # only acts while nothing is loaded yet
                 return
-            loaded = self.holder.current if alias == "champion" else self.holder.challenger
+            loaded = self.holder.current if alias == Alias.CHAMPION else self.holder.challenger
             if target is None:
-                if alias == "challenger" and loaded is not None:
+                if alias == Alias.CHALLENGER and loaded is not None:
                     self.holder.drop_challenger()
             elif loaded is None or loaded.number != target.version:
                 self._wanted[alias] = (target.version, None)
 
-    def _swap(self, alias: str, number: int, cause: Envelope | None) -> None:
-        current = self.holder.current if alias == "champion" else self.holder.challenger
+    def _swap(self, alias: Alias, number: int, cause: Envelope | None) -> None:
+        current = self.holder.current if alias == Alias.CHAMPION else self.holder.challenger
         if current is not None and current.number == number:
             return
-        if alias == "challenger" and self.holder.current is not None and self.holder.current.number == number:
+        if (
+            alias == Alias.CHALLENGER
+            and self.holder.current is not None
+            and self.holder.current.number == number
+        ):
             self.holder.drop_challenger()  # the challenger alias trails a promotion: nothing to shadow
             return
         previous = current.number if current else None
@@ -93,33 +102,32 @@ class Swapper(threading.Thread):
             seconds = self.holder.swap_to(version, alias)
         except (SwapRefused, RegistryError) as exc:
             log.error("%s v%d refused, v%s stays: %s", alias, number, previous, exc)
-            if alias == "champion":
-                self._report("model.swap_failed", number, previous, 0.0, cause, str(exc))
+            if alias == Alias.CHAMPION:
+                self._report(ModelSwapFailed, number, previous, 0.0, cause, str(exc))
             return
         log.info("%s v%s -> v%d loaded in %.0f ms", alias, previous, number, seconds * 1000)
-        if alias == "champion":
-            self._report("model.swapped", number, previous, seconds * 1000, cause, None)
+        if alias == Alias.CHAMPION:
+            self._report(ModelSwapped, number, previous, seconds * 1000, cause, None)
 
     def _report(
         self,
-        event_type: str,
+        kind: type[ModelSwapped] | type[ModelSwapFailed],
         number: int,
         previous: int | None,
         ms: float,
         cause: Envelope | None,
         reason: str | None,
     ) -> None:
-        payload = ModelSwapped(
+        payload = kind(
             model_name=self.holder.schema.name,
             version=number,
             previous_version=previous,
             duration_ms=ms,
             reason=reason,
         )
-        self.publisher.publish(topics.MODELS, event_type, payload, key=self.holder.schema.name, cause=cause)
+        self.publisher.publish(topics.MODELS, payload, key=self.holder.schema.name, cause=cause)
 
     def stop(self) -> None:
         with self._wake:
             self._stop = True
             self._wake.notify()
-        self.join(10)

@@ -12,6 +12,7 @@ from shared.registry_client import RegistryClient
 from shared.schema import load_schema
 from shared.settings import TrainerSettings
 from shared.sklearn_speedups import skip_absent_pandas
+from shared.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -35,30 +36,30 @@ def main() -> None:
     # every start (that consumer commits nothing); drift and model events are consumed once,
     # by a group that commits.
     examples = ConsumeLoop(
-        "trainer-examples",
+        "consume-examples",
         lambda: make_replay_consumer(settings, topics.EXAMPLES, settings.trainer_max_examples),
         trainer.handle,
     )
     events = ConsumeLoop(
-        "trainer-events",
+        "consume-events",
         lambda: make_consumer(settings, "ctloop-trainer", [topics.DRIFT, topics.MODELS]),
         trainer.handle,
     )
-    trainer.start()
+    trainer.prepare()
     try:
         trainer.resume_unresolved_drift(read_tail(settings, topics.DRIFT, keep=50))
     except Exception as exc:  # the broker is unreachable: the monitor will re-alarm later
         log.warning("could not look for a drift left unanswered: %s", exc)
-    examples.start()
-    events.start()
+    supervisor = Supervisor("trainer")
+    for worker in (trainer, examples, events):
+        supervisor.add(worker)
+    supervisor.start()
     try:
         serve(
-            build_app(trainer, lambda: examples.assigned.is_set() and events.assigned.is_set()),
+            build_app(trainer, lambda: examples.assigned.is_set() and events.assigned.is_set(), supervisor),
             settings.host,
             settings.trainer_port,
             settings.log_level,
         )
     finally:
-        events.stop()
-        examples.stop()
-        trainer.stop()
+        supervisor.stop(timeout_s=30)

@@ -1,9 +1,11 @@
 """The trainer's loop: collect examples, coalesce triggers, run one training at a time.
 
 The Kafka consume loop only records examples and triggers and returns, so it never blocks
-past `max_poll_interval_ms` (kafka-python #1401, #2179); runs happen on a worker thread, and
-their fits in a process of their own (`services.trainer.fitting`).
-Triggers that come while a run waits or runs are merged into it, never lost.
+past `max_poll_interval_ms` (kafka-python #1401, #2179); runs happen in `Trainer.run` (a
+supervised worker, `shared.supervision`), and their fits in a process of their own
+(`services.trainer.fitting`). Triggers that come while a run waits or runs are merged into it,
+never lost; a run's events wait in `unsent` until Kafka has acknowledged them, so a worker
+that fails to send one is restarted and sends it first.
 """
 
 from __future__ import annotations
@@ -20,15 +22,25 @@ from threadpoolctl import threadpool_limits
 
 from services.trainer.examples import ExampleStore
 from services.trainer.fitting import FitError, FitProcess
-from services.trainer.run import RunReport, Trigger, cyclic_gc_paused, execute
+from services.trainer.run import RunReport, Trigger, execute
 from shared import topics
 from shared.changepoint import change_point, split_p_value
-from shared.events import DriftDetected, Envelope, Example, ModelChanged, TrainingEvent
+from shared.events import (
+    DriftDetected,
+    Envelope,
+    Example,
+    ModelPromoted,
+    TrainingCompleted,
+    TrainingFailed,
+    TrainingStarted,
+)
+from shared.gc_tuning import cyclic_gc_paused
 from shared.kafka import EventPublisher, decoded
-from shared.registry_client import RegistryClient, RegistryError
+from shared.registry_client import ModelVersions, RegistryError
 from shared.schema import DatasetSchema
 from shared.serialization import ArtifactError, load_model
 from shared.settings import TrainerSettings
+from shared.vocabulary import Alias, TriggerKind
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +79,7 @@ class Trainer:
         settings: TrainerSettings,
         schema: DatasetSchema,
         publisher: EventPublisher,
-        registry: RegistryClient,
+        registry: ModelVersions,
     ) -> None:
         self.settings = settings
         self.schema = schema
@@ -87,7 +99,8 @@ class Trainer:
         """The trigger of the run in progress."""
         self._wake = threading.Condition()
         self._stop = False
-        self.worker = threading.Thread(target=self._work, name="trainer-worker", daemon=True)
+        self.unsent: list[tuple[TrainingStarted | TrainingCompleted | TrainingFailed, Trigger]] = []
+        """Run events not yet acknowledged by Kafka, oldest first."""
 
     # --- inputs (called from the consume loop and the HTTP API) --------------------------
 
@@ -98,9 +111,8 @@ class Trainer:
             elif isinstance(payload, DriftDetected) and payload.model_name == self.schema.name:
                 self.trigger(Trigger.for_drift(event, payload))
             elif (
-                isinstance(payload, ModelChanged)
-                and event.type == "model.promoted"
-                and payload.alias == "champion"
+                isinstance(payload, ModelPromoted)
+                and payload.alias == Alias.CHAMPION
                 and payload.model_name == self.schema.name
             ):
                 self.champion_version = payload.version
@@ -115,7 +127,7 @@ class Trainer:
             running = self._running
             if (
                 running is not None
-                and trigger.kind == running.kind == "drift"
+                and trigger.kind == running.kind == TriggerKind.DRIFT
                 and trigger.reference_version == running.reference_version
             ):
                 running.merged.append(trigger.event_id or trigger.kind)
@@ -126,8 +138,8 @@ class Trainer:
                 TRIGGERS.labels(trigger.kind, "queued").inc()
             else:
                 self._pending.merged.append(trigger.event_id or trigger.kind)
-                if trigger.kind == "drift":  # a drift outranks a waiting manual or cold start
-                    self._pending.kind, self._pending.event_id = "drift", trigger.event_id
+                if trigger.kind == TriggerKind.DRIFT:  # a drift outranks a waiting manual or cold start
+                    self._pending.kind, self._pending.event_id = TriggerKind.DRIFT, trigger.event_id
                     self._pending.correlation_id = trigger.correlation_id
                     self._pending.since = trigger.since
                 TRIGGERS.labels(trigger.kind, "merged").inc()
@@ -142,7 +154,7 @@ class Trainer:
             return None
         pending = self._pending
         if pending is None and self._cold_start_due():
-            pending = self._pending = Trigger(kind="cold_start")
+            pending = self._pending = Trigger(kind=TriggerKind.COLD_START)
         if pending is None and self.champion_version is not None:
             pending = self._pending = self._routine_trigger()
         if pending is None:
@@ -161,10 +173,10 @@ class Trainer:
         """A scheduled run, or one for enough new examples, when either is configured."""
         schedule = self.settings.trainer_schedule_s
         if schedule and time.monotonic() - self._last_run_at >= schedule:
-            return Trigger(kind="schedule")
+            return Trigger(kind=TriggerKind.SCHEDULE)
         every = self.settings.trainer_retrain_every
         if every and self.examples.added - self._added_at_last_run >= every:
-            return Trigger(kind="new_examples")
+            return Trigger(kind=TriggerKind.NEW_EXAMPLES)
         return None
 
     def _cold_start_due(self) -> bool:
@@ -175,8 +187,13 @@ class Trainer:
             needed = self._cold_start_attempt + self.settings.trainer_min_examples // 2
         return len(self.examples) >= needed
 
-    def _work(self) -> None:
+    name = "trainer-worker"
+
+    def run(self) -> None:
+        """The worker (supervised): send what a failed worker left unsent, then run one
+        trigger at a time until `stop`."""
         while True:
+            self._send_unsent()  # raises while Kafka refuses: the supervisor retries with backoff
             with self._wake:
                 trigger = self._ready()
                 while trigger is None and not self._stop:
@@ -185,6 +202,7 @@ class Trainer:
                 if self._stop:
                     return
                 self._pending, self._running = None, trigger
+            assert trigger is not None
             try:
                 with cyclic_gc_paused():  # see there: a full collection mid-run cost ~115 ms
                     self._run(trigger)
@@ -205,8 +223,8 @@ class Trainer:
         except (RegistryError, ArtifactError) as exc:
             log.warning("cannot load champion v%s for comparison: %s", self.champion_version, exc)
             return None
-        self._champion_model = (self.champion_version, model)  # type: ignore[assignment]
-        return model  # type: ignore[return-value]
+        self._champion_model = (self.champion_version, model)
+        return model
 
     def _run(self, trigger: Trigger) -> None:
         report = RunReport(trigger=trigger)
@@ -215,11 +233,15 @@ class Trainer:
         self.runs.append(report)
         self._last_run_at, self._added_at_last_run = time.monotonic(), self.examples.added
         data = self.examples.training_set(since=trigger.refined_since or trigger.since)
-        if trigger.kind == "cold_start":
+        if trigger.kind == TriggerKind.COLD_START:
             self._cold_start_attempt = len(self.examples)
         if trigger.since is None:
             data = data.newest(self.settings.trainer_max_examples)
-        self._emit("training.started", report, rows=len(data))
+        self._emit(TrainingStarted, report, rows=len(data))
+        try:
+            self._send_unsent()
+        except Exception as exc:  # the run goes on; the event is sent once Kafka takes it
+            log.warning("run %s: training.started not sent yet (%s)", report.run_id, exc)
         log.info(
             "run %s started (%s, %d examples%s)",
             report.run_id,
@@ -259,13 +281,19 @@ class Trainer:
                 report.version,
                 report.metrics.get("accuracy", float("nan")),
             )
-            self._emit("training.completed", report)
+            self._emit(TrainingCompleted, report)
         else:
             log.warning("run %s failed: %s", report.run_id, report.reason)
-            self._emit("training.failed", report)
+            self._emit(TrainingFailed, report)
 
-    def _emit(self, event_type: str, report: RunReport, rows: int | None = None) -> None:
-        payload = TrainingEvent(
+    def _emit(
+        self,
+        kind: type[TrainingStarted] | type[TrainingCompleted] | type[TrainingFailed],
+        report: RunReport,
+        rows: int | None = None,
+    ) -> None:
+        """Queue a run event; `run` sends it (in order) before it does anything else."""
+        payload = kind(
             run_id=report.run_id,
             model_name=self.schema.name,
             trigger=report.trigger.kind,
@@ -276,24 +304,31 @@ class Trainer:
             failed_gate=report.failed_gate,
             reason=report.reason,
         )
-        self.publisher.publish(
-            topics.TRAINING,
-            event_type,
-            payload,
-            key=self.schema.name,
-            correlation_id=report.trigger.correlation_id,
-            causation_id=report.trigger.event_id,
-        )
+        self.unsent.append((payload, report.trigger))
 
-    def start(self) -> None:
+    def _send_unsent(self) -> None:
+        """Send the queued run events, each acknowledged before it leaves the queue."""
+        while self.unsent:
+            payload, trigger = self.unsent[0]
+            _, future = self.publisher.publish(
+                topics.TRAINING,
+                payload,
+                key=self.schema.name,
+                correlation_id=trigger.correlation_id,
+                causation_id=trigger.event_id,
+            )
+            future.get(timeout=15)
+            self.unsent.pop(0)
+
+    def prepare(self) -> None:
+        """Learn the current champion and start the fit process (before the worker runs)."""
         try:
-            champion = self.registry.alias(self.schema.name, "champion")
+            champion = self.registry.alias(self.schema.name, Alias.CHAMPION)
             if champion is not None:
                 self.champion_version = champion.version
         except RegistryError as exc:
             log.warning("registry not reachable at start (%s); learning the champion from events", exc)
         self.fitter.start()
-        self.worker.start()
 
     def resume_unresolved_drift(self, drift_events: list[Envelope]) -> Trigger | None:
         """After a restart: the newest drift about the current champion has not been answered
@@ -321,4 +356,3 @@ class Trainer:
             self._stop = True
             self._wake.notify()
         self.fitter.stop()  # a fit in progress ends; its run fails and says so
-        self.worker.join(30)

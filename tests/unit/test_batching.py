@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from services.serving.batching import MicroBatcher
+from shared.supervision import Supervisor
 
 
 class _Model:
@@ -25,11 +27,12 @@ class _Model:
 
 
 @pytest.fixture
-def batcher() -> MicroBatcher:
-    batcher = MicroBatcher(max_rows=64)
-    batcher.start()
-    yield batcher  # type: ignore[misc]
-    batcher.stop()
+def batcher() -> Iterator[MicroBatcher]:
+    supervisor = Supervisor("test")
+    batcher = supervisor.add(MicroBatcher(max_rows=64))
+    supervisor.start()
+    yield batcher
+    supervisor.stop()
 
 
 def test_concurrent_requests_share_calls_and_get_their_own_results(batcher: MicroBatcher) -> None:

@@ -1,0 +1,202 @@
+"""Background work that fails is restarted, reported by name meanwhile, and loses nothing:
+a consume loop whose commits are refused after a rebalance, one whose consumer breaks, and
+the monitor's registry calls while the registry is unreachable (real monitor and registry
+processes)."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import CommitFailedError, RebalanceInProgressError
+
+from shared import topics
+from shared.broker import EmbeddedBroker
+from shared.http import create_app
+from shared.kafka import ConsumeLoop, make_consumer, make_producer
+from shared.settings import CommonSettings
+from shared.supervision import Supervisor
+from tests.integration.conftest import start_stack, stop_stack, upload_demo, wait_for
+from tests.integration.proxy import Proxy
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "recovery-test-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as running:
+        topics.ensure_topics(running.bootstrap, 3)
+        yield running
+
+
+class FaultyConsumer:
+    """A real consumer whose `commit` and `poll` fail when the test says so."""
+
+    def __init__(self, consumer: KafkaConsumer, commit_errors: list[Exception], poll_errors: list[Exception]):
+        self._consumer = consumer
+        self.commit_errors = commit_errors
+        self.poll_errors = poll_errors
+
+    def commit(self) -> None:
+        if self.commit_errors:
+            raise self.commit_errors.pop(0)
+        self._consumer.commit()
+
+    def poll(self, **kwargs: Any) -> dict[TopicPartition, list[ConsumerRecord]]:
+        batches = self._consumer.poll(**kwargs)
+        if batches and self.poll_errors:  # fails after fetching: that batch was never handled
+            raise self.poll_errors.pop(0)
+        return batches  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+
+def produce(bootstrap: str, topic: str, values: list[str]) -> dict[TopicPartition, int]:
+    """Send `values`; the next offset of each partition written to."""
+    producer = make_producer(CommonSettings(kafka_bootstrap=bootstrap))
+    futures = [producer.send(topic, key=value.encode(), value=value.encode()) for value in values]
+    producer.flush(30)
+    producer.close()
+    ends: dict[TopicPartition, int] = {}
+    for future in futures:
+        meta = future.get(30)
+        tp = TopicPartition(topic, meta.partition)
+        ends[tp] = max(ends.get(tp, 0), meta.offset + 1)
+    return ends
+
+
+def committed_to(bootstrap: str, group: str, ends: dict[TopicPartition, int]) -> bool:
+    """`group` has committed every partition of `ends` up to its offset."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        return all((consumer.committed(tp) or 0) >= end for tp, end in ends.items())
+    finally:
+        consumer.close()
+
+
+def test_a_commit_refused_after_a_rebalance_is_survived_and_nothing_is_lost(broker: EmbeddedBroker) -> None:
+    topic, group = topics.RAW, f"recovery-{uuid.uuid4().hex[:6]}"
+    settings = CommonSettings(kafka_bootstrap=broker.bootstrap)
+    faults: list[Exception] = [CommitFailedError("injected"), RebalanceInProgressError("injected")]
+    seen: list[str] = []
+
+    def factory() -> Any:
+        return FaultyConsumer(make_consumer(settings, group, [topic]), faults, [])
+
+    loop = ConsumeLoop("consume-raw", factory, lambda batch: seen.extend(m.value.decode() for m in batch))
+    supervisor = Supervisor("test")
+    supervisor.add(loop)
+    supervisor.start()
+    try:
+        wait_for(loop.assigned.is_set, "partitions")
+        first = [f"a-{i}" for i in range(300)]
+        produce(broker.bootstrap, topic, first)
+        wait_for(lambda: set(first) <= set(seen), "the first messages")
+        second = [f"b-{i}" for i in range(100)]  # a batch of its own: the second commit is refused too
+        produce(broker.bootstrap, topic, second)
+        wait_for(lambda: set(second) <= set(seen) and not faults, "both injected commit failures")
+        third = [f"c-{i}" for i in range(100)]
+        ends = produce(broker.bootstrap, topic, third)
+        wait_for(lambda: set(third) <= set(seen), "messages after the refused commits")
+        wait_for(lambda: committed_to(broker.bootstrap, group, ends), "the group to commit to the end")
+        status = supervisor.status()["consume-raw"]
+        assert status == {"phase": "running", "restarts": 0, "last_error": None}  # survived, not restarted
+    finally:
+        supervisor.stop()
+
+
+def test_a_consume_loop_that_fails_is_restarted_named_by_healthz_and_reads_its_batch_again(
+    broker: EmbeddedBroker,
+) -> None:
+    topic, group = topics.LABELS, f"recovery-{uuid.uuid4().hex[:6]}"
+    settings = CommonSettings(kafka_bootstrap=broker.bootstrap)
+    faults: list[Exception] = [RuntimeError("injected: the consumer broke")]
+    seen: list[str] = []
+
+    def factory() -> Any:
+        return FaultyConsumer(make_consumer(settings, group, [topic]), [], faults)
+
+    loop = ConsumeLoop("consume-labels", factory, lambda batch: seen.extend(m.value.decode() for m in batch))
+    # a long backoff, so that the test sees the task down
+    supervisor = Supervisor("test", backoff_s=3.0)
+    supervisor.add(loop)
+    health = TestClient(
+        create_app("t", health=lambda: {"ready": loop.assigned.is_set()}, supervisor=supervisor)
+    )
+    supervisor.start()
+    try:
+        wait_for(loop.assigned.is_set, "partitions")
+        assert health.get("/healthz").status_code == 200
+        values = [f"c-{i}" for i in range(200)]
+        produce(broker.bootstrap, topic, values)
+        wait_for(lambda: supervisor.down() == ["consume-labels"], "the injected failure")
+        response = health.get("/healthz")
+        assert response.status_code == 503 and response.json()["down"] == ["consume-labels"]
+        assert "injected: the consumer broke" in response.json()["tasks"]["consume-labels"]["last_error"]
+        wait_for(lambda: set(values) <= set(seen), "every message, after the restart", timeout_s=120)
+        wait_for(lambda: health.get("/healthz").status_code == 200, "readiness again", timeout_s=120)
+        assert supervisor.status()["consume-labels"]["restarts"] == 1
+    finally:
+        supervisor.stop()
+
+
+def test_the_monitor_keeps_a_registry_call_until_the_registry_answers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    stack = start_stack(
+        tmp_path_factory.mktemp("recovery"), services=("registry", "monitor"), CTLOOP_REGISTRY_TOKEN=TOKEN
+    )
+    proxy = Proxy(stack.ports["registry"]).up()
+    try:
+        # the monitor reaches the registry through a proxy that the test takes down
+        stack.processes["monitor"].send_signal(signal.SIGTERM)
+        stack.processes["monitor"].wait(30)
+        stack.env["CTLOOP_REGISTRY_URL"] = f"http://127.0.0.1:{proxy.port}"
+        try:
+            stack.spawn("monitor")
+        finally:
+            stack.env["CTLOOP_REGISTRY_URL"] = stack.url("registry")
+        monitor = stack.url("monitor")
+
+        def healthz() -> httpx.Response | None:
+            try:
+                return httpx.get(f"{monitor}/healthz", timeout=5)
+            except httpx.HTTPError:
+                return None
+
+        wait_for(lambda: (r := healthz()) is not None and r.status_code == 200, "the monitor", timeout_s=120)
+        proxy.down()
+        upload_demo(stack.url("registry"), TOKEN, seed=1, rows=300)  # promoted: the monitor is told
+        wait_for(
+            lambda: (
+                (r := healthz()) is not None
+                and r.status_code == 503
+                and r.json().get("down") == ["registry-link"]
+            ),
+            "/healthz to name the registry link while the registry is unreachable",
+            timeout_s=120,
+        )
+        status = httpx.get(f"{monitor}/v1/drift/status", timeout=5).json()
+        assert status["reference_version"] is None
+        proxy.up()
+        wait_for(
+            lambda: httpx.get(f"{monitor}/v1/drift/status", timeout=5).json()["reference_version"] == 1,
+            "the reference fetched once the registry answers",
+            timeout_s=120,
+        )
+        wait_for(
+            lambda: (r := healthz()) is not None and r.status_code == 200, "readiness again", timeout_s=60
+        )
+    finally:
+        proxy.down()
+        stop_stack(stack)
