@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import gc
-
+from shared.gc_tuning import MONITOR_YOUNG, tune_gc
 from shared.logs import setup_logging
 from shared.schema import load_schema
 from shared.settings import MonitorSettings
@@ -15,10 +14,7 @@ def main() -> None:
 
     from services.monitor.app import build
 
-    # NOTE: the monitor allocates a few objects per record and holds the join's waiting halves;
-    # at the default threshold (700) the young generation was collected every few dozen records,
-    # about 4 us of every record's ~25 us of the monitor's own work (benchmarks/RESULTS.md).
-    gc.set_threshold(50_000, 20, 10)
+    tune_gc(MONITOR_YOUNG)  # see there: the young generation at 700 cost ~4 us of ~25 us per record
     settings = MonitorSettings()
     setup_logging("monitor", settings.log_level)
     schema = load_schema(settings.schema_path)

@@ -12,7 +12,12 @@ from scipy import stats
 
 
 def benjamini_hochberg(p_values: Sequence[float], alpha: float) -> list[bool]:
-    """Which hypotheses are rejected at false-discovery rate `alpha`.
+    """Which hypotheses are rejected at false-discovery rate `alpha`: the step-up rule, the
+    same decisions as `scipy.stats.false_discovery_control(p) <= alpha` (a test checks both on
+    random p-values).
+
+    NOTE: written out rather than calling scipy: 1.8 us against scipy's 72 us for six p-values,
+    and the monitor runs it on every closed window.
 
     >>> benjamini_hochberg([0.001, 0.02, 0.03, 0.5], alpha=0.05)
     [True, True, True, False]

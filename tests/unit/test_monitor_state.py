@@ -92,7 +92,7 @@ def test_new_reference_starts_a_new_episode() -> None:
     first = [s.observe_outcome(rng.random() < 0.3, T0 + timedelta(seconds=i)) for i in range(300)]
     assert sum(d is not None for d in first) == 1 and not s.armed
     s.set_reference(s.reference.model_copy(update={"version": 2}))  # type: ignore[union-attr]
-    assert s.armed and s.detector.n == 0 and len(s.recent_errors) == 0
+    assert s.armed and s.quality.detector.n == 0 and len(s.quality.recent_errors) == 0
     second = [s.observe_outcome(rng.random() < 0.3, T0 + timedelta(seconds=i)) for i in range(300)]
     assert sum(d is not None for d in second) == 1
     assert s.status()["reference_version"] == 2
@@ -166,7 +166,7 @@ def test_a_worse_challenger_is_not_promoted_and_a_promotion_clears_it() -> None:
         s.observe_shadow_pair(rng.random() < 0.90, rng.random() < 0.70)
     assert s.take_shadow_verdict() is None
     s.set_reference(s.reference.model_copy(update={"version": 2}))  # type: ignore[union-attr]
-    assert s.challenger_version is None and s.shadow_pairs == []
+    assert s.challenger_version is None and s.shadow.pairs == []
 
 
 def test_cooldown_after_a_promotion_holds_alarms_back() -> None:
@@ -273,7 +273,7 @@ def test_a_failed_run_for_the_last_alarm_rearms_the_monitor() -> None:
     s = state(window=250)
     alarms = feed(s, demo_rows(2000, seed=3, shift_x3_from=1000))
     assert len(alarms) == 1 and not s.armed  # one event per episode
-    s.last_alarm_event_id = "drift-1"
+    s.alarm_sent("drift-1")
     assert not s.training_failed("some-other-drift") and not s.armed
     assert s.training_failed("drift-1") and s.armed  # no new model came of it: watch again
     again = feed(s, demo_rows(1000, seed=4, shift_x3_from=0))

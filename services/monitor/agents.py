@@ -1,0 +1,242 @@
+"""The monitor's faust agents: they read the topics, feed `MonitorState`, and send what it
+decides.
+
+- `observe` reads `records`, `predictions` and `labels` (all keyed by record id, so a
+  record's events land on the same partition) and joins them (`JoinStore`, rebuilt from these
+  topics after a restart or rebalance): a record that arrives labelled, or a prediction or
+  record whose late label arrives, becomes an `examples` event; a champion's prediction joined
+  with its label feeds the error stream. Entries whose partner never comes expire after
+  `monitor_join_ttl_s`.
+- `follow_models` asks for the new reference when a champion is promoted, and follows the
+  challenger; `follow_training` re-arms the alarm policy when the run an alarm caused fails.
+- `report_lag` keeps the consumer-lag gauge current.
+Registry calls go through `RegistryLink`, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import EventT, StreamT
+
+from services.monitor.join import step
+from services.monitor.join_store import JoinStore
+from services.monitor.registry_link import FetchReference, Promote, RegistryLink, Rollback
+from services.monitor.state import MonitorState
+from shared import topics
+from shared.events import (
+    BadEvent,
+    DriftDetected,
+    Envelope,
+    Example,
+    ModelPromoted,
+    Payload,
+    Prediction,
+    Source,
+    TrainingFailed,
+    dead_letter_of,
+    encode_event,
+)
+from shared.kafka import CONSUMER_LAG, read_processed
+from shared.registry_api import ModelVersion
+from shared.schema import DatasetSchema
+from shared.settings import MonitorSettings
+from shared.validation import Label, Record
+from shared.vocabulary import Alias, DriftKind
+
+log = logging.getLogger(__name__)
+JOINED = (topics.RECORDS, topics.PREDICTIONS, topics.LABELS)
+Joinable = Record | Prediction | Label
+"""What the joined topics carry; another event there is dead-lettered."""
+
+
+@dataclass
+class Topics:
+    inputs: faust.TopicT
+    models: faust.TopicT
+    training: faust.TopicT
+    examples: faust.TopicT
+    drift: faust.TopicT
+    deadletter: faust.TopicT
+
+    @classmethod
+    def of(cls, app: faust.App) -> Topics:
+        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+        return cls(
+            inputs=app.topic(*JOINED, **raw),
+            models=app.topic(topics.MODELS, **raw),
+            training=app.topic(topics.TRAINING, **raw),
+            examples=app.topic(topics.EXAMPLES, **raw),
+            drift=app.topic(topics.DRIFT, **raw),
+            deadletter=app.topic(topics.DEADLETTER, **raw),
+        )
+
+
+def install(
+    app: faust.App,
+    settings: MonitorSettings,
+    schema: DatasetSchema,
+    state: MonitorState,
+    joins: JoinStore,
+    link: RegistryLink,
+) -> None:
+    """Add the monitor's agents, timer and start-up task to `app`."""
+    out = Topics.of(app)
+    source = Source(service="monitor", instance=settings.instance)
+
+    async def send_drift(drift: DriftDetected | None) -> None:
+        if drift is None:
+            return
+        event_id, event = encode_event(drift, source)
+        state.alarm_sent(event_id)
+        log.warning("drift detected (%s, %s): %s", drift.kind, drift.detector, describe(drift))
+        await out.drift.send(key=schema.name.encode(), value=event)
+
+    async def send_example(example: Example, cause: Envelope) -> None:
+        _, event = encode_event(example, source, cause=cause)
+        await out.examples.send(key=example.record_id.encode(), value=event)
+
+    async def dead_letter(event: EventT[bytes], reason: str) -> None:
+        message = event.message
+        payload = dead_letter_of(message.topic, reason, event.value, message.partition, message.offset)
+        _, letter = encode_event(payload, source)
+        await out.deadletter.send(key=message.topic.encode(), value=letter)
+
+    async def valid_events(stream: StreamT[bytes]) -> AsyncIterator[tuple[EventT[bytes], Envelope, Payload]]:
+        """Each event with its envelope and typed payload; the rest is dead-lettered with why."""
+        async for event in stream.events():
+            try:
+                envelope = Envelope.decode(event.value)
+                payload = envelope.parsed()
+            except BadEvent as exc:
+                await dead_letter(event, str(exc))
+                continue
+            yield event, envelope, payload
+
+    @app.on_partitions_assigned.connect
+    def keep_assigned(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        assigned: set[Any] = args[0]  # faust sends the assigned partitions positionally
+        joins.keep_only({tp.partition for tp in assigned if tp.topic in JOINED})
+
+    async def rebuild_joins(partition: int) -> None:
+        """Replay what the group already processed of this partition within the time to
+        live, so that the halves waiting before a restart or rebalance still meet."""
+        started, since = time.monotonic(), time.time() - settings.monitor_join_ttl_s
+        messages = await asyncio.to_thread(read_processed, settings, app.conf.id, JOINED, partition, since)
+        for message in messages:
+            at = message.timestamp / 1000
+            if at < since:
+                continue
+            try:
+                payload = Envelope.decode(message.value).parsed()
+            except BadEvent:
+                continue  # dead-lettered when it was first read
+            if not isinstance(payload, Joinable):
+                continue
+            key = (message.key or b"").decode()
+            joins.put(partition, key, step(joins.get(partition, key), payload, key).entry, at)
+        joins.mark_rebuilt(partition)
+        log.info(
+            "partition %d: %d waiting joins rebuilt from %d events in %.1fs",
+            partition,
+            joins.waiting(partition),
+            len(messages),
+            time.monotonic() - started,
+        )
+
+    @app.agent(out.inputs)
+    async def observe(stream: StreamT[bytes]) -> None:
+        async for event, envelope, payload in valid_events(stream):
+            if not isinstance(payload, Joinable):
+                await dead_letter(event, f"a {envelope.type} event does not belong on {event.message.topic}")
+                continue
+            partition = event.message.partition
+            if joins.needs_rebuild(partition):
+                await rebuild_joins(partition)
+            record_id = (event.key or b"").decode()
+            result = step(joins.get(partition, record_id), payload, record_id)
+            origin = (event.message.topic, event.message.partition, event.message.offset)
+            if result.features is not None:
+                await send_drift(state.observe_features(*result.features, origin))
+            champion = state.reference.version if state.reference else None
+            if isinstance(payload, Prediction) and not payload.shadow and payload.model_version == champion:
+                score = max(payload.probabilities.values(), default=0.0)
+                await send_drift(
+                    state.observe_prediction(payload.prediction, score, payload.event_time, origin)
+                )
+            if result.example is not None:
+                await send_example(result.example, envelope)
+            if result.outcome is not None:
+                version, correct, at = result.outcome
+                if state.reference is not None and version == state.reference.version:
+                    await send_drift(state.observe_outcome(correct, at))
+                    if (finding := state.take_underperformance()) and settings.monitor_auto_rollback:
+                        link.ask(Rollback(finding))
+                    if result.shadow is not None and result.shadow[0] == state.challenger_version:
+                        state.observe_shadow_pair(correct, result.shadow[1])
+                        if verdict := state.take_shadow_verdict():
+                            link.ask(Promote(verdict))
+            now = time.time()
+            joins.put(partition, record_id, result.entry, now)
+            joins.expire(partition, now)
+
+    @app.agent(out.models)
+    async def follow_models(stream: StreamT[bytes]) -> None:
+        async for _, _, payload in valid_events(stream):
+            if not isinstance(payload, ModelPromoted) or payload.model_name != schema.name:
+                continue
+            if payload.alias == Alias.CHALLENGER:
+                state.set_challenger(payload.version)
+                log.info(
+                    "challenger v%d: comparing it with the champion on shadow predictions", payload.version
+                )
+            elif payload.alias == Alias.CHAMPION:
+                link.ask(FetchReference(Alias.CHAMPION, payload.version))
+
+    @app.agent(out.training)
+    async def follow_training(stream: StreamT[bytes]) -> None:
+        async for _, _, payload in valid_events(stream):
+            if isinstance(payload, TrainingFailed) and state.training_failed(payload.trigger_event_id):
+                log.info(
+                    "the run for drift %s failed (%s): watching again",
+                    payload.trigger_event_id,
+                    payload.reason,
+                )
+
+    @app.timer(interval=5.0)
+    async def report_lag() -> None:
+        # NOTE: faust's consumer knows each partition's end (highwater) and our position.
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            # faust's record of the last offset read (not in its typed interface)
+            last_read = consumer._read_offset.get(tp)  # type: ignore[attr-defined]
+            if highwater is not None and last_read is not None:
+                lag = max(0, highwater - last_read - 1)
+                CONSUMER_LAG.labels("ctloop-monitor", tp.topic, str(tp.partition)).set(lag)
+
+
+def apply_reference(state: MonitorState, request: FetchReference, version: ModelVersion) -> None:
+    """On the event loop: a version the registry link fetched becomes the reference or the
+    challenger."""
+    if request.alias == Alias.CHALLENGER:
+        if not (request.only_if_unset and state.challenger_version is not None):
+            state.set_challenger(version.version)
+        return
+    if request.only_if_unset and state.reference is not None:
+        return
+    state.set_reference(version)
+    log.info("reference: champion v%d", version.version)
+
+
+def describe(drift: DriftDetected) -> str:
+    if drift.kind == DriftKind.CONCEPT:
+        return f"error rate {drift.error_rate:.2f} vs validation accuracy {drift.baseline_accuracy}"
+    drifted = [f for f in drift.features if f.drifted]
+    return ", ".join(f"{f.feature} {f.test}={f.statistic:.3g} p={f.p_value:.2g}" for f in drifted)

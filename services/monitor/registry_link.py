@@ -1,0 +1,120 @@
+"""The monitor's calls to the registry, off faust's event loop and never lost.
+
+The agents ask (`fetch_reference`, `promote`, `rollback`) and go on with their stream; a
+supervised worker makes each call with the one `RegistryClient`, in the order asked, and hands
+a fetched reference back to the event loop. A request stays at the head of the queue until
+the registry has answered it: while the registry is unavailable the worker raises, the
+supervisor restarts it with backoff (and `/healthz` names it), and the request is tried again.
+A refusal (4xx) is logged and dropped, since asking again would be refused again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.monitor.comparison import ShadowVerdict, Underperformance
+from shared.registry_api import ModelVersion
+from shared.registry_client import RegistryClient, RegistryRefused
+from shared.vocabulary import Alias
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FetchReference:
+    """Fetch a version (or the version an alias points at) and hand it to `on_reference`."""
+
+    alias: Alias
+    version: int | None = None
+    only_if_unset: bool = False
+    """At start-up: apply only if no promotion event has set a reference meanwhile."""
+
+
+@dataclass(frozen=True)
+class Promote:
+    verdict: ShadowVerdict
+
+
+@dataclass(frozen=True)
+class Rollback:
+    finding: Underperformance
+
+
+Request = FetchReference | Promote | Rollback
+OnReference = Callable[[FetchReference, ModelVersion], None]
+"""Called on the event loop with a fetched version."""
+
+
+class RegistryLink:
+    name = "registry-link"
+
+    def __init__(self, registry: RegistryClient, model_name: str, on_reference: OnReference) -> None:
+        self.registry = registry
+        self.model_name = model_name
+        self.on_reference = on_reference
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """Where `on_reference` runs; set by the agent that starts the link."""
+        self._queue: deque[Request] = deque()
+        self._wake = threading.Condition()
+        self._stopping = False
+
+    def ask(self, request: Request) -> None:
+        """Queue a call; returns at once."""
+        with self._wake:
+            self._queue.append(request)
+            self._wake.notify()
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def run(self) -> None:
+        with self._wake:
+            self._stopping = False
+        while True:
+            with self._wake:
+                while not self._queue and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                request = self._queue[0]
+            self._call(request)  # raises while the registry is unavailable: the request stays
+            with self._wake:
+                self._queue.popleft()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+
+    def _call(self, request: Request) -> None:
+        try:
+            match request:
+                case FetchReference(alias=alias, version=version):
+                    found = (
+                        self.registry.version(self.model_name, version)
+                        if version is not None
+                        else self.registry.alias(self.model_name, alias)
+                    )
+                    if found is not None:
+                        self._hand_back(request, found)
+                case Promote(verdict=verdict):
+                    log.warning("%s; asking the registry to promote it", verdict.reason)
+                    self.registry.promote(
+                        self.model_name, verdict.challenger_version, Alias.CHAMPION, verdict.reason
+                    )
+                case Rollback(finding=finding):
+                    log.warning("%s; asking the registry to roll back", finding.reason)
+                    self.registry.rollback(self.model_name, finding.reason)
+        except RegistryRefused as exc:
+            log.error("registry refused %s: %s", request, exc)
+
+    def _hand_back(self, request: FetchReference, version: ModelVersion) -> None:
+        if self.loop is None:
+            self.on_reference(request, version)
+        else:
+            self.loop.call_soon_threadsafe(self.on_reference, request, version)
