@@ -1,0 +1,132 @@
+"""What the trainer's unit tests share: fakes of its registry and publisher (implementing the
+protocols it takes), settings, and helpers to run a training end to end in-process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kafka.errors import KafkaTimeoutError
+
+from services.trainer.examples import TrainingSet
+from services.trainer.fitting import FitProcess
+from services.trainer.run import RunReport, Trigger, execute
+from services.trainer.service import Trainer
+from shared.events import EVENT_TYPES, Example, Payload
+from shared.ids import new_id
+from shared.registry_api import ModelVersion, VersionMetadata
+from shared.settings import TrainerSettings
+from shared.vocabulary import Alias
+from tests.fixtures import credit_schema
+
+
+class FakeRegistry:
+    """A `ModelVersions` that keeps uploads in memory and has no champion to hand out."""
+
+    signing_key: str | None = None
+
+    def __init__(self) -> None:
+        self.uploads: list[tuple[bytes, VersionMetadata]] = []
+
+    def upload(self, name: str, artifact: bytes, metadata: VersionMetadata) -> ModelVersion:
+        self.uploads.append((artifact, metadata))
+        return ModelVersion(
+            **metadata.model_dump(), name=name, version=len(self.uploads), created_at=datetime.now(UTC)
+        )
+
+    def alias(self, name: str, alias: Alias = Alias.CHAMPION) -> ModelVersion | None:
+        return None
+
+    def version(self, name: str, version: int) -> ModelVersion | None:
+        return None  # no champion artifact to compare with
+
+    def artifact(self, name: str, version: ModelVersion) -> bytes:
+        raise AssertionError("no artifact to download")
+
+
+class Sent:
+    """A producer future: acknowledged, or failing once when told to."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+
+    def get(self, timeout: float | None = None) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+class FakePublisher:
+    """Records (event type, payload) of what it was asked to send; `refuse` makes the next
+    sends of those payload classes fail as a producer times out, once each."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+        self.refuse: list[type] = []
+        self._lock = threading.Lock()
+
+    def publish(self, topic: str, payload: Payload, key: str, **_: object) -> tuple[str, Sent]:
+        with self._lock:
+            if type(payload) in self.refuse:
+                self.refuse.remove(type(payload))
+                return new_id(), Sent(KafkaTimeoutError("injected: no acknowledgement"))
+            self.events.append((EVENT_TYPES[type(payload)], payload))
+        return new_id(), Sent()
+
+    def dead_letter(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError(f"unexpected dead letter: {args}")
+
+
+def settings(tmp_path: Path, **overrides: object) -> TrainerSettings:
+    return TrainerSettings.model_validate(
+        {"data_dir": tmp_path, "trainer_min_examples": 200, "trainer_min_post_drift": 100, **overrides}
+    )
+
+
+def run(
+    tmp_path: Path,
+    fitter: FitProcess,
+    examples: list[Example],
+    champion: object = None,
+    **overrides: object,
+) -> RunReport:
+    """One `execute` with a manual trigger; checks a failed run never uploads."""
+    registry = FakeRegistry()
+    report = execute(
+        RunReport(trigger=Trigger(kind="manual")),
+        TrainingSet.of(credit_schema(), examples),
+        credit_schema(),
+        settings(tmp_path, **overrides),
+        registry,
+        lambda: champion,  # type: ignore[arg-type,return-value]
+        fitter,
+    )
+    assert (report.status == "completed") == bool(registry.uploads)  # a failed run never uploads
+    return report
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def run_one(trainer: Trainer, trigger: Trigger | None = None) -> RunReport:
+    """Queue `trigger` (if any), run the trainer's worker until its first run ends."""
+    from shared.supervision import Supervisor
+
+    if trigger is not None:
+        trainer.trigger(trigger)
+    trainer.prepare()
+    supervisor = Supervisor("test")
+    supervisor.add(trainer)
+    supervisor.start()
+    try:
+        wait_for(lambda: trainer.runs and trainer.runs[0].status in ("completed", "failed"), "a finished run")
+        wait_for(lambda: not trainer.unsent, "its events to be sent")
+    finally:
+        supervisor.stop(timeout_s=30)
+    return trainer.runs[0]

@@ -1,0 +1,147 @@
+"""The fit process (`services.trainer.fitting`): a failure costs one run, never the service,
+never a half upload, and the process never outlives its trainer."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from services.trainer.examples import TrainingSet
+from services.trainer.fitting import FitError, FitProcess
+from services.trainer.run import RunReport, Trigger, execute
+from services.trainer.service import Trainer
+from tests.fixtures import credit_examples, credit_schema
+from tests.unit.trainer.helpers import FakePublisher, FakeRegistry, run, run_one, settings, wait_for
+
+SLOW_FIT = {
+    "trainer_estimator": "sklearn.ensemble.RandomForestClassifier",
+    "trainer_estimator_params": {"n_estimators": 20_000, "random_state": 0},
+}
+"""A fit that takes minutes on 800 rows: long enough to be cut off, never waited for."""
+
+
+def _execute_in_thread(
+    tmp_path: Path, fitter: FitProcess, registry: FakeRegistry, **overrides: object
+) -> tuple[RunReport, threading.Thread, list[BaseException]]:
+    report, raised = RunReport(trigger=Trigger(kind="manual")), []
+
+    def target() -> None:
+        try:
+            execute(
+                report,
+                TrainingSet.of(credit_schema(), credit_examples(800)),
+                credit_schema(),
+                settings(tmp_path, **overrides),
+                registry,
+                lambda: None,
+                fitter,
+            )
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return report, thread, raised
+
+
+def test_an_estimator_error_fails_the_run_and_the_fit_process_serves_the_next(
+    tmp_path: Path, fitter: FitProcess
+) -> None:
+    pid = fitter.pid
+    with pytest.raises(FitError, match="max_iter"):
+        run(tmp_path, fitter, credit_examples(600), trainer_estimator_params={"max_iter": -5})
+    assert run(tmp_path, fitter, credit_examples(600)).status == "completed"
+    assert fitter.pid == pid  # the child reported the error and went on
+
+
+def test_a_fit_process_killed_mid_fit_fails_the_run_and_registers_nothing(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    fitter, registry = FitProcess(threads=1, timeout_s=120), FakeRegistry()
+    try:
+        report, thread, raised = _execute_in_thread(tmp_path, fitter, registry, **SLOW_FIT)
+        wait_for(lambda: "prepare" in report.phases_ms, "the job to reach the fit process")
+        os.kill(fitter.pid, signal.SIGKILL)
+        thread.join(60)
+        assert not thread.is_alive() and not registry.uploads and report.status == "running"
+        assert [str(e) for e in raised] == ["the fit process ended (exit code -9)"]
+        assert fitter.pid is None  # the dead child was let go; the next run starts another
+        assert run(tmp_path, fitter, credit_examples(600)).status == "completed"
+    finally:
+        fitter.stop()
+
+
+def test_a_fit_past_its_timeout_is_stopped(tmp_path: Path) -> None:
+    fitter = FitProcess(threads=1, timeout_s=0.5)
+    try:
+        with pytest.raises(FitError, match=r"longer than 0\.5 s"):
+            run(tmp_path, fitter, credit_examples(800), **SLOW_FIT)
+        assert fitter.pid is None
+    finally:
+        fitter.stop()
+
+
+def test_a_crashed_fit_is_a_failed_run_with_its_reason(tmp_path: Path) -> None:
+    publisher, registry = FakePublisher(), FakeRegistry()
+    trainer = Trainer(
+        settings(tmp_path, trainer_fit_timeout_s=0.5, **SLOW_FIT), credit_schema(), publisher, registry
+    )
+    trainer.champion_version = 1
+    for example in credit_examples(400):
+        trainer.examples.add(example)
+    report = run_one(trainer, Trigger(kind="manual"))
+    assert report.status == "failed" and (report.reason or "").startswith("fit failed: the fit took longer")
+    assert not registry.uploads
+    assert [t for t, _ in publisher.events] == ["training.started", "training.failed"]
+
+
+_TRAINER_THAT_DIES = """
+import sys
+from services.trainer.fitting import FitJob, FitProcess
+from tests.fixtures import credit_examples, credit_schema
+from services.trainer.examples import TrainingSet
+
+data = TrainingSet.of(credit_schema(), credit_examples(800))
+fitter = FitProcess(threads=1, timeout_s=600)
+fitter.start()
+print(fitter.pid, flush=True)
+job = FitJob(credit_schema(), "sklearn.ensemble.RandomForestClassifier",
+             {"n_estimators": 20_000, "random_state": 0}, data.x, data.y, data.x[:10])
+with fitter.run(job) as run:
+    run.serialized()
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in state  # ended, waiting to be reaped
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@pytest.mark.parametrize("when", ["starting", "fitting"])
+def test_the_fit_process_ends_when_the_trainer_dies(when: str) -> None:
+    import subprocess
+    import sys
+
+    trainer = subprocess.Popen([sys.executable, "-c", _TRAINER_THAT_DIES], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(trainer.stdout.readline())  # type: ignore[union-attr]
+        if when == "fitting":  # its imports take ~1 s of CPU; the fit would take minutes
+            wait_for(lambda: _cpu_seconds(child) > 3.0, "the fit process to be fitting", timeout_s=120)
+        trainer.kill()
+        trainer.wait(30)
+        wait_for(lambda: _gone(child), "the fit process to end after its trainer", timeout_s=60)
+    finally:
+        trainer.kill()
+        trainer.wait(30)

@@ -1,0 +1,157 @@
+"""The trainer's loop (`services.trainer.service.Trainer`): triggers coalesce into runs, a
+drift left unanswered is resumed, the onset is refined, and a run event Kafka did not take is
+sent after the worker restarts."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from services.trainer.app import build_app
+from services.trainer.run import Trigger
+from services.trainer.service import Trainer, refine_onset
+from shared.events import DriftDetected, Envelope, Example, Source, TrainingCompleted, encode_event
+from shared.supervision import Supervisor
+from tests.fixtures import credit_examples, credit_schema
+from tests.unit.trainer.helpers import FakePublisher, FakeRegistry, run_one, settings, wait_for
+
+
+def test_refine_onset_moves_an_early_onset_to_the_change() -> None:
+    rng = random.Random(1)
+    t0 = datetime(2026, 11, 21, tzinfo=UTC)
+    examples = [
+        Example(
+            record_id=f"r-{i}",
+            event_time=t0 + timedelta(seconds=i),
+            features={},
+            label=1,
+            prediction=1 if rng.random() < (0.92 if i < 400 else 0.5) else 0,
+        )
+        for i in range(1000)
+    ]
+    refined = refine_onset(examples, t0)
+    assert abs((refined - t0).total_seconds() - 400) <= 15
+    stationary = [e.model_copy(update={"prediction": 1}) for e in examples]
+    assert refine_onset(stationary, t0) == t0  # nothing significant: keep the monitor's onset
+
+
+def test_a_burst_of_drift_events_makes_one_run(tmp_path: Path) -> None:
+    registry, publisher = FakeRegistry(), FakePublisher()
+    trainer = Trainer(settings(tmp_path), credit_schema(), publisher, registry)
+    trainer.champion_version = 1  # no cold start: only triggers may start a run
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    for i in range(50):
+        trainer.trigger(Trigger(kind="drift", event_id=f"d-{i}", correlation_id=f"d-{i}", since=t0))
+    for example in credit_examples(600):
+        trainer.examples.add(example)
+    run_one(trainer)
+    assert len(trainer.runs) == 1 and trainer.runs[0].status == "completed"
+    assert len(trainer.runs[0].trigger.merged) == 49  # recorded, not lost
+    assert [t for t, _ in publisher.events] == ["training.started", "training.completed"]
+
+
+def test_duplicate_examples_count_once(tmp_path: Path) -> None:
+    trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())
+    data = credit_examples(10)
+    for example in data + data:
+        trainer.examples.add(example)
+    assert len(trainer.examples) == 10 and trainer.examples.duplicates == 10
+
+
+def test_new_examples_trigger(tmp_path: Path) -> None:
+    trainer = Trainer(
+        settings(tmp_path, trainer_retrain_every=300), credit_schema(), FakePublisher(), FakeRegistry()
+    )
+    trainer.champion_version = 1
+    for example in credit_examples(299):
+        trainer.examples.add(example)
+    assert trainer._ready() is None
+    trainer.examples.add(credit_examples(300)[-1])
+    ready = trainer._ready()
+    assert ready is not None and ready.kind == "new_examples"
+
+
+def test_schedule_trigger(tmp_path: Path) -> None:
+    trainer = Trainer(
+        settings(tmp_path, trainer_schedule_s=0.2), credit_schema(), FakePublisher(), FakeRegistry()
+    )
+    trainer.champion_version = 1
+    for example in credit_examples(300):
+        trainer.examples.add(example)
+    report = run_one(trainer)
+    assert report.trigger.kind == "schedule" and report.status == "completed"
+
+
+def test_a_drift_left_unanswered_before_a_restart_is_resumed(tmp_path: Path) -> None:
+    source, t0 = Source(service="monitor", instance="t"), datetime(2026, 11, 1, tzinfo=UTC)
+
+    def drift(reference: int, name: str = "credit") -> Envelope:
+        payload = DriftDetected(
+            model_name=name,
+            reference_version=reference,
+            kind="concept",
+            window_start=t0,
+            window_end=t0,
+            window_size=1,
+            onset_time=t0,
+            detector="test",
+        )
+        return Envelope.decode(encode_event(payload, source)[1])
+
+    trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())
+    trainer.champion_version = 3
+    old, answered = drift(2), drift(3)
+    assert trainer.resume_unresolved_drift([old]) is None  # about an older champion: answered
+    assert trainer.resume_unresolved_drift([drift(3, name="other")]) is None  # another model
+    resumed = trainer.resume_unresolved_drift([old, answered])
+    assert resumed is not None and resumed.kind == "drift" and resumed.event_id == answered.event_id
+
+
+def test_drift_triggers_during_a_run_about_the_same_champion_join_that_run(tmp_path: Path) -> None:
+    trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())
+    running = Trigger(kind="drift", event_id="d-0", reference_version=1)
+    trainer._running = running  # a run for champion v1's drift is in progress
+    same = trainer.trigger(Trigger(kind="drift", event_id="d-1", reference_version=1))
+    assert same is running and running.merged == ["d-1"] and trainer._pending is None
+    newer = trainer.trigger(Trigger(kind="drift", event_id="d-2", reference_version=2))
+    assert newer is trainer._pending and newer is not running  # about another champion: its own run
+
+
+# --- the fit process: a failure costs one run, never the service, never a half upload -------
+
+SLOW_FIT = {
+    "trainer_estimator": "sklearn.ensemble.RandomForestClassifier",
+    "trainer_estimator_params": {"n_estimators": 20_000, "random_state": 0},
+}
+"""A fit that takes minutes on 800 rows: long enough to be cut off, never waited for."""
+
+
+def test_a_run_event_kafka_did_not_take_is_sent_after_the_worker_restarts(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    publisher.refuse = [TrainingCompleted]  # the producer times out on the run's last event
+    trainer = Trainer(settings(tmp_path), credit_schema(), publisher, FakeRegistry())
+    trainer.champion_version = 1
+    for example in credit_examples(400):
+        trainer.examples.add(example)
+    trainer.prepare()
+    supervisor = Supervisor("trainer", backoff_s=2.0)  # long enough for the test to see it down
+    supervisor.add(trainer)
+    health = TestClient(build_app(trainer, lambda: True, supervisor))
+    trainer.trigger(Trigger(kind="manual"))
+    supervisor.start()
+    try:
+        wait_for(lambda: supervisor.down() == ["trainer-worker"], "the failed send to stop the worker")
+        response = health.get("/healthz")
+        assert response.status_code == 503 and response.json()["down"] == ["trainer-worker"]
+        assert "KafkaTimeoutError" in response.json()["tasks"]["trainer-worker"]["last_error"]
+        wait_for(
+            lambda: [t for t, _ in publisher.events] == ["training.started", "training.completed"],
+            "the event",
+        )
+        wait_for(lambda: health.get("/healthz").status_code == 200, "readiness again")
+        assert len(trainer.runs) == 1 and not trainer.unsent  # sent once the worker was back; no second run
+    finally:
+        supervisor.stop(timeout_s=30)
