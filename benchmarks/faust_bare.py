@@ -10,7 +10,6 @@ the BENCH_EXPECT-th, and exits.
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 
@@ -18,11 +17,12 @@ import faust
 
 from shared import topics
 from shared.events import Envelope
+from shared.gc_tuning import MONITOR_YOUNG, tune_gc
 from shared.kafka import faust_broker_config
 from shared.settings import MonitorSettings
 
 settings = MonitorSettings()
-gc.set_threshold(50_000, 20, 10)  # the monitor's own collector setting (services/monitor/main.py)
+tune_gc(MONITOR_YOUNG)  # the monitor's own collector setting (services/monitor/main.py)
 app = faust.App(
     f"ctloop-bench-bare-{os.getpid()}", store="memory://", web_enabled=False, **faust_broker_config(settings)
 )

@@ -8,12 +8,10 @@ timed so the run report says where the time went.
 
 from __future__ import annotations
 
-import gc
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -28,7 +26,8 @@ from services.trainer.dataset import materialize
 from services.trainer.examples import TrainingSet
 from services.trainer.fitting import FitJob, FitProcess
 from services.trainer.gates import Evidence, reload_and_score, run_gates, score_champion
-from shared.events import DriftDetected, Envelope, Example, TriggerKind
+from shared.events import DriftDetected, Envelope, Example
+from shared.gc_tuning import cyclic_gc_resumed
 from shared.registry_api import (
     DatasetManifest,
     GateReport,
@@ -36,9 +35,10 @@ from shared.registry_api import (
     ReferenceProfile,
     VersionMetadata,
 )
-from shared.registry_client import RegistryClient
+from shared.registry_client import ModelVersions
 from shared.schema import DatasetSchema
 from shared.settings import TrainerSettings
+from shared.vocabulary import TriggerKind
 
 REFERENCE_SAMPLE = 1000
 
@@ -60,7 +60,7 @@ class Trigger(BaseModel):
     def for_drift(cls, event: Envelope, drift: DriftDetected) -> Trigger:
         """The trigger a drift event makes: train on data from its onset on."""
         return cls(
-            kind="drift",
+            kind=TriggerKind.DRIFT,
             event_id=event.event_id,
             correlation_id=event.correlation_id,
             since=drift.onset_time,
@@ -126,38 +126,6 @@ def _reference(
     )
 
 
-@contextmanager
-def cyclic_gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection in this process meanwhile (reference counting goes on).
-
-    The trainer holds its whole store of examples, about a million objects at 50,000 of them,
-    and a full collection over them took ~115 ms; a run allocates enough to set one off, and
-    did in one run of three in the benchmark. The trainer pauses collection while a run works
-    and lets it happen while the run waits for its fit (`cyclic_gc_resumed`) or after.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-@contextmanager
-def cyclic_gc_resumed() -> Iterator[None]:
-    """Collection allowed again inside `cyclic_gc_paused` (for a wait)."""
-    if gc.isenabled():
-        yield
-        return
-    gc.enable()
-    try:
-        yield
-    finally:
-        gc.disable()
-
-
 @cache
 def _package_versions() -> dict[str, str]:
     return {p: package_version(p) for p in ("scikit-learn", "numpy", "scipy", "skops")}
@@ -168,7 +136,7 @@ def execute(
     data: TrainingSet,
     schema: DatasetSchema,
     settings: TrainerSettings,
-    registry: RegistryClient,
+    registry: ModelVersions,
     champion: Callable[[], Pipeline | None],
     fitter: FitProcess,
     offsets: Callable[[], dict[str, list[int]]] | None = None,
