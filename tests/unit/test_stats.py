@@ -58,6 +58,17 @@ def test_chi2_sparse_categories_and_degenerate_cases() -> None:
     assert new_category.p_value < 1e-10 and new_category.effect > 0.9
 
 
+def test_benjamini_hochberg_decides_as_scipy_does() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(2000):
+        m = int(rng.integers(1, 12))
+        # a mix of tiny, moderate and null p-values, with ties, as drift tests give them
+        p = np.round(rng.choice([1e-4, 0.01, 0.5], size=m) * rng.random(m), 3).clip(0, 1)
+        alpha = float(rng.choice([0.01, 0.05, 0.1]))
+        expected = (stats.false_discovery_control(p) <= alpha).tolist()
+        assert benjamini_hochberg(p.tolist(), alpha) == expected, (p.tolist(), alpha)
+
+
 def test_benjamini_hochberg_by_hand() -> None:
     # m=5, alpha=0.05: thresholds 0.01 0.02 0.03 0.04 0.05; sorted p 0.005 0.011 0.035 0.039 0.2
     # largest k with p_(k) <= k*alpha/m is k=4 (0.039 <= 0.04): the first four are rejected.
