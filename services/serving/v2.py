@@ -1,9 +1,9 @@
 """The Open Inference Protocol V2 REST API, so existing V2 clients (tritonclient, the KServe
 SDK, MLServer's) work unchanged.
 
-Tensor layout (DESIGN.md): one input per feature, named after it, shape `[N]`, `FP64` for
-numeric and `BYTES` for categorical features (MLServer's pandas-codec convention), plus an
-optional `id` input (`BYTES`, `[N]`) carrying record ids for the label join. Outputs:
+Tensor layout (docs/architecture.md, "Wire formats"): one input per feature, named after it,
+shape `[N]`, `FP64` for numeric and `BYTES` for categorical features (MLServer's pandas-codec
+convention), plus an optional `id` input (`BYTES`, `[N]`) carrying record ids for the label join. Outputs:
 `predict` (`[N]`) and `predict_proba` (`[N, classes]`, in the schema's class order). The model
 name is the schema's `name`; a `versions/{v}` path may name the champion or the challenger.
 """
@@ -13,10 +13,13 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from services.serving.model import LoadedModel
@@ -24,25 +27,33 @@ from services.serving.scoring import Scorer
 from shared.http import NotFound, ServiceError, Unprocessable
 from shared.registry_api import VersionNumber
 
-NUMERIC_TYPES = {
-    "FP64",
-    "FP32",
-    "FP16",
-    "INT64",
-    "INT32",
-    "INT16",
-    "INT8",
-    "UINT64",
-    "UINT32",
-    "UINT16",
-    "UINT8",
-}
+
+class Datatype(StrEnum):
+    """The tensor data types of the protocol (as MLServer's `Datatype`)."""
+
+    BOOL = "BOOL"
+    UINT8 = "UINT8"
+    UINT16 = "UINT16"
+    UINT32 = "UINT32"
+    UINT64 = "UINT64"
+    INT8 = "INT8"
+    INT16 = "INT16"
+    INT32 = "INT32"
+    INT64 = "INT64"
+    FP16 = "FP16"
+    FP32 = "FP32"
+    FP64 = "FP64"
+    BYTES = "BYTES"
+
+
+NUMERIC_TYPES = frozenset(Datatype) - {Datatype.BOOL, Datatype.BYTES}
+"""What a numeric feature's tensor may be sent as (its values are read as floats)."""
 
 
 class TensorIn(BaseModel):
     name: str
     shape: list[int]
-    datatype: str
+    datatype: Datatype
     data: list[Any]
     parameters: dict[str, Any] | None = None
 
@@ -62,8 +73,42 @@ class InferenceRequest(BaseModel):
 class TensorOut(BaseModel):
     name: str
     shape: list[int]
-    datatype: str
+    datatype: Datatype
     data: list[Any]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: Datatype
+    shape: list[int]
+    parameters: dict[str, Any] | None = None
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class V2Error(BaseModel):
+    """The protocol's error body."""
+
+    error: str
 
 
 class InferenceResponse(BaseModel):
@@ -77,28 +122,32 @@ def _flatten(data: list[Any]) -> list[Any]:
     return [x for item in data for x in (_flatten(item) if isinstance(item, list) else [item])]
 
 
-def _label_type(model: LoadedModel) -> str:
-    return "INT64" if all(isinstance(c, int) for c in model.schema.label.classes) else "BYTES"
+def _label_type(model: LoadedModel) -> Datatype:
+    return Datatype.INT64 if all(isinstance(c, int) for c in model.schema.label.classes) else Datatype.BYTES
 
 
-def _metadata(model: LoadedModel) -> dict[str, object]:
+def _metadata(model: LoadedModel) -> ModelMetadata:
     inputs = [
-        {"name": f.name, "datatype": "FP64" if f.type == "numeric" else "BYTES", "shape": [-1]}
+        TensorMetadata(
+            name=f.name, datatype=Datatype.FP64 if f.type == "numeric" else Datatype.BYTES, shape=[-1]
+        )
         for f in model.schema.features
     ]
-    return {
-        "name": model.schema.name,
-        "versions": [str(model.number)],
-        "platform": "ctloop-sklearn",
-        "inputs": [
+    return ModelMetadata(
+        name=model.schema.name,
+        versions=[str(model.number)],
+        platform="ctloop-sklearn",
+        inputs=[
             *inputs,
-            {"name": "id", "datatype": "BYTES", "shape": [-1], "parameters": {"optional": True}},
+            TensorMetadata(name="id", datatype=Datatype.BYTES, shape=[-1], parameters={"optional": True}),
         ],
-        "outputs": [
-            {"name": "predict", "datatype": _label_type(model), "shape": [-1]},
-            {"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(model.schema.label.classes)]},
+        outputs=[
+            TensorMetadata(name="predict", datatype=_label_type(model), shape=[-1]),
+            TensorMetadata(
+                name="predict_proba", datatype=Datatype.FP64, shape=[-1, len(model.schema.label.classes)]
+            ),
         ],
-    }
+    )
 
 
 def _rows(model: LoadedModel, request: InferenceRequest) -> list[tuple[object, object]]:
@@ -116,9 +165,9 @@ def _rows(model: LoadedModel, request: InferenceRequest) -> list[tuple[object, o
             errors.append({"field": field, "reason": "is not a feature of the model"})
         else:
             spec = None if tensor.name == "id" else model.schema.feature(tensor.name)
-            wanted = "BYTES" if spec is None or spec.type == "categorical" else "FP64"
-            if (wanted == "FP64" and tensor.datatype not in NUMERIC_TYPES) or (
-                wanted == "BYTES" and tensor.datatype != "BYTES"
+            wanted = Datatype.BYTES if spec is None or spec.type == "categorical" else Datatype.FP64
+            if (wanted == Datatype.FP64 and tensor.datatype not in NUMERIC_TYPES) or (
+                wanted == Datatype.BYTES and tensor.datatype != Datatype.BYTES
             ):
                 errors.append(
                     {"field": field, "reason": f"datatype {tensor.datatype} where {wanted} is expected"}
@@ -165,14 +214,25 @@ async def _request(http: Request) -> InferenceRequest:
         ) from exc
 
 
+async def v2_validation_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's request validation errors, in the protocol's `{"error": ...}` body on `/v2`
+    paths (and FastAPI's own body elsewhere)."""
+    assert isinstance(exc, RequestValidationError)
+    if not request.url.path.startswith("/v2/"):
+        return await request_validation_exception_handler(request, exc)
+    reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+    return JSONResponse({"error": reasons}, status_code=422)
+
+
 def v2_router(scorer: Scorer) -> APIRouter:
-    router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+    errors: dict[int | str, dict[str, Any]] = {code: {"model": V2Error} for code in (400, 404, 413, 422, 503)}
+    router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], responses=errors)
 
-    @router.get("/health/live")
-    def live() -> dict[str, bool]:
-        return {"live": True}
+    @router.get("/health/live", response_model=ServerLive)
+    def live() -> ServerLive:
+        return ServerLive(live=True)
 
-    @router.get("/health/ready")
+    @router.get("/health/ready", response_model=ServerReady, responses={503: {"model": ServerReady}})
     def ready() -> JSONResponse:
         is_ready = scorer.holder.current is not None
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
@@ -183,25 +243,25 @@ def v2_router(scorer: Scorer) -> APIRouter:
             raise NotFound(f"no model named {name!r} (this server serves {model.schema.name!r})")
         return model
 
-    @router.get("/models/{name}")
+    @router.get("/models/{name}", response_model=ModelMetadata)
     @_v2_errors
-    def metadata(name: str) -> dict[str, object]:
+    def metadata(name: str) -> ModelMetadata:
         return _metadata(loaded(name, None))
 
-    @router.get("/models/{name}/versions/{version}")
+    @router.get("/models/{name}/versions/{version}", response_model=ModelMetadata)
     @_v2_errors
-    def version_metadata(name: str, version: VersionNumber) -> dict[str, object]:
+    def version_metadata(name: str, version: VersionNumber) -> ModelMetadata:
         return _metadata(loaded(name, version))
 
-    @router.get("/models/{name}/ready")
+    @router.get("/models/{name}/ready", response_model=ModelReady)
     @_v2_errors
-    def model_ready(name: str) -> dict[str, object]:
-        return {"name": loaded(name, None).schema.name, "ready": True}
+    def model_ready(name: str) -> ModelReady:
+        return ModelReady(name=loaded(name, None).schema.name, ready=True)
 
-    @router.get("/models/{name}/versions/{version}/ready")
+    @router.get("/models/{name}/versions/{version}/ready", response_model=ModelReady)
     @_v2_errors
-    def version_ready(name: str, version: VersionNumber) -> dict[str, object]:
-        return {"name": name, "ready": loaded(name, version).number == version}
+    def version_ready(name: str, version: VersionNumber) -> ModelReady:
+        return ModelReady(name=name, ready=loaded(name, version).number == version)
 
     async def infer(name: str, version: int | None, request: InferenceRequest) -> JSONResponse:
         started = time.perf_counter()
@@ -218,7 +278,7 @@ def v2_router(scorer: Scorer) -> APIRouter:
                 "name": "predict",
                 "shape": [len(rows)],
                 "datatype": label_type,
-                "data": scored.classes if label_type == "INT64" else [str(c) for c in scored.classes],
+                "data": scored.classes if label_type == Datatype.INT64 else [str(c) for c in scored.classes],
             },
             "predict_proba": {
                 "name": "predict_proba",

@@ -40,7 +40,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def schemathesis(url: str, folder: Path, *extra: str) -> str:
     command = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
-    options = ["--checks", "not_a_server_error", "--max-examples", EXAMPLES, "--seed", "7", "--workers", "1"]
+    options = [
+        "--checks",
+        "not_a_server_error,response_schema_conformance",
+        "--max-examples",
+        EXAMPLES,
+        "--seed",
+        "7",
+        "--workers",
+        "1",
+    ]
     out = subprocess.run(
         [command, "run", f"{url}/openapi.json", *options, "--phases", "examples,coverage,fuzzing", *extra],
         capture_output=True,
