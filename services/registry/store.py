@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -32,7 +32,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from shared import topics
@@ -111,16 +111,16 @@ class RegistryStore:
         rows = conn.execute(select(aliases.c.alias, aliases.c.version).where(aliases.c.model_name == name))
         return {alias: version for alias, version in rows}
 
-    def _to_version(self, row: object, alias_map: dict[str, int]) -> ModelVersion:
-        meta = VersionMetadata.model_validate_json(row.metadata)  # type: ignore[attr-defined]
+    def _to_version(self, row: Row[Any], alias_map: dict[str, int]) -> ModelVersion:
+        meta = VersionMetadata.model_validate_json(row.metadata)
         return ModelVersion(
             **meta.model_dump(),
-            name=row.model_name,  # type: ignore[attr-defined]
-            version=row.version,  # type: ignore[attr-defined]
-            created_at=row.created_at,  # type: ignore[attr-defined]
-            status=row.status,  # type: ignore[attr-defined]
-            signature=row.signature,  # type: ignore[attr-defined]
-            aliases=sorted(a for a, v in alias_map.items() if v == row.version),  # type: ignore[attr-defined]
+            name=row.model_name,
+            version=row.version,
+            created_at=row.created_at,
+            status=row.status,
+            signature=row.signature,
+            aliases=sorted(a for a, v in alias_map.items() if v == row.version),
         )
 
     def models(self) -> list[ModelSummary]:
@@ -263,7 +263,7 @@ class RegistryStore:
         )
         self._emit(conn, change, meta, correlation_id)
 
-    def _row(self, conn: Connection, name: str, version: int) -> object | None:
+    def _row(self, conn: Connection, name: str, version: int) -> Row[Any] | None:
         return conn.execute(
             select(versions).where(versions.c.model_name == name, versions.c.version == version)
         ).first()
@@ -309,9 +309,9 @@ class RegistryStore:
             row = self._row(conn, name, version)
             if row is None:
                 return False
-            if row.status == "archived":  # type: ignore[attr-defined]
+            if row.status == "archived":
                 raise StoreConflict(f"{name} v{version} is archived and cannot be promoted")
-            meta = VersionMetadata.model_validate_json(row.metadata)  # type: ignore[attr-defined]
+            meta = VersionMetadata.model_validate_json(row.metadata)
             self._set_alias(conn, name, alias, version, meta, reason, correlation_id)
             return True
 
@@ -334,7 +334,9 @@ class RegistryStore:
             if previous is None:
                 raise StoreConflict(f"{name} has no earlier champion to roll back to")
             row = self._row(conn, name, previous)
-            meta = VersionMetadata.model_validate_json(row.metadata)  # type: ignore[attr-defined]
+            if row is None:  # versions are never deleted; a history naming none is corrupt
+                raise StoreConflict(f"{name} v{previous}, the earlier champion, is not in the registry")
+            meta = VersionMetadata.model_validate_json(row.metadata)
             self._set_alias(conn, name, "champion", previous, meta, reason)
             return int(previous)
 
@@ -348,7 +350,7 @@ class RegistryStore:
                 return False
             if version in self._aliases_of(conn, name).values():
                 raise StoreConflict(f"{name} v{version} is behind an alias; move the alias first")
-            conn.execute(update(versions).where(versions.c.id == row.id).values(status="archived"))  # type: ignore[attr-defined]
+            conn.execute(update(versions).where(versions.c.id == row.id).values(status="archived"))
             return True
 
         return self.version(name, version) if self._retrying(change) else None
