@@ -89,11 +89,12 @@ def _header(
     cause: Envelope | None,
     correlation_id: str | None,
     causation_id: str | None,
+    event_id: str | None,
 ) -> dict[str, Any]:
     event_type = EVENT_TYPES.get(type(payload))
     if event_type is None:
         raise TypeError(f"{type(payload).__name__} is no event payload")
-    event_id = new_id()
+    event_id = event_id or new_id()
     return {
         "event_id": event_id,
         "type": event_type,
@@ -112,16 +113,18 @@ def encode_event(
     cause: Envelope | None = None,
     correlation_id: str | None = None,
     causation_id: str | None = None,
+    event_id: str | None = None,
 ) -> tuple[str, bytes]:
     """A new event as the bytes of its `Envelope`, and its id; its type is the payload's
     class's (`EVENT_PAYLOADS`). The correlation id comes from
     `correlation_id`, else from the causing event, else the new event starts a loop of its own;
-    the causation id from `causation_id`, else the causing event.
+    the causation id from `causation_id`, else the causing event. `event_id` is for sending
+    the same event again (a retry must not make a second event); new ids are made otherwise.
 
     The envelope is written without building the model (2.5 us instead of 6 us per event;
     ingest, serving and the monitor write one per record); a test checks the bytes are exactly
     what `Envelope.encode()` writes."""
-    header = _header(payload, source, cause, correlation_id, causation_id)
+    header = _header(payload, source, cause, correlation_id, causation_id, event_id)
     head = to_json(header)
     return header["event_id"], b"".join(
         (head[:-1], b',"payload":', payload.__pydantic_serializer__.to_json(payload), b"}")

@@ -212,14 +212,17 @@ class EventPublisher:
         cause: Envelope | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
+        event_id: str | None = None,
     ) -> tuple[str, FutureRecordMetadata]:
-        """Send one event; returns its id and the producer's future for the write."""
+        """Send one event; returns its id and the producer's future for the write (`event_id`:
+        send an event again under the id it was first sent with)."""
         event_id, value = encode_event(
             payload,
             self.source,
             cause=cause,
             correlation_id=correlation_id,
             causation_id=causation_id,
+            event_id=event_id,
         )
         return event_id, self.producer.send(topic, key=key.encode(), value=value)
 

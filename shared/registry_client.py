@@ -16,7 +16,6 @@ from pydantic import BaseModel, TypeAdapter
 
 from shared.registry_api import (
     AliasChange,
-    AliasTarget,
     ModelSummary,
     ModelVersion,
     PromoteRequest,
@@ -136,11 +135,6 @@ class RegistryClient:
         body = PromoteRequest(alias=alias, reason=reason[:200])
         return self._write(f"/v1/models/{name}/versions/{version}/promote", body)
 
-    def move_alias(self, name: str, alias: str, version: int, reason: str = "manual") -> ModelVersion:
-        return self._write(
-            f"/v1/models/{name}/aliases/{alias}", AliasTarget(version=version, reason=reason[:200])
-        )
-
     def approve(self, name: str, version: int) -> ModelVersion:
         """A person's approval (policies `manual` and `shadow`): the version becomes champion."""
         return self._write(f"/v1/models/{name}/versions/{version}/approve")
@@ -148,9 +142,6 @@ class RegistryClient:
     def rollback(self, name: str, reason: str = "manual rollback") -> ModelVersion:
         """Make the previous champion the champion again."""
         return self._write(f"/v1/models/{name}/rollback", RollbackRequest(reason=reason[:200]))
-
-    def archive(self, name: str, version: int) -> ModelVersion:
-        return self._write(f"/v1/models/{name}/versions/{version}/archive")
 
     # --- the wire ------------------------------------------------------------------------
 

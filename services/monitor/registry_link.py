@@ -5,7 +5,8 @@ supervised worker makes each call with the one `RegistryClient`, in the order as
 a fetched reference back to the event loop. A request stays at the head of the queue until
 the registry has answered it: while the registry is unavailable the worker raises, the
 supervisor restarts it with backoff (and `/healthz` names it), and the request is tried again.
-A refusal (4xx) is logged and dropped, since asking again would be refused again.
+A refusal (4xx), or an answer that is not a valid version, is logged and dropped, since
+asking again would get the same answer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from pydantic import ValidationError
 
 from services.monitor.comparison import ShadowVerdict, Underperformance
 from shared.registry_api import ModelVersion
@@ -73,8 +76,6 @@ class RegistryLink:
         return len(self._queue)
 
     def run(self) -> None:
-        with self._wake:
-            self._stopping = False
         while True:
             with self._wake:
                 while not self._queue and not self._stopping:
@@ -110,8 +111,8 @@ class RegistryLink:
                 case Rollback(finding=finding):
                     log.warning("%s; asking the registry to roll back", finding.reason)
                     self.registry.rollback(self.model_name, finding.reason)
-        except RegistryRefused as exc:
-            log.error("registry refused %s: %s", request, exc)
+        except (RegistryRefused, ValidationError) as exc:  # asking again would get the same answer
+            log.error("registry refused %s, or answered it with something invalid: %s", request, exc)
 
     def _hand_back(self, request: FetchReference, version: ModelVersion) -> None:
         if self.loop is None:

@@ -51,7 +51,6 @@ class Swapper:
 
     def run(self) -> None:
         last_check = -1e9
-        self._stop = False
         while not self._stop:
             with self._wake:
                 # NOTE: events are the main path; asking the registry now and then also covers

@@ -35,6 +35,7 @@ from shared.events import (
     TrainingStarted,
 )
 from shared.gc_tuning import cyclic_gc_paused
+from shared.ids import new_id
 from shared.kafka import EventPublisher, decoded
 from shared.registry_client import ModelVersions, RegistryError
 from shared.schema import DatasetSchema
@@ -99,8 +100,9 @@ class Trainer:
         """The trigger of the run in progress."""
         self._wake = threading.Condition()
         self._stop = False
-        self.unsent: list[tuple[TrainingStarted | TrainingCompleted | TrainingFailed, Trigger]] = []
-        """Run events not yet acknowledged by Kafka, oldest first."""
+        self.unsent: list[tuple[str, TrainingStarted | TrainingCompleted | TrainingFailed, Trigger]] = []
+        """Run events (id, payload, trigger) not yet acknowledged by Kafka, oldest first; a
+        retry sends the same event id, so consumers see one event however often it is sent."""
 
     # --- inputs (called from the consume loop and the HTTP API) --------------------------
 
@@ -304,18 +306,19 @@ class Trainer:
             failed_gate=report.failed_gate,
             reason=report.reason,
         )
-        self.unsent.append((payload, report.trigger))
+        self.unsent.append((new_id(), payload, report.trigger))
 
     def _send_unsent(self) -> None:
         """Send the queued run events, each acknowledged before it leaves the queue."""
         while self.unsent:
-            payload, trigger = self.unsent[0]
+            event_id, payload, trigger = self.unsent[0]
             _, future = self.publisher.publish(
                 topics.TRAINING,
                 payload,
                 key=self.schema.name,
                 correlation_id=trigger.correlation_id,
                 causation_id=trigger.event_id,
+                event_id=event_id,
             )
             future.get(timeout=15)
             self.unsent.pop(0)

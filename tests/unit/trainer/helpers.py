@@ -64,16 +64,22 @@ class FakePublisher:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, object]] = []
+        self.ids: list[str] = []
+        """The event id of every send asked for, failed ones included."""
         self.refuse: list[type] = []
         self._lock = threading.Lock()
 
-    def publish(self, topic: str, payload: Payload, key: str, **_: object) -> tuple[str, Sent]:
+    def publish(
+        self, topic: str, payload: Payload, key: str, event_id: str | None = None, **_: object
+    ) -> tuple[str, Sent]:
+        event_id = event_id or new_id()
         with self._lock:
+            self.ids.append(event_id)
             if type(payload) in self.refuse:
                 self.refuse.remove(type(payload))
-                return new_id(), Sent(KafkaTimeoutError("injected: no acknowledgement"))
+                return event_id, Sent(KafkaTimeoutError("injected: no acknowledgement"))
             self.events.append((EVENT_TYPES[type(payload)], payload))
-        return new_id(), Sent()
+        return event_id, Sent()
 
     def dead_letter(self, *args: object, **kwargs: object) -> None:
         raise AssertionError(f"unexpected dead letter: {args}")

@@ -153,5 +153,6 @@ def test_a_run_event_kafka_did_not_take_is_sent_after_the_worker_restarts(tmp_pa
         )
         wait_for(lambda: health.get("/healthz").status_code == 200, "readiness again")
         assert len(trainer.runs) == 1 and not trainer.unsent  # sent once the worker was back; no second run
+        assert len(publisher.ids) == 3 and publisher.ids[1] == publisher.ids[2]  # the retry is the same event
     finally:
         supervisor.stop(timeout_s=30)
