@@ -134,15 +134,57 @@ def encode_event(
 # --- payloads ---------------------------------------------------------------------------
 
 
+DEAD_LETTER_EXCERPT_CHARS = 4096
+"""How much of a refused input a dead letter keeps. NOTE: bounded so that a dead letter is
+always far below the broker's message limit (1 MiB by default): 200 KB of control characters
+once grew to a 1.2 MB dead letter (each escaped as six characters) that kafka-python refused
+to send, and the consumer that sent it retried the batch forever."""
+
+REASON_CHARS = 500
+"""How much of a reason a dead letter or an error keeps (reasons may quote the input)."""
+
+
+def excerpt(text: str, limit: int = DEAD_LETTER_EXCERPT_CHARS) -> str:
+    """`text`, cut to `limit` characters with a marker saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
 class DeadLetter(BaseModel):
-    """Input that was refused, with the reason and the original bytes (as text)."""
+    """Input that was refused, with the reason and an excerpt of the original (as text)."""
 
     origin: str
     """Where it came from: a topic name or an HTTP route."""
     errors: list[FieldError]
     original: str
+    """The input as text, cut to `DEAD_LETTER_EXCERPT_CHARS`."""
+    original_bytes: int | None = None
+    """The size of the whole input in bytes, when it came as bytes."""
     partition: int | None = None
     offset: int | None = None
+
+    @classmethod
+    def of(
+        cls,
+        origin: str,
+        errors: list[FieldError],
+        original: str,
+        *,
+        original_bytes: int | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> DeadLetter:
+        """A dead letter whose excerpt and reasons are cut to their bounds."""
+        bounded = [e.model_copy(update={"reason": excerpt(e.reason, REASON_CHARS)}) for e in errors]
+        return cls(
+            origin=origin,
+            errors=bounded,
+            original=excerpt(original),
+            original_bytes=original_bytes,
+            partition=partition,
+            offset=offset,
+        )
 
 
 def dead_letter_of(
@@ -153,11 +195,15 @@ def dead_letter_of(
     offset: int | None = None,
     field: str = "<message>",
 ) -> DeadLetter:
-    """The dead letter for a message that could not be used, keeping its original bytes."""
-    return DeadLetter(
-        origin=origin,
-        errors=[FieldError(index=0, field=field, reason=reason)],
-        original=(raw or b"").decode("utf-8", errors="replace"),
+    """The dead letter for a message that could not be used, with an excerpt of its bytes."""
+    raw = raw or b""
+    # Decoding only the head keeps a 100 MB message from being copied as text.
+    head = raw[: DEAD_LETTER_EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+    return DeadLetter.of(
+        origin,
+        [FieldError(index=0, field=field, reason=reason)],
+        head if len(raw) <= DEAD_LETTER_EXCERPT_CHARS * 4 else head + "...",
+        original_bytes=len(raw),
         partition=partition,
         offset=offset,
     )

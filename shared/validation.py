@@ -67,6 +67,20 @@ class InvalidField(ValueError):
         self.field, self.reason, self.code = field, reason, code
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value quoted in an error, cut short: errors travel in responses and dead letters, and
+    an input of megabytes must not make one of megabytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"<an integer of {_digits(value)} digits>"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _digits(value: int) -> int:
+    # NOTE: str() of an int over 4,300 digits raises (CPython's limit); bit_length never does.
+    return int(abs(value).bit_length() * 0.30103) + 1
+
+
 def new_record_id() -> str:
     return f"r-{new_id().replace('-', '')}"
 
@@ -89,10 +103,13 @@ def _check_time(schema: DatasetSchema, value: Any, now: datetime) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidField("event_time", f"is not an ISO 8601 time: {value[:40]!r}", "time_format") from None
+        raise InvalidField("event_time", f"is not an ISO 8601 time: {_shown(value)}", "time_format") from None
     if parsed.tzinfo is None:
         raise InvalidField("event_time", "has no time zone (add Z or +00:00)", "time_zone")
-    parsed = parsed.astimezone(UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before the first representable time
+        raise InvalidField("event_time", f"is out of range: {_shown(value)}", "time_format") from None
     if parsed - now > timedelta(seconds=schema.max_future_seconds):
         raise InvalidField(
             "event_time", f"is more than {schema.max_future_seconds:g}s in the future", "time_future"
@@ -108,7 +125,13 @@ def _check_numeric(spec: NumericFeature, value: Any) -> float:
     field = f"features.{spec.name}"
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidField(field, f"must be a number, got {type(value).__name__}", "type")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float's range (JSON allows any number of digits)
+        digits = _digits(int(value))
+        raise InvalidField(
+            field, f"is an integer of {digits} digits, beyond a float's range", "range"
+        ) from None
     if math.isnan(number):
         raise InvalidField(field, "is NaN", "nan")
     if math.isinf(number):
@@ -125,7 +148,9 @@ def _check_categorical(spec: CategoricalFeature, value: Any) -> LabelValue:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise InvalidField(field, f"must be a string or integer category, got {type(value).__name__}", "type")
     if value not in spec.categories and spec.unseen == "reject":
-        raise InvalidField(field, f"{value!r} is not one of the categories {spec.categories}", "category")
+        raise InvalidField(
+            field, f"{_shown(value)} is not one of the categories {_shown(spec.categories)}", "category"
+        )
     return value
 
 
@@ -152,7 +177,9 @@ def check_features(schema: DatasetSchema, features: Any) -> dict[str, FeatureVal
 
 def check_label(schema: DatasetSchema, value: Any) -> LabelValue:
     if isinstance(value, bool) or value not in schema.label.classes:
-        raise InvalidField("label", f"{value!r} is not one of the classes {schema.label.classes}", "label")
+        raise InvalidField(
+            "label", f"{_shown(value)} is not one of the classes {schema.label.classes}", "label"
+        )
     return cast(LabelValue, value)  # one of the classes, so an int or a str
 
 

@@ -4,15 +4,15 @@ the batch's writes."""
 
 from __future__ import annotations
 
-import json
-
 from kafka.consumer.fetcher import ConsumerRecord
 
 from services.ingest.intake import Intake
 from shared import topics
+from shared.json_input import MalformedJSON, loads_json
+from shared.kafka import TryLater
 
 
-class InFlight(RuntimeError):
+class InFlight(TryLater):
     """Some records of the batch are still being written: the batch is retried."""
 
 
@@ -28,19 +28,19 @@ class RawHandler:
                 self.intake.publisher.dead_letter(
                     message.topic,
                     f"message of {len(message.value)} bytes exceeds the limit of {self.max_bytes}",
-                    message.value[:1024],
+                    message.value,
                     message.partition,
                     message.offset,
                     field="<record>",
                 )
                 continue
             try:
-                items.append(json.loads(message.value))
+                items.append(loads_json(message.value))
                 positions.append((message.partition, message.offset))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            except MalformedJSON as exc:
                 self.intake.publisher.dead_letter(
                     message.topic,
-                    f"malformed JSON: {exc}",
+                    str(exc),
                     message.value,
                     message.partition,
                     message.offset,

@@ -148,3 +148,18 @@ def test_labels() -> None:
         (2, "label", "'1' is not one of the classes [0, 1]"),
         (3, "x", "is not a label field (id, label, event_time)"),
     ]
+
+
+def test_inputs_that_used_to_raise_are_field_errors_with_short_reasons() -> None:
+    """An integer beyond a float's range raised OverflowError (a 500, and a stalled consumer);
+    a time before year 1 in UTC too; a megabyte category came back in full in its error."""
+    field, reason = one_error({"features": {**GOOD, "x1": 10**400}})
+    assert (field, reason) == ("features.x1", "is an integer of 401 digits, beyond a float's range")
+    field, reason = one_error({"features": {**GOOD, "x1": -(10**5000)}})
+    assert field == "features.x1" and "5001 digits" in reason
+    field, reason = one_error({"features": GOOD, "event_time": "0001-01-01T00:00:00+01:00"})
+    assert field == "event_time" and reason.startswith("is out of range")
+    field, reason = one_error({"features": {**GOOD, "color": "\x01" * 200_000}})
+    assert field == "features.color" and len(reason) < 300
+    valid, errors = validate_labels(demo_schema(), [{"id": "r-1", "label": 10**5000}], now=NOW)
+    assert not valid and "5001 digits" in errors[0].reason
