@@ -19,14 +19,16 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
+    KafkaError,
+    MessageSizeTooLargeError,
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
 from kafka.producer.future import FutureRecordMetadata
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from shared import topics
-from shared.events import BadEvent, Envelope, Payload, Source, dead_letter_of, encode_event
+from shared.events import BadEvent, DeadLetter, Envelope, Payload, Source, dead_letter_of, encode_event
 from shared.partitioner import KeyPartitioner
 from shared.settings import CommonSettings
 
@@ -131,10 +133,11 @@ def read_processed(
     partition: int,
     since_s: float,
     timeout_s: float = 300.0,
-) -> list[ConsumerRecord]:
+) -> tuple[list[ConsumerRecord], bool]:
     """Partition `partition` of each topic, from the messages produced at `since_s` (seconds
     since the epoch) up to the offsets `group` has committed: what that group already
-    processed lately, for state that is rebuilt from its inputs instead of a changelog.
+    processed lately, for state that is rebuilt from its inputs instead of a changelog. The
+    flag says whether all of it was read (False: `timeout_s` ran out first).
 
     Empty when the group has committed nothing. A few messages older than `since_s` may come
     too (Tansu answers a time with the start of the batch that holds it): filter by timestamp.
@@ -148,7 +151,7 @@ def read_processed(
         offsets.close()
     ends = {tp: end for tp, end in ends.items() if end}
     if not ends:
-        return []
+        return [], True
     consumer = KafkaConsumer(**_consumer_config(settings), group_id=None)
     try:
         consumer.assign(list(ends))
@@ -169,13 +172,13 @@ def read_processed(
                     partition,
                     timeout_s,
                 )
-                break
+                return messages, False
             for tp, batch in consumer.poll(timeout_ms=500).items():
                 messages += [message for message in batch if message.offset < ends[tp]]
                 if consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
                     consumer.pause(tp)
-        return messages
+        return messages, True
     finally:
         consumer.close()
 
@@ -202,6 +205,8 @@ class EventPublisher:
     def __init__(self, settings: CommonSettings, service: str, producer: KafkaProducer | None = None):
         self.source = Source(service=service, instance=settings.instance)
         self.producer = producer or make_producer(settings)
+        self._dead_letters: list[FutureRecordMetadata] = []
+        self._dead_letters_lock = threading.Lock()
 
     def publish(
         self,
@@ -235,9 +240,22 @@ class EventPublisher:
         offset: int | None = None,
         field: str = "<message>",
     ) -> None:
-        """Send an input that could not be used to `deadletter`, with why and its bytes."""
-        payload = dead_letter_of(origin, reason, raw, partition, offset, field)
-        self.publish(topics.DEADLETTER, payload, key=origin)
+        """Send an input that could not be used to `deadletter`, with why and an excerpt."""
+        self.send_dead_letter(dead_letter_of(origin, reason, raw, partition, offset, field))
+
+    def send_dead_letter(self, letter: DeadLetter) -> None:
+        """Send a dead letter; `wait_for_dead_letters` tells a consumer that they were written
+        before it commits past their inputs (a dead letter is how such an input is not lost)."""
+        _, future = self.publish(topics.DEADLETTER, letter, key=letter.origin)
+        with self._dead_letters_lock:
+            self._dead_letters.append(future)
+
+    def wait_for_dead_letters(self, timeout_s: float = 30.0) -> None:
+        """Wait until the broker took every dead letter sent so far (raises if it did not)."""
+        with self._dead_letters_lock:
+            pending, self._dead_letters = self._dead_letters, []
+        for future in pending:  # a failure raises: the caller handles its batch again
+            future.get(timeout=timeout_s)
 
     def flush(self, timeout: float | None = None) -> None:
         self.producer.flush(timeout)
@@ -279,31 +297,79 @@ def report_lag(consumer: KafkaConsumer, group: str) -> None:
 
 Handler = Callable[[list[ConsumerRecord]], None]
 
+DEAD_LETTERED = Counter(
+    "ctloop_consumer_dead_lettered_total",
+    "Messages a consume loop gave up on after its retries (sent to `deadletter`)",
+    ["consumer"],
+)
+HOLDS = Counter(
+    "ctloop_consumer_holds_total",
+    "Times a consume loop held its partitions for a cause outside the messages (broker down)",
+    ["consumer"],
+)
+
+
+class TryLater(Exception):
+    """Raised by a handler when a batch cannot be finished now for a reason outside its
+    messages (a write still in flight, the broker not answering): the loop holds the batch and
+    tries again, however long it takes, and never dead-letters it."""
+
+
+def outside_the_messages(exc: BaseException) -> bool:
+    """Whether an error says nothing about the messages being handled: the broker or the
+    network (a message too large to send is the message's own fault)."""
+    if isinstance(exc, TryLater | TimeoutError):
+        return True
+    return isinstance(exc, KafkaError) and not isinstance(exc, MessageSizeTooLargeError)
+
 
 class ConsumeLoop:
     """A `Worker` (shared.supervision) that polls a consumer, hands each batch to `handler`,
     then commits.
 
     The handler must be quick (hand long work to another thread) so that the loop keeps
-    polling within `max_poll_interval_ms`. Handlers deal with bad messages themselves
-    (dead-letter them); an exception means the batch could not be processed now (a bug or the
-    broker down), so the loop seeks back to the batch's start and tries it again a second
-    later, never committing past it. A commit refused because the group rebalanced is
-    survived: the batch is not committed, so whoever owns its partitions now reads it again
-    (handlers are idempotent). Anything else ends `run` with the error, for the supervisor to
-    restart it on a new consumer.
+    polling within `max_poll_interval_ms`, and idempotent (a batch may be handled again).
+    Handlers dead-letter the bad messages they recognise; for anything else a message can make
+    a handler raise, the loop is the safety net: it tries the batch `consumer_max_attempts`
+    times with growing waits, then hands the messages over one at a time and dead-letters each
+    that still fails (with the error, topic, partition, offset and an excerpt), so one message
+    never stops a partition. Errors outside the messages (`outside_the_messages`: the broker,
+    `TryLater`) are retried without a bound instead, and meanwhile `ready()` is False. Nothing
+    is committed before the batch's dead letters are written.
+
+    A commit refused because the group rebalanced is survived: the batch is not committed, so
+    whoever owns its partitions now reads it again. Anything else ends `run` with the error,
+    for the supervisor to restart it on a new consumer.
     """
 
-    def __init__(self, name: str, consumer_factory: Callable[[], KafkaConsumer], handler: Handler):
+    def __init__(
+        self,
+        name: str,
+        consumer_factory: Callable[[], KafkaConsumer],
+        handler: Handler,
+        publisher: EventPublisher,
+        settings: CommonSettings,
+    ) -> None:
         self.name = name
         self._factory = consumer_factory
         self._handler = handler
+        self._publisher = publisher
+        self._max_attempts = settings.consumer_max_attempts
+        self._backoff_s = settings.consumer_retry_backoff_s
+        self._hold_wait_s = self._backoff_s
         self._stop_event = threading.Event()
         self.assigned = threading.Event()
-        """Set while the consumer has partitions (readiness)."""
+        """Set while the consumer has partitions."""
+        self.holding: str | None = None
+        """Why the loop holds its partitions (an error outside the messages), or None."""
+
+    def ready(self) -> bool:
+        """Readiness: partitions assigned and not held."""
+        return self.assigned.is_set() and self.holding is None
 
     def run(self) -> None:
         self.assigned.clear()
+        self.holding = None
         consumer = self._factory()
         try:
             while not self._stop_event.is_set():
@@ -313,20 +379,97 @@ class ConsumeLoop:
                     report_lag(consumer, consumer.config["group_id"] or self.name)
                 if not batches:
                     continue
-                records = [r for batch in batches.values() for r in batch]
-                try:
-                    self._handler(records)
-                except Exception:
-                    log.exception("%s: handler failed on %d records; retrying", self.name, len(records))
-                    for partition, batch in batches.items():
-                        consumer.seek(partition, batch[0].offset)
-                    self._stop_event.wait(1.0)
+                if not self._handle(consumer, batches):
                     continue
                 if consumer.config["group_id"] is not None:  # a replay consumer commits nothing
-                    self._commit(consumer, len(records))
+                    self._commit(consumer, sum(len(b) for b in batches.values()))
         finally:
             self.assigned.clear()
             consumer.close()
+
+    def _handle(self, consumer: KafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> bool:
+        """Handle a poll's batches; True when every message was handled or dead-lettered and
+        the dead letters are written, False when the consumer was sought back to retry."""
+        records = [r for batch in batches.values() for r in batch]
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                self._handler(records)
+                break
+            except Exception as exc:
+                if outside_the_messages(exc):
+                    return self._hold(consumer, batches, exc)
+                log.warning(
+                    "%s: a batch of %d failed (attempt %d of %d): %s: %s",
+                    self.name,
+                    len(records),
+                    attempt,
+                    self._max_attempts,
+                    type(exc).__name__,
+                    exc,
+                )
+                if attempt < self._max_attempts and self._stop_event.wait(
+                    self._backoff_s * 2 ** (attempt - 1)
+                ):
+                    return self._seek_back(consumer, batches)
+        else:
+            done: dict[TopicPartition, int] = {}
+            for record in records:
+                try:
+                    self._handler([record])
+                except Exception as exc:
+                    if outside_the_messages(exc):
+                        return self._hold(consumer, batches, exc, done)
+                    self._give_up(record, exc)
+                done[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        try:
+            self._publisher.wait_for_dead_letters()
+        except Exception as exc:
+            return self._hold(consumer, batches, exc)
+        self.holding, self._hold_wait_s = None, self._backoff_s
+        return True
+
+    def _give_up(self, record: ConsumerRecord, exc: Exception) -> None:
+        log.error(
+            "%s: %s[%d]@%d failed alone after its batch failed %d times; dead-lettered: %s: %s",
+            self.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            self._max_attempts,
+            type(exc).__name__,
+            exc,
+        )
+        DEAD_LETTERED.labels(self.name).inc()
+        reason = f"could not be processed ({self._max_attempts} attempts): {type(exc).__name__}: {exc}"
+        self._publisher.dead_letter(record.topic, reason, record.value, record.partition, record.offset)
+
+    def _hold(
+        self,
+        consumer: KafkaConsumer,
+        batches: dict[TopicPartition, list[ConsumerRecord]],
+        exc: BaseException,
+        done: dict[TopicPartition, int] | None = None,
+    ) -> bool:
+        reason = f"{type(exc).__name__}: {exc}"
+        if reason != self.holding:
+            log.warning("%s: holding its partitions until this clears: %s", self.name, reason)
+        self.holding = reason
+        HOLDS.labels(self.name).inc()
+        self._seek_back(consumer, batches, done)
+        self._stop_event.wait(self._hold_wait_s)
+        self._hold_wait_s = min(15.0, self._hold_wait_s * 2)
+        return False
+
+    @staticmethod
+    def _seek_back(
+        consumer: KafkaConsumer,
+        batches: dict[TopicPartition, list[ConsumerRecord]],
+        done: dict[TopicPartition, int] | None = None,
+    ) -> bool:
+        """Rewind each partition to its first message not yet handled."""
+        for partition, batch in batches.items():
+            consumer.seek(partition, (done or {}).get(partition, batch[0].offset))
+        return False
 
     def _commit(self, consumer: KafkaConsumer, count: int) -> None:
         try:

@@ -25,18 +25,22 @@ def main() -> None:
     # NOTE: a send blocks while the producer lacks metadata; keep that short, the HTTP side
     # answers 503 rather than hang.
     producer = make_producer(settings, max_block_ms=5000)
-    intake = Intake(schema, EventPublisher(settings, "ingest", producer), recent)
+    intake = Intake(
+        schema, EventPublisher(settings, "ingest", producer), recent, settings.ingest_max_unsettled
+    )
     loop = ConsumeLoop(
         "consume-raw",
         lambda: make_consumer(settings, "ctloop-ingest", [topics.RAW]),
         RawHandler(intake, settings.ingest_max_body_bytes),
+        intake.publisher,
+        settings,
     )
     supervisor = Supervisor("ingest")
     supervisor.add(loop)
     supervisor.start()
     try:
         serve(
-            build_app(settings, schema, intake, loop.assigned.is_set, supervisor),
+            build_app(settings, schema, intake, loop.ready, supervisor),
             settings.host,
             settings.ingest_port,
             settings.log_level,

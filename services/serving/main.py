@@ -49,6 +49,8 @@ def main() -> None:
             settings, f"ctloop-serving-{settings.instance}", [topics.MODELS], auto_offset_reset="latest"
         ),
         swapper.handle,
+        publisher,
+        settings,
     )
     batcher = MicroBatcher(settings.serving_max_batch_rows)
     # Stopped in reverse: the consume loop and the swapper first, the prediction log last
@@ -59,7 +61,7 @@ def main() -> None:
     supervisor.start()
     try:
         serve(
-            build_app(holder, prediction_log, shadow, batcher, supervisor),
+            build_app(holder, prediction_log, shadow, batcher, settings, supervisor),
             settings.host,
             settings.serving_port,
             settings.log_level,

@@ -39,11 +39,15 @@ def main() -> None:
         "consume-examples",
         lambda: make_replay_consumer(settings, topics.EXAMPLES, settings.trainer_max_examples),
         trainer.handle,
+        trainer.publisher,
+        settings,
     )
     events = ConsumeLoop(
         "consume-events",
         lambda: make_consumer(settings, "ctloop-trainer", [topics.DRIFT, topics.MODELS]),
         trainer.handle,
+        trainer.publisher,
+        settings,
     )
     trainer.prepare()
     try:
@@ -56,7 +60,7 @@ def main() -> None:
     supervisor.start()
     try:
         serve(
-            build_app(trainer, lambda: examples.assigned.is_set() and events.assigned.is_set(), supervisor),
+            build_app(trainer, lambda: examples.ready() and events.ready(), supervisor),
             settings.host,
             settings.trainer_port,
             settings.log_level,

@@ -5,9 +5,10 @@ processes)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -20,10 +21,10 @@ from kafka.errors import CommitFailedError, RebalanceInProgressError
 from shared import topics
 from shared.broker import EmbeddedBroker
 from shared.http import create_app
-from shared.kafka import ConsumeLoop, make_consumer, make_producer
+from shared.kafka import ConsumeLoop, EventPublisher, TryLater, make_consumer, make_producer
 from shared.settings import CommonSettings
 from shared.supervision import Supervisor
-from tests.integration.conftest import start_stack, stop_stack, upload_demo, wait_for
+from tests.integration.conftest import read_topic, start_stack, stop_stack, upload_demo, wait_for
 from tests.integration.proxy import Proxy
 
 pytestmark = pytest.mark.integration
@@ -93,7 +94,13 @@ def test_a_commit_refused_after_a_rebalance_is_survived_and_nothing_is_lost(brok
     def factory() -> Any:
         return FaultyConsumer(make_consumer(settings, group, [topic]), faults, [])
 
-    loop = ConsumeLoop("consume-raw", factory, lambda batch: seen.extend(m.value.decode() for m in batch))
+    loop = ConsumeLoop(
+        "consume-raw",
+        factory,
+        lambda batch: seen.extend(m.value.decode() for m in batch),
+        EventPublisher(settings, "test"),
+        settings,
+    )
     supervisor = Supervisor("test")
     supervisor.add(loop)
     supervisor.start()
@@ -126,12 +133,20 @@ def test_a_consume_loop_that_fails_is_restarted_named_by_healthz_and_reads_its_b
     def factory() -> Any:
         return FaultyConsumer(make_consumer(settings, group, [topic]), [], faults)
 
-    loop = ConsumeLoop("consume-labels", factory, lambda batch: seen.extend(m.value.decode() for m in batch))
+    loop = ConsumeLoop(
+        "consume-labels",
+        factory,
+        lambda batch: seen.extend(m.value.decode() for m in batch),
+        EventPublisher(settings, "test"),
+        settings,
+    )
     # a long backoff, so that the test sees the task down
     supervisor = Supervisor("test", backoff_s=3.0)
     supervisor.add(loop)
     health = TestClient(
-        create_app("t", health=lambda: {"ready": loop.assigned.is_set()}, supervisor=supervisor)
+        create_app(
+            "t", health=lambda: {"ready": loop.assigned.is_set()}, supervisor=supervisor, max_body_bytes=4096
+        )
     )
     supervisor.start()
     try:
@@ -200,3 +215,94 @@ def test_the_monitor_keeps_a_registry_call_until_the_registry_answers(
     finally:
         proxy.down()
         stop_stack(stack)
+
+
+@contextlib.contextmanager
+def running_loop(
+    settings: CommonSettings, group: str, topic: str, handler: Callable[[list[ConsumerRecord]], None]
+) -> Iterator[tuple[ConsumeLoop, Supervisor]]:
+    """A supervised consume loop of `topic` with partitions assigned; stopped on exit."""
+    loop = ConsumeLoop(
+        f"consume-{topic}",
+        lambda: make_consumer(settings, group, [topic]),
+        handler,
+        EventPublisher(settings, "recovery-test"),
+        settings,
+    )
+    supervisor = Supervisor("test")
+    supervisor.add(loop)
+    supervisor.start()
+    try:
+        wait_for(loop.assigned.is_set, "partitions")
+        yield loop, supervisor
+    finally:
+        supervisor.stop()
+
+
+def test_a_message_its_handler_always_fails_on_is_dead_lettered_and_the_rest_go_on(
+    broker: EmbeddedBroker,
+) -> None:
+    """The consume loop's safety net: a message that makes the handler raise something it
+    did not dead-letter itself (a bug, an input nobody foresaw) costs its bounded retries,
+    then it alone is dead-lettered and the partition moves on, committed to the end."""
+    topic, group = topics.RECORDS, f"recovery-{uuid.uuid4().hex[:6]}"
+    settings = CommonSettings(kafka_bootstrap=broker.bootstrap, consumer_retry_backoff_s=0.1)
+    seen: list[str] = []
+    tries: dict[str, int] = {}
+
+    def handler(batch: list[ConsumerRecord]) -> None:
+        values = [m.value.decode() for m in batch]
+        for value in values:
+            tries[value] = tries.get(value, 0) + 1
+        if any(v.startswith("poison") for v in values):
+            raise OverflowError("injected: int too large to convert to float")
+        seen.extend(values)
+
+    with running_loop(settings, group, topic, handler) as (loop, supervisor):
+        marker = uuid.uuid4().hex[:6]
+        values = (
+            [f"ok-{marker}-{i}" for i in range(50)]
+            + [f"poison-{marker}"]
+            + [f"ok-{marker}-{i}" for i in range(50, 100)]
+        )
+        ends = produce(broker.bootstrap, topic, values)
+        wait_for(lambda: {v for v in values if v.startswith("ok")} <= set(seen), "the valid messages")
+        letters = read_topic(
+            broker.bootstrap,
+            topics.DEADLETTER,
+            lambda es: any(e.payload.get("original") == f"poison-{marker}" for e in es),
+        )
+        letter = next(e.payload for e in letters if e.payload.get("original") == f"poison-{marker}")
+        assert letter["origin"] == topic and letter["offset"] is not None and letter["partition"] is not None
+        assert "OverflowError: injected" in letter["errors"][0]["reason"]
+        assert (
+            tries[f"poison-{marker}"] <= settings.consumer_max_attempts + 1
+        )  # bounded: batch tries + one alone
+        wait_for(lambda: committed_to(broker.bootstrap, group, ends), "the group to commit past the poison")
+        assert supervisor.status()[loop.name]["restarts"] == 0
+
+
+def test_a_cause_outside_the_messages_holds_the_partition_says_so_and_loses_nothing(
+    broker: EmbeddedBroker,
+) -> None:
+    """`TryLater` (and broker errors) are retried without a bound, never dead-lettered, and
+    readiness is False while the loop holds."""
+    topic, group = topics.PREDICTIONS, f"recovery-{uuid.uuid4().hex[:6]}"
+    settings = CommonSettings(kafka_bootstrap=broker.bootstrap, consumer_retry_backoff_s=0.1)
+    seen: list[str] = []
+    refusals = [10]
+
+    def handler(batch: list[ConsumerRecord]) -> None:
+        if refusals[0] > 0:
+            refusals[0] -= 1
+            raise TryLater("injected: the broker did not acknowledge the writes")
+        seen.extend(m.value.decode() for m in batch)
+
+    with running_loop(settings, group, topic, handler) as (loop, _):
+        values = [f"held-{uuid.uuid4().hex[:6]}-{i}" for i in range(30)]
+        ends = produce(broker.bootstrap, topic, values)
+        wait_for(lambda: loop.holding is not None, "the loop to hold")
+        assert not loop.ready() and "TryLater" in (loop.holding or "")
+        wait_for(lambda: set(values) <= set(seen), "every message once the cause cleared", timeout_s=120)
+        wait_for(loop.ready, "readiness again")
+        wait_for(lambda: committed_to(broker.bootstrap, group, ends), "the group to commit")
