@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from kafka.errors import MessageSizeTooLargeError
 from kafka.producer.future import FutureRecordMetadata
 from prometheus_client import Counter, Histogram
 
 from services.ingest.dedupe import RecentIds, Seen
 from shared import topics
 from shared.events import DeadLetter
-from shared.kafka import EventPublisher
+from shared.kafka import EventPublisher, TryLater
 from shared.schema import DatasetSchema
 from shared.validation import FieldError, Label, Record, validate_labels, validate_records
 
@@ -96,11 +98,20 @@ class _Writes:
             ACCEPTED.labels(self.kind, self.origin).inc()
 
 
+class Busy(TryLater):
+    """Too many batches wait for the broker's answer: refused until some are settled."""
+
+
 class Intake:
-    def __init__(self, schema: DatasetSchema, publisher: EventPublisher, recent: RecentIds) -> None:
+    def __init__(
+        self, schema: DatasetSchema, publisher: EventPublisher, recent: RecentIds, max_unsettled: int = 10_000
+    ) -> None:
         self.schema = schema
         self.publisher = publisher
         self.recent = recent
+        self.max_unsettled = max_unsettled
+        self._unsettled = 0
+        self._unsettled_lock = threading.Lock()
         # NOTE: several settlers, so that one batch waiting on a slow partition does not hold
         # back the answers of the batches behind it.
         self._settlers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ingest-settle")
@@ -127,33 +138,84 @@ class Intake:
         topic: str,
         positions: list[tuple[int, int]] | None = None,
     ) -> Outcome:
+        if self._unsettled >= self.max_unsettled:
+            # NOTE: while the broker does not answer, each batch waits in the settle queue for
+            # up to SETTLE_WAIT_S; this bound keeps a flood of requests from growing it without end.
+            raise Busy(f"{self._unsettled} batches wait for the broker's answer; retry later")
         BATCH.observe(len(items))
         outcome = Outcome(rejected=errors)
         for error in errors:
             REJECTED.labels(kind, error.code).inc()
-            partition, offset = positions[error.index] if positions else (None, None)
-            payload = DeadLetter(
-                origin=origin,
-                errors=[error],
-                original=json.dumps(items[error.index], default=str),
-                partition=partition,
-                offset=offset,
-            )
-            self.publisher.publish(topics.DEADLETTER, payload, key=origin)
+            self._dead_letter(kind, origin, error, items[error.index], positions)
         bad = {e.index for e in errors}
         indices = [i for i in range(len(items)) if i not in bad]
         writes = _Writes(self.recent, kind, origin, outcome)
         keys = [f"{kind}:{item.id}" for item in valid]
         seen = self.recent.reserve_all(keys)
-        for index, item, key, answer in zip(indices, valid, keys, seen, strict=True):
-            if answer is Seen.DUPLICATE:
-                DUPLICATES.labels(kind).inc()
-                outcome.duplicates.append({"index": index, "id": item.id})
-            elif answer is Seen.IN_FLIGHT:
-                outcome.in_flight.append({"index": index, "id": item.id})
-            else:
-                _, future = self.publisher.publish(topic, item, key=item.id)
-                writes.pending.append((key, future))
-                outcome.accepted.append({"index": index, "id": item.id})
-        self._settlers.submit(writes.settle)
+        try:
+            for index, item, key, answer in zip(indices, valid, keys, seen, strict=True):
+                if answer is Seen.DUPLICATE:
+                    DUPLICATES.labels(kind).inc()
+                    outcome.duplicates.append({"index": index, "id": item.id})
+                elif answer is Seen.IN_FLIGHT:
+                    outcome.in_flight.append({"index": index, "id": item.id})
+                else:
+                    try:
+                        _, future = self.publisher.publish(topic, item, key=item.id)
+                    except MessageSizeTooLargeError as exc:
+                        # The item's own fault: refused like an invalid field, its id freed.
+                        self.recent.settle(failed=[key])
+                        error = FieldError(
+                            index=index, field=f"<{kind}>", reason=str(exc), code="too_large", id=item.id
+                        )
+                        REJECTED.labels(kind, error.code).inc()
+                        outcome.rejected.append(error)
+                        self._dead_letter(kind, origin, error, items[index], positions)
+                        continue
+                    writes.pending.append((key, future))
+                    outcome.accepted.append({"index": index, "id": item.id})
+        except Exception:
+            # A send that failed before it was queued (no metadata in time, the producer
+            # closed): the ids not queued are freed at once, so a retry is not told "in flight"
+            # for the whole de-duplication window.
+            queued = {key for key, _ in writes.pending}
+            self.recent.settle(
+                failed=[k for k, a in zip(keys, seen, strict=True) if a is Seen.NEW and k not in queued]
+            )
+            self._settle(writes)
+            raise
+        self._settle(writes)
         return outcome
+
+    def _settle(self, writes: _Writes) -> None:
+        with self._unsettled_lock:
+            self._unsettled += 1
+        self._settlers.submit(self._settled, writes)
+
+    def _settled(self, writes: _Writes) -> None:
+        try:
+            writes.settle()
+        finally:
+            with self._unsettled_lock:
+                self._unsettled -= 1
+
+    def _dead_letter(
+        self,
+        kind: str,
+        origin: str,
+        error: FieldError,
+        item: Any,
+        positions: list[tuple[int, int]] | None,
+    ) -> None:
+        partition, offset = positions[error.index] if positions else (None, None)
+        self.publisher.send_dead_letter(
+            DeadLetter.of(origin, [error], _as_text(item), partition=partition, offset=offset)
+        )
+
+
+def _as_text(item: Any) -> str:
+    """An item as JSON for its dead letter (its repr if it cannot be written as JSON)."""
+    try:
+        return json.dumps(item, default=str)
+    except (ValueError, RecursionError) as exc:
+        return f"<a {type(item).__name__} that cannot be written as JSON: {exc}>"
