@@ -6,14 +6,17 @@ installs the one handler that turns them into `{"detail": ...}` JSON responses.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.gc_tuning import tune_gc
 from shared.supervision import Supervisor
@@ -65,19 +68,134 @@ class TooLarge(ServiceError):
     status_code = 413
 
 
+class BodyTooLarge(HTTPException):
+    """Raised while a body is read, the moment it passes its limit (FastAPI passes an
+    `HTTPException` from body parsing through, where any other error would become a 400)."""
+
+    def __init__(self, limit: int, length: int | None = None) -> None:
+        size = f"body of {length} bytes" if length is not None else "body"
+        super().__init__(413, f"{size} exceeds the limit of {limit} bytes")
+
+
+LargerBody = tuple[str, str, int]
+"""(HTTP method, path regex, limit): a route that takes bodies larger than the app's limit."""
+
+
+class BodyLimit:
+    """ASGI middleware: every request body is bounded before it is read.
+
+    A `Content-Length` over the limit is answered 413 at once, without reading the body (a
+    client that sent `Expect: 100-continue` never sends it). A body without a length (chunked)
+    is counted as it streams in, and the reader gets `BodyTooLarge` the moment it passes the
+    limit, so no route ever holds more than the limit in memory. The 413 is sent while the
+    connection stays open: uvicorn then reads and discards the rest of the body, so a client
+    that sends its whole body before reading (Python's urllib) gets the 413 instead of a reset.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: Sequence[LargerBody] = ()) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.larger = [(method, re.compile(path), limit) for method, path, limit in larger]
+
+    def limit(self, scope: Scope) -> int:
+        for method, path, limit in self.larger:
+            if scope["method"] == method and path.fullmatch(scope["path"]):
+                return limit
+        return self.max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit(scope)
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            if _closes_after(headers) and int(length) <= DRAIN_BYTES:
+                await _drain(receive, DRAIN_BYTES)
+            await _refuse(send, BodyTooLarge(limit, int(length)))
+            return
+        received = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    if _closes_after(headers) and message.get("more_body", False):
+                        await _drain(receive, DRAIN_BYTES - received)
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except BodyTooLarge as exc:  # raised where no handler turned it into a response
+            if started:
+                raise
+            await _refuse(send, exc)
+
+
+DRAIN_BYTES = 256 * 1024 * 1024
+"""The most of a refused body read (and thrown away) before the 413 on a connection that closes
+after it. NOTE: uvicorn closes such a connection (`Connection: close`, which Python's urllib
+always sends) as soon as the response is out; if body bytes are still arriving, the close
+resets the connection and the client never reads the 413 (seen with a 66 MB body). Reading
+costs time, never memory; a larger body is refused at once (the client sees the reset)."""
+
+
+def _closes_after(headers: dict[bytes, bytes]) -> bool:
+    """Whether uvicorn closes the connection after the response, and the client sends its body
+    without waiting for an answer (no `Expect: 100-continue`)."""
+    if headers.get(b"expect", b"").lower() == b"100-continue":
+        return False
+    return b"close" in headers.get(b"connection", b"").lower()
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop the rest of a body, at most `budget` bytes."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        budget -= len(message.get("body", b""))
+
+
+async def _refuse(send: Send, exc: BodyTooLarge) -> None:
+    body = json.dumps({"detail": exc.detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def create_app(
     title: str,
     health: Callable[[], dict[str, object]],
     supervisor: Supervisor | None = None,
+    *,
+    max_body_bytes: int,
+    larger_bodies: Sequence[LargerBody] = (),
     **kwargs: object,
 ) -> FastAPI:
     """A FastAPI app with `GET /livez` (200 while the process serves), `GET /healthz`
     (readiness: 200 when `health()["ready"]` and every background task of `supervisor` runs,
     else 503 with the state and `down`: the names of the tasks that do not) and `GET /metrics`
-    (Prometheus text format)."""
+    (Prometheus text format). Request bodies are bounded by `max_body_bytes` (`BodyLimit`),
+    except on the routes of `larger_bodies`, which have their own bound."""
     # 422 bodies are ctloop's field errors (ServiceError), not only FastAPI's validation errors:
     # the documented schema says so, for clients and for the fuzz test that checks responses.
-    app = FastAPI(title=title, responses={422: {"model": ErrorResponse}}, **kwargs)  # type: ignore[arg-type]
+    app = FastAPI(
+        title=title,
+        responses={413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+        **kwargs,  # type: ignore[arg-type]
+    )
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, larger=larger_bodies)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:

@@ -68,6 +68,14 @@ class CommonSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the service."""
 
+    consumer_max_attempts: int = Field(3, ge=1, le=20)
+    """How often a consumer tries a batch that its handler fails on (waiting
+    `consumer_retry_backoff_s`, then twice as long each time) before it takes the messages one
+    at a time and dead-letters each that still fails. Broker errors are retried without bound."""
+
+    consumer_retry_backoff_s: float = Field(0.5, gt=0, le=60)
+    """The first wait between attempts at a failing batch (doubled each attempt)."""
+
     data_dir: Path = Path("var")
     """Where services that keep local files (registry store, serving cache, trainer datasets)
     put them; each uses a sub-folder named after itself."""
@@ -103,6 +111,11 @@ class HTTPServiceSettings(CommonSettings):
     host: str = "127.0.0.1"
     """Interface the HTTP server binds to."""
 
+    http_max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    """Largest request body this service's endpoints accept; a larger one gets 413 before it
+    is read. Ingest (`CTLOOP_INGEST_MAX_BODY_BYTES`), serving (`CTLOOP_SERVING_MAX_BODY_BYTES`)
+    and the registry's artifact upload (`CTLOOP_REGISTRY_MAX_ARTIFACT_BYTES`) have their own."""
+
 
 class ServingSettings(HTTPServiceSettings):
     """The prediction service."""
@@ -117,6 +130,12 @@ class ServingSettings(HTTPServiceSettings):
     serving_max_batch_rows: int = Field(256, ge=1)
     """Most rows one model call may predict for concurrent requests together (1: no
     micro-batching; each request predicts alone)."""
+
+    serving_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Largest prediction request body (`/v1` and V2); larger gets 413 before it is read."""
+
+    serving_max_rows: int = Field(10_000, ge=1)
+    """Most rows one prediction request may carry; more get 413."""
 
     serving_shadow_fraction: float = Field(1.0, ge=0, le=1)
     """Share of prediction requests also scored by the challenger (when one exists), off the
@@ -137,6 +156,10 @@ class IngestSettings(HTTPServiceSettings):
 
     ingest_max_batch: int = Field(5_000, ge=1)
     """Most records (or labels) in one request; more gets 413."""
+
+    ingest_max_unsettled: int = Field(10_000, ge=1)
+    """Batches (requests or `raw` polls) whose writes may wait for the broker's answer at once;
+    beyond it a request gets 503 with Retry-After (and the `raw` consumer waits)."""
 
     ingest_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger gets 413."""
@@ -167,6 +190,14 @@ class RegistrySettings(HTTPServiceSettings):
     """Where artifacts are stored: an fsspec URL (`s3://bucket/ctloop`, `gs://…`); empty means
     the folder `data_dir/registry/artifacts`."""
 
+    registry_max_artifact_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024)
+    """Largest upload (artifact and metadata) the registry takes; larger gets 413 before it is
+    read. Its other endpoints take `CTLOOP_HTTP_MAX_BODY_BYTES`."""
+
+    registry_outbox_keep: int = Field(100_000, ge=100)
+    """Sent events kept in the outbox table (they are also what `GET …/events` shows); older
+    sent ones are deleted once a minute. Unsent events are never deleted."""
+
     registry_promotion_policy: Literal["auto", "shadow", "manual"] = "auto"
     """What a candidate whose gates passed becomes: `auto`, the champion at once; `shadow`, the
     challenger (serving shadows it and the monitor promotes it once enough labelled shadow
@@ -194,6 +225,14 @@ class TrainerSettings(HTTPServiceSettings):
 
     trainer_max_examples: int = Field(50_000, ge=100)
     """Examples kept in memory (oldest dropped first); also the sliding training window."""
+
+    trainer_runs_kept: int = Field(500, ge=1)
+    """Run reports kept in memory (what `GET /v1/runs` lists); older ones are dropped."""
+
+    trainer_datasets_kept: int = Field(100, ge=1)
+    """Dataset folders kept under `data_dir/trainer/datasets` (newest first). A registered
+    version's manifest still names its rows' source offsets on `examples` after its folder
+    is pruned."""
 
     trainer_holdout_fraction: float = Field(0.25, gt=0.05, lt=0.9)
     """The newest fraction of the training set held out for the gates (time-ordered)."""

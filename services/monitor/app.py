@@ -70,11 +70,15 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> MonitorApp:
     http = create_app(
         "ctloop monitor",
         health=lambda: {
-            "ready": app.rebalancing is False and bool(app.consumer.assignment()),
+            "ready": app.rebalancing is False
+            and bool(app.consumer.assignment())
+            and not joins.replay_unfinished,
             "service": "monitor",
+            "joins_replay_unfinished": sorted(joins.replay_unfinished),
             "registry_requests_pending": link.pending(),
         },
         supervisor=supervisor,
+        max_body_bytes=settings.http_max_body_bytes,
     )
 
     @http.get("/v1/drift/status", tags=["drift"])

@@ -14,10 +14,12 @@ import hmac
 import json
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, File, Form, Header, Path, UploadFile
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from prometheus_client import Counter
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
 from services.registry.artifacts import ArtifactStore
 from services.registry.store import RegistryStore, StoreConflict
@@ -50,6 +52,26 @@ ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="Model (datase
 Alias = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 
 
+UPLOAD_FORM: dict[str, object] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["artifact", "metadata"],
+                    "properties": {
+                        "artifact": {"type": "string", "format": "binary", "description": "skops artifact"},
+                        "metadata": {"type": "string", "description": "VersionMetadata as JSON"},
+                    },
+                }
+            }
+        },
+    }
+}
+"""The upload's body, documented by hand: the route reads its form itself (after the token)."""
+
+
 def build_app(
     settings: RegistrySettings,
     store: RegistryStore,
@@ -57,7 +79,11 @@ def build_app(
     supervisor: Supervisor | None = None,
 ) -> FastAPI:
     app = create_app(
-        "ctloop registry", health=lambda: {"ready": True, "service": "registry"}, supervisor=supervisor
+        "ctloop registry",
+        health=lambda: {"ready": True, "service": "registry"},
+        supervisor=supervisor,
+        max_body_bytes=settings.http_max_body_bytes,
+        larger_bodies=[("POST", r"/v1/models/[^/]+/versions", settings.registry_max_artifact_bytes)],
     )
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -107,14 +133,34 @@ def build_app(
         status_code=201,
         tags=["versions"],
         dependencies=writes,
+        openapi_extra=UPLOAD_FORM,
     )
-    def upload_version(
-        name: ModelName,
-        artifact: Annotated[UploadFile, File(description="skops artifact")],
-        metadata: Annotated[str, Form(description="VersionMetadata as JSON")],
-    ) -> ModelVersion:
-        """Register a new version: the artifact and its metadata (digest, input schema, metrics,
-        gate report, dataset manifest, reference profile, lineage)."""
+    async def upload_version(name: ModelName, request: Request) -> ModelVersion:
+        """Register a new version: a multipart form of the `artifact` (skops file) and its
+        `metadata` (VersionMetadata as JSON: digest, input schema, metrics, gate report,
+        dataset manifest, reference profile, lineage)."""
+        # NOTE: the form is read here, after the token was checked (a dependency): declared as
+        # parameters, FastAPI read and spooled the whole body first, so a 5 MB upload without
+        # a token cost its full read before the 401.
+        async with request.form(
+            max_files=1, max_fields=1, max_part_size=settings.registry_max_artifact_bytes
+        ) as form:
+            artifact, metadata = form.get("artifact"), form.get("metadata")
+            if not isinstance(artifact, UploadFile) or not isinstance(metadata, str):
+                raise Unprocessable(
+                    [
+                        {
+                            "field": "body",
+                            "reason": "a multipart form with an `artifact` file and `metadata` text",
+                        }
+                    ]
+                )
+            data = await artifact.read()
+        # Verifying an artifact (a full skops load, ~20 ms) and writing it must not stall the
+        # event loop that answers serving's downloads and every health check meanwhile.
+        return await run_in_threadpool(register, name, data, metadata)
+
+    def register(name: str, data: bytes, metadata: str) -> ModelVersion:
         try:
             meta = VersionMetadata.model_validate_json(metadata)
         except ValidationError as exc:
@@ -128,10 +174,6 @@ def build_app(
         if meta.input_schema.name != name:
             UPLOADS.labels("invalid").inc()
             raise BadRequest(f"input schema is for {meta.input_schema.name!r}, not {name!r}")
-        # NOTE: a plain `def`, so FastAPI runs it on its thread pool: verifying an artifact (a
-        # full skops load, ~20 ms) and writing it must not stall the event loop that answers
-        # serving's downloads and every health check meanwhile.
-        data = artifact.file.read()
         if digest(data) != meta.digest:
             UPLOADS.labels("digest_mismatch").inc()
             raise BadRequest(f"artifact digest {digest(data)} does not match metadata.digest {meta.digest}")
@@ -265,8 +307,10 @@ def build_app(
         return store.history(name)
 
     @app.get("/v1/models/{name}/events", tags=["models"])
-    def events(name: ModelName) -> list[dict[str, object]]:
-        """Every event the registry emitted for this model (as sent on `models`), oldest first."""
-        return [json.loads(e) for e in store.events(name)]
+    def events(name: ModelName, limit: Annotated[int, Query(ge=1, le=500)] = 500) -> list[dict[str, object]]:
+        """The newest `limit` events the registry emitted for this model (as sent on
+        `models`), oldest first. Sent events older than the newest
+        `CTLOOP_REGISTRY_OUTBOX_KEEP` are pruned."""
+        return [json.loads(e) for e in store.events(name, limit)]
 
     return app

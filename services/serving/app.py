@@ -23,6 +23,7 @@ from services.serving.shadow import ShadowScorer
 from services.serving.v2 import v2_router, v2_validation_error
 from shared.http import Unprocessable, create_app
 from shared.schema import LabelValue
+from shared.settings import ServingSettings
 from shared.supervision import Supervisor
 
 
@@ -49,9 +50,10 @@ def build_app(
     prediction_log: PredictionLog,
     shadow: ShadowScorer,
     batcher: MicroBatcher,
+    settings: ServingSettings,
     supervisor: Supervisor | None = None,
 ) -> FastAPI:
-    scorer = Scorer(holder, prediction_log, shadow, batcher)
+    scorer = Scorer(holder, prediction_log, shadow, batcher, settings.serving_max_rows)
 
     def health() -> dict[str, object]:
         model = holder.current
@@ -63,7 +65,9 @@ def build_app(
             "reason": None if model else "no champion model loaded yet",
         }
 
-    app = create_app("ctloop serving", health=health, supervisor=supervisor)
+    app = create_app(
+        "ctloop serving", health=health, supervisor=supervisor, max_body_bytes=settings.serving_max_body_bytes
+    )
 
     @app.post("/v1/predict", response_model=PredictResponse, tags=["predict"])
     async def predict(body: dict[str, Any] = Body(..., examples=[EXAMPLE])) -> JSONResponse:  # noqa: B008

@@ -15,7 +15,7 @@ from services.serving.holder import ModelHolder
 from services.serving.model import LoadedModel
 from services.serving.prediction_log import PredictionLog, ScoredRows
 from services.serving.shadow import ShadowScorer
-from shared.http import NotFound, Unavailable, Unprocessable
+from shared.http import NotFound, TooLarge, Unavailable, Unprocessable
 from shared.ids import new_id
 from shared.validation import FieldError, InvalidField, Row, check_features, new_record_id
 
@@ -39,7 +39,9 @@ class Scorer:
         prediction_log: PredictionLog,
         shadow: ShadowScorer,
         batcher: MicroBatcher,
+        max_rows: int,
     ) -> None:
+        self.max_rows = max_rows
         self.holder = holder
         self.prediction_log = prediction_log
         self.shadow = shadow
@@ -87,6 +89,9 @@ class Scorer:
         self, model: LoadedModel, items: list[tuple[object, object]], api: str
     ) -> tuple[list[str], list[Row]]:
         """`rows`, on the event loop for a few rows and off it for large batches."""
+        if len(items) > self.max_rows:
+            REQUESTS.labels("413", str(model.number), api).inc()
+            raise TooLarge(f"{len(items)} rows exceed the limit of {self.max_rows} per request")
         if len(items) <= INLINE_ROWS:
             return self.rows(model, items, api)
         return await run_in_threadpool(self.rows, model, items, api)

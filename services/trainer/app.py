@@ -23,6 +23,7 @@ def build_app(trainer: Trainer, ready: Callable[[], bool], supervisor: Superviso
             "champion_version": trainer.champion_version,
         },
         supervisor=supervisor,
+        max_body_bytes=trainer.settings.http_max_body_bytes,
     )
 
     @app.get("/v1/runs", response_model=list[RunReport], tags=["runs"])

@@ -66,7 +66,9 @@ def test_healthz_says_503_naming_the_task_while_it_waits_to_restart() -> None:
     supervisor = Supervisor("test", backoff_s=0.5)
     gate = threading.Event()
     worker = supervisor.add(Flaky("consume-raw", failures=1, gate=gate))
-    client = TestClient(create_app("t", health=lambda: {"ready": True}, supervisor=supervisor))
+    client = TestClient(
+        create_app("t", health=lambda: {"ready": True}, supervisor=supervisor, max_body_bytes=4096)
+    )
     supervisor.start()
     try:
         assert client.get("/healthz").status_code == 200
