@@ -16,14 +16,16 @@ Registry calls go through `RegistryLink`, off the event loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 from faust.types import EventT, StreamT
+from prometheus_client import Counter
 
 from services.monitor.join import step
 from services.monitor.join_store import JoinStore
@@ -43,14 +45,17 @@ from shared.events import (
     dead_letter_of,
     encode_event,
 )
-from shared.kafka import CONSUMER_LAG, read_processed
+from shared.kafka import CONSUMER_LAG, TryLater, read_processed
 from shared.registry_api import ModelVersion
 from shared.schema import DatasetSchema
 from shared.settings import MonitorSettings
-from shared.validation import Label, Record
+from shared.validation import InvalidField, Label, Record, check_features, check_label
 from shared.vocabulary import Alias, DriftKind
 
 log = logging.getLogger(__name__)
+PROCESSING_FAILED = Counter(
+    "ctloop_monitor_events_dead_lettered_total", "Events the monitor failed on after its retries"
+)
 JOINED = (topics.RECORDS, topics.PREDICTIONS, topics.LABELS)
 Joinable = Record | Prediction | Label
 """What the joined topics carry; another event there is dead-lettered."""
@@ -119,6 +124,57 @@ def install(
                 continue
             yield event, envelope, payload
 
+    async def guarded(event: EventT[bytes], work: Callable[[], Awaitable[None]]) -> None:
+        """Process one event; an error is retried `consumer_max_attempts` times with growing
+        waits, then the event is dead-lettered with it. (Raised out of an agent, the error
+        would make faust ack the event and move on: the event lost without a word.)"""
+        attempts, attempt = settings.consumer_max_attempts, 0
+        while True:
+            attempt += 1
+            try:
+                await work()
+                return
+            except Exception as exc:
+                error = exc
+            held = isinstance(error, TryLater)  # a cause outside the event: no bound
+            if not held and attempt >= attempts:
+                break
+            log.warning(
+                "%s[%d]@%d failed (attempt %d%s): %s: %s",
+                event.message.topic,
+                event.message.partition,
+                event.message.offset,
+                attempt,
+                "" if held else f" of {attempts}",
+                type(error).__name__,
+                error,
+            )
+            await asyncio.sleep(settings.consumer_retry_backoff_s * 2 ** min(attempt - 1, 5))
+        PROCESSING_FAILED.inc()
+        log.error(
+            "dead-lettering %s[%d]@%d: %s",
+            event.message.topic,
+            event.message.partition,
+            event.message.offset,
+            error,
+        )
+        await dead_letter(
+            event, f"could not be processed ({attempts} attempts): {type(error).__name__}: {error}"
+        )
+
+    def misfit(payload: Joinable) -> InvalidField | None:
+        """Why a record, prediction or label does not fit the dataset schema, or None: it is
+        dead-lettered, never fed to the windows (a numeric feature that is a string there
+        would raise in every window test)."""
+        try:
+            if isinstance(payload, Label):
+                check_label(schema, payload.label)
+            else:
+                check_features(schema, payload.features)
+        except InvalidField as exc:
+            return exc
+        return None
+
     @app.on_partitions_assigned.connect
     def keep_assigned(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
         assigned: set[Any] = args[0]  # faust sends the assigned partitions positionally
@@ -128,7 +184,9 @@ def install(
         """Replay what the group already processed of this partition within the time to
         live, so that the halves waiting before a restart or rebalance still meet."""
         started, since = time.monotonic(), time.time() - settings.monitor_join_ttl_s
-        messages = await asyncio.to_thread(read_processed, settings, app.conf.id, JOINED, partition, since)
+        messages, complete = await asyncio.to_thread(
+            read_processed, settings, app.conf.id, JOINED, partition, since
+        )
         for message in messages:
             at = message.timestamp / 1000
             if at < since:
@@ -141,6 +199,11 @@ def install(
                 continue
             key = (message.key or b"").decode()
             joins.put(partition, key, step(joins.get(partition, key), payload, key).entry, at)
+        if not complete:
+            joins.replay_unfinished.add(partition)
+            # Not marked rebuilt: the broker is too slow to replay now, so the next event of
+            # this partition tries again (what was read is kept; replaying it twice is harmless).
+            raise TryLater(f"partition {partition}: the joins' replay did not finish in time")
         joins.mark_rebuilt(partition)
         log.info(
             "partition %d: %d waiting joins rebuilt from %d events in %.1fs",
@@ -155,59 +218,69 @@ def install(
         async for event, envelope, payload in valid_events(stream):
             if not isinstance(payload, Joinable):
                 await dead_letter(event, f"a {envelope.type} event does not belong on {event.message.topic}")
-                continue
-            partition = event.message.partition
-            if joins.needs_rebuild(partition):
-                await rebuild_joins(partition)
-            record_id = (event.key or b"").decode()
-            result = step(joins.get(partition, record_id), payload, record_id)
-            origin = (event.message.topic, event.message.partition, event.message.offset)
-            if result.features is not None:
-                await send_drift(state.observe_features(*result.features, origin))
-            champion = state.reference.version if state.reference else None
-            if isinstance(payload, Prediction) and not payload.shadow and payload.model_version == champion:
-                score = max(payload.probabilities.values(), default=0.0)
-                await send_drift(
-                    state.observe_prediction(payload.prediction, score, payload.event_time, origin)
-                )
-            if result.example is not None:
-                await send_example(result.example, envelope)
-            if result.outcome is not None:
-                version, correct, at = result.outcome
-                if state.reference is not None and version == state.reference.version:
-                    await send_drift(state.observe_outcome(correct, at))
-                    if (finding := state.take_underperformance()) and settings.monitor_auto_rollback:
-                        link.ask(Rollback(finding))
-                    if result.shadow is not None and result.shadow[0] == state.challenger_version:
-                        state.observe_shadow_pair(correct, result.shadow[1])
-                        if verdict := state.take_shadow_verdict():
-                            link.ask(Promote(verdict))
-            now = time.time()
-            joins.put(partition, record_id, result.entry, now)
-            joins.expire(partition, now)
+            elif (problem := misfit(payload)) is not None:
+                await dead_letter(event, f"does not fit the dataset schema {schema.name!r}: {problem}")
+            else:
+                await guarded(event, functools.partial(observe_one, event, envelope, payload))
+
+    async def observe_one(event: EventT[bytes], envelope: Envelope, payload: Joinable) -> None:
+        partition = event.message.partition
+        if joins.needs_rebuild(partition):
+            await rebuild_joins(partition)
+        record_id = (event.key or b"").decode()
+        result = step(joins.get(partition, record_id), payload, record_id)
+        origin = (event.message.topic, event.message.partition, event.message.offset)
+        if result.features is not None:
+            await send_drift(state.observe_features(*result.features, origin))
+        champion = state.reference.version if state.reference else None
+        if isinstance(payload, Prediction) and not payload.shadow and payload.model_version == champion:
+            score = max(payload.probabilities.values(), default=0.0)
+            await send_drift(state.observe_prediction(payload.prediction, score, payload.event_time, origin))
+        if result.example is not None:
+            await send_example(result.example, envelope)
+        if result.outcome is not None:
+            version, correct, at = result.outcome
+            if state.reference is not None and version == state.reference.version:
+                await send_drift(state.observe_outcome(correct, at))
+                if (finding := state.take_underperformance()) and settings.monitor_auto_rollback:
+                    link.ask(Rollback(finding))
+                if result.shadow is not None and result.shadow[0] == state.challenger_version:
+                    state.observe_shadow_pair(correct, result.shadow[1])
+                    if verdict := state.take_shadow_verdict():
+                        link.ask(Promote(verdict))
+        now = time.time()
+        joins.put(partition, record_id, result.entry, now)
+        joins.expire(partition, now)
 
     @app.agent(out.models)
     async def follow_models(stream: StreamT[bytes]) -> None:
-        async for _, _, payload in valid_events(stream):
-            if not isinstance(payload, ModelPromoted) or payload.model_name != schema.name:
-                continue
-            if payload.alias == Alias.CHALLENGER:
-                state.set_challenger(payload.version)
-                log.info(
-                    "challenger v%d: comparing it with the champion on shadow predictions", payload.version
-                )
-            elif payload.alias == Alias.CHAMPION:
-                link.ask(FetchReference(Alias.CHAMPION, payload.version))
+        async for event, _, payload in valid_events(stream):
+            if isinstance(payload, ModelPromoted) and payload.model_name == schema.name:
+                await guarded(event, functools.partial(follow_promotion, payload))
+
+    async def follow_promotion(payload: ModelPromoted) -> None:
+        if payload.alias == Alias.CHALLENGER:
+            state.set_challenger(payload.version)
+            log.info("challenger v%d: comparing it with the champion on shadow predictions", payload.version)
+        elif payload.alias == Alias.CHAMPION:
+            link.ask(FetchReference(Alias.CHAMPION, payload.version))
 
     @app.agent(out.training)
     async def follow_training(stream: StreamT[bytes]) -> None:
-        async for _, _, payload in valid_events(stream):
-            if isinstance(payload, TrainingFailed) and state.training_failed(payload.trigger_event_id):
-                log.info(
-                    "the run for drift %s failed (%s): watching again",
-                    payload.trigger_event_id,
-                    payload.reason,
-                )
+        async for event, _, payload in valid_events(stream):
+            if isinstance(payload, TrainingFailed):
+                await guarded(event, functools.partial(follow_failure, payload))
+
+    async def follow_failure(payload: TrainingFailed) -> None:
+        if state.training_failed(payload.trigger_event_id):
+            log.info(
+                "the run for drift %s failed (%s): watching again", payload.trigger_event_id, payload.reason
+            )
+
+    @app.timer(interval=max(1.0, settings.monitor_join_ttl_s / 4))
+    async def expire_joins() -> None:
+        # Entries also expire as events arrive on their partition; this catches idle ones.
+        joins.expire_all(time.time())
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:

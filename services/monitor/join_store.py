@@ -19,6 +19,8 @@ True
 ({'l': 1}, 1)
 >>> store.expire(0, now=161.0), store.get(0, "r-1")
 (1, None)
+>>> store.put(1, "r-2", {"l": 0}, at=100.0); store.expire_all(now=200.0)
+1
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class JoinStore:
         self._entries: dict[int, dict[str, tuple[float, Entry]]] = defaultdict(dict)
         self._expiry: dict[int, deque[tuple[float, str]]] = defaultdict(deque)
         self._rebuilt: set[int] = set()
+        self.replay_unfinished: set[int] = set()
+        """Partitions whose replay ran out of time (readiness says so until one finishes)."""
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._entries.values())
@@ -73,11 +77,17 @@ class JoinStore:
                 gone += 1
         return gone
 
+    def expire_all(self, now: float) -> int:
+        """`expire` on every partition: an idle partition's entries go too (run on a timer;
+        `expire` alone ran only on the partition of the event that arrived)."""
+        return sum(self.expire(partition, now) for partition in list(self._entries))
+
     def needs_rebuild(self, partition: int) -> bool:
         return partition not in self._rebuilt
 
     def mark_rebuilt(self, partition: int) -> None:
         self._rebuilt.add(partition)
+        self.replay_unfinished.discard(partition)
 
     def keep_only(self, partitions: set[int]) -> None:
         """After a rebalance: forget the partitions this worker no longer holds (another
@@ -87,3 +97,4 @@ class JoinStore:
                 self._entries.pop(partition, None)
                 self._expiry.pop(partition, None)
                 self._rebuilt.discard(partition)
+                self.replay_unfinished.discard(partition)
