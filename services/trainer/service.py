@@ -41,6 +41,7 @@ from shared.registry_client import ModelVersions, RegistryError
 from shared.schema import DatasetSchema
 from shared.serialization import ArtifactError, load_model
 from shared.settings import TrainerSettings
+from shared.validation import InvalidField, check_features, check_label
 from shared.vocabulary import Alias, TriggerKind
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,16 @@ class Trainer:
     def handle(self, messages: list[ConsumerRecord]) -> None:
         for message, event, payload in decoded(messages, self.publisher):
             if isinstance(payload, Example):
+                if (problem := self._misfit(payload)) is not None:
+                    self.publisher.dead_letter(
+                        message.topic,
+                        problem.reason,
+                        message.value,
+                        message.partition,
+                        message.offset,
+                        problem.field,
+                    )
+                    continue
                 self.examples.add(payload, message.partition, message.offset)
             elif isinstance(payload, DriftDetected) and payload.model_name == self.schema.name:
                 self.trigger(Trigger.for_drift(event, payload))
@@ -121,6 +132,20 @@ class Trainer:
         EXAMPLES.set(len(self.examples))
         with self._wake:
             self._wake.notify()
+
+    def _misfit(self, example: Example) -> InvalidField | None:
+        """Why an example does not fit the dataset schema, or None. An example written under an
+        older schema (a feature whose type changed, a category or class now gone) is
+        dead-lettered with the reason instead of breaking the row encoder; since the store is
+        rebuilt from the topic at every start, such an example is dead-lettered again then."""
+        try:
+            check_features(self.schema, example.features)
+            check_label(self.schema, example.label)
+        except InvalidField as exc:
+            return InvalidField(
+                exc.field, f"does not fit the dataset schema {self.schema.name!r}: {exc.reason}"
+            )
+        return None
 
     def trigger(self, trigger: Trigger) -> Trigger:
         """Queue a trigger, or merge it into the one already waiting, or into the run in
@@ -233,6 +258,7 @@ class Trainer:
         # A run with no triggering event starts a loop of its own: its id follows it through.
         trigger.correlation_id = trigger.correlation_id or report.run_id
         self.runs.append(report)
+        del self.runs[: -self.settings.trainer_runs_kept]  # the newest are kept (GET /v1/runs)
         self._last_run_at, self._added_at_last_run = time.monotonic(), self.examples.added
         data = self.examples.training_set(since=trigger.refined_since or trigger.since)
         if trigger.kind == TriggerKind.COLD_START:
