@@ -32,7 +32,7 @@ def main() -> None:
     migrate(store.engine)
     ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     supervisor = Supervisor("registry")
-    supervisor.add(OutboxRelay(store, make_producer(settings)))
+    supervisor.add(OutboxRelay(store, make_producer(settings), settings.registry_outbox_keep))
     supervisor.start()
     try:
         serve(

@@ -2,13 +2,15 @@
 
 If the broker is down the rows wait; they are sent when it is back (at least once: consumers
 are idempotent on `event_id`). Each pass claims its rows in one transaction, so several
-registry replicas on PostgreSQL never relay the same row at the same time.
+registry replicas on PostgreSQL never relay the same row at the same time. Sent rows beyond
+the newest `keep` are pruned once a minute.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from kafka import KafkaProducer
 from prometheus_client import Gauge
@@ -26,10 +28,19 @@ class OutboxRelay:
 
     name = "outbox-relay"
 
-    def __init__(self, store: RegistryStore, producer: KafkaProducer, interval_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        producer: KafkaProducer,
+        keep: int,
+        interval_s: float = 0.2,
+        prune_every_s: float = 60.0,
+    ) -> None:
         self.store = store
         self.producer = producer
+        self.keep = keep
         self.interval_s = interval_s
+        self.prune_every_s = prune_every_s
         self._stop_event = threading.Event()
 
     def _send(self, rows: list[tuple[int, str, str, str]]) -> list[int]:
@@ -51,10 +62,15 @@ class OutboxRelay:
         return self.store.relay(self._send)
 
     def run(self) -> None:
+        pruned_at = 0.0
         while not self._stop_event.is_set():
             if self.relay_once():
                 continue
             PENDING.set(self.store.pending_count())
+            if time.monotonic() - pruned_at >= self.prune_every_s:
+                if gone := self.store.prune_outbox(self.keep):
+                    log.info("outbox: pruned %d sent events (keeping the newest %d)", gone, self.keep)
+                pruned_at = time.monotonic()
             self._stop_event.wait(self.interval_s)
 
     def stop(self) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     func,
     insert,
     select,
@@ -175,12 +176,15 @@ class RegistryStore:
         ]
 
     def events(self, name: str, limit: int = 500) -> list[str]:
-        """The model's events as written (JSON envelopes), oldest first."""
+        """The model's newest `limit` events as written (JSON envelopes), oldest first."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(outbox.c.value).where(outbox.c.model_name == name).order_by(outbox.c.id).limit(limit)
+                select(outbox.c.value)
+                .where(outbox.c.model_name == name)
+                .order_by(outbox.c.id.desc())
+                .limit(limit)
             ).all()
-        return [r.value for r in rows]
+        return [r.value for r in reversed(rows)]
 
     # --- writes --------------------------------------------------------------------------
 
@@ -378,6 +382,18 @@ class RegistryStore:
             if sent:
                 conn.execute(update(outbox).where(outbox.c.id.in_(sent)).values(sent_at=datetime.now(UTC)))
             return len(sent)
+
+    def prune_outbox(self, keep: int) -> int:
+        """Delete the sent events older than the newest `keep` (unsent ones always stay);
+        how many went."""
+        with self.engine.begin() as conn:
+            cutoff = conn.execute(
+                select(outbox.c.id).order_by(outbox.c.id.desc()).offset(keep).limit(1)
+            ).scalar()
+            if cutoff is None:
+                return 0
+            gone = conn.execute(delete(outbox).where(outbox.c.id <= cutoff, outbox.c.sent_at.is_not(None)))
+            return int(gone.rowcount or 0)
 
     def pending_count(self) -> int:
         with self.engine.connect() as conn:

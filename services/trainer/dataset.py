@@ -8,6 +8,7 @@ time range) so it can be found and checked again.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,19 @@ def materialize(
         tmp.write_text(manifest.model_dump_json(indent=2))
         tmp.replace(target / "manifest.json")
     return manifest
+
+
+def prune_datasets(folder: Path, keep: int) -> list[str]:
+    """Delete all but the newest `keep` dataset folders (by the time their manifest was
+    written); the versions deleted. A folder without a manifest is a write in progress (or
+    one cut off by a crash) and is left alone."""
+    if not folder.is_dir():
+        return []
+    complete = [d for d in folder.iterdir() if (d / "manifest.json").is_file()]
+    complete.sort(key=lambda d: (d / "manifest.json").stat().st_mtime, reverse=True)
+    gone = []
+    for old in complete[keep:]:
+        (old / "manifest.json").unlink()  # first: a folder without a manifest is never read
+        shutil.rmtree(old, ignore_errors=True)
+        gone.append(old.name)
+    return gone

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from sklearn.pipeline import Pipeline
 
-from services.trainer.dataset import materialize
+from services.trainer.dataset import materialize, prune_datasets
 from services.trainer.examples import TrainingSet
 from services.trainer.fitting import FitJob, FitProcess
 from services.trainer.gates import Evidence, reload_and_score, run_gates, score_champion
@@ -178,6 +178,7 @@ def execute(
         started = time.perf_counter()
         folder = settings.data_dir / "trainer" / "datasets"
         report.dataset = materialize(schema, examples, x, folder, holdout_rows, offsets() if offsets else {})
+        prune_datasets(folder, settings.trainer_datasets_kept)
         data_profile = _DataProfile.of(schema, examples)
         beside("dataset", started)
         started = time.perf_counter()

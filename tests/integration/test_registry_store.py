@@ -207,3 +207,18 @@ def test_a_change_that_rolls_back_emits_nothing(url: str, monkeypatch: pytest.Mo
         store.create_version("atomic", metadata(2), promote_to="champion")
     assert (len(store.versions("atomic")), len(store.events("atomic"))) == before
     assert store.alias("atomic", "champion").version == 1  # type: ignore[union-attr]
+
+
+def test_the_outbox_keeps_unsent_events_and_the_newest_sent_ones(url: str) -> None:
+    store = store_for(url)
+    for n in range(1, 7):  # 12 events: registered + promoted each
+        store.create_version("demo", metadata(n), promote_to="champion")
+    assert store.prune_outbox(keep=3) == 0  # nothing sent yet: nothing may go
+    store.relay(lambda rows: [r[0] for r in rows[:8]])  # the broker took the oldest 8
+    assert store.prune_outbox(keep=3) == 8  # all sent ones older than the newest 3 rows
+    assert store.pending_count() == 4
+    newest = [Envelope.model_validate_json(e) for e in store.events("demo", limit=2)]
+    assert [(e.type, e.payload["version"]) for e in newest] == [
+        ("model.registered", 6),
+        ("model.promoted", 6),
+    ]

@@ -3,13 +3,14 @@ and a crash mid-upload that registers nothing."""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from services.trainer.dataset import materialize
+from services.trainer.dataset import materialize, prune_datasets
 from services.trainer.examples import TrainingSet
 from services.trainer.fitting import FitProcess
 from services.trainer.run import RunReport, Trigger, execute
@@ -133,6 +134,18 @@ def test_dataset_is_versioned_parquet_with_offsets(tmp_path: Path) -> None:
     manifest = DatasetManifest.model_validate_json((tmp_path / first.version / "manifest.json").read_text())
     assert manifest.offsets == offsets and manifest.source == "ctloop.examples.v1"
     assert materialize(schema, data[:-1], x[:-1], tmp_path, 125, offsets).version != first.version
+
+
+def test_only_the_newest_datasets_are_kept(tmp_path: Path) -> None:
+    schema, data = credit_schema(), credit_examples(60)
+    x = encode_features(schema, [e.features for e in data])
+    made = []
+    for n in range(4):
+        made.append(materialize(schema, data[n:], x[n:], tmp_path, 10, {}).version)
+        os.utime(tmp_path / made[-1] / "manifest.json", (1000 + n, 1000 + n))  # written in order
+    (tmp_path / "half-written").mkdir()  # no manifest: a write in progress is left alone
+    assert sorted(prune_datasets(tmp_path, keep=2)) == sorted(made[:2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*made[2:], "half-written"])
 
 
 class _CrashingRegistry(FakeRegistry):
