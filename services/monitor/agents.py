@@ -125,42 +125,18 @@ def install(
             yield event, envelope, payload
 
     async def guarded(event: EventT[bytes], work: Callable[[], Awaitable[None]]) -> None:
-        """Process one event; an error is retried `consumer_max_attempts` times with growing
-        waits, then the event is dead-lettered with it. (Raised out of an agent, the error
-        would make faust ack the event and move on: the event lost without a word.)"""
-        attempts, attempt = settings.consumer_max_attempts, 0
-        while True:
-            attempt += 1
-            try:
-                await work()
-                return
-            except Exception as exc:
-                error = exc
-            held = isinstance(error, TryLater)  # a cause outside the event: no bound
-            if not held and attempt >= attempts:
-                break
-            log.warning(
-                "%s[%d]@%d failed (attempt %d%s): %s: %s",
-                event.message.topic,
-                event.message.partition,
-                event.message.offset,
-                attempt,
-                "" if held else f" of {attempts}",
-                type(error).__name__,
-                error,
-            )
-            await asyncio.sleep(settings.consumer_retry_backoff_s * 2 ** min(attempt - 1, 5))
-        PROCESSING_FAILED.inc()
-        log.error(
-            "dead-lettering %s[%d]@%d: %s",
-            event.message.topic,
-            event.message.partition,
-            event.message.offset,
-            error,
-        )
-        await dead_letter(
-            event, f"could not be processed ({attempts} attempts): {type(error).__name__}: {error}"
-        )
+        """Process one event; an event whose processing keeps failing is dead-lettered with
+        the error. (Raised out of an agent, the error would make faust ack the event and move
+        on: the event lost without a word.)"""
+        message = event.message
+        where = f"{message.topic}[{message.partition}]@{message.offset}"
+        attempts = settings.consumer_max_attempts
+        error = await retried(work, attempts, settings.consumer_retry_backoff_s, where)
+        if error is not None:
+            PROCESSING_FAILED.inc()
+            log.error("dead-lettering %s: %s: %s", where, type(error).__name__, error)
+            reason = f"could not be processed ({attempts} attempts): {type(error).__name__}: {error}"
+            await dead_letter(event, reason)
 
     def misfit(payload: Joinable) -> InvalidField | None:
         """Why a record, prediction or label does not fit the dataset schema, or None: it is
@@ -293,6 +269,29 @@ def install(
             if highwater is not None and last_read is not None:
                 lag = max(0, highwater - last_read - 1)
                 CONSUMER_LAG.labels("ctloop-monitor", tp.topic, str(tp.partition)).set(lag)
+
+
+async def retried(
+    work: Callable[[], Awaitable[None]], attempts: int, backoff_s: float, where: str
+) -> Exception | None:
+    """Run `work` until it succeeds, waiting `backoff_s`, then twice as long each time (up to
+    32x); None when it did, else the error it still raised on the last of `attempts`.
+    `TryLater` (a cause outside the event, e.g. a replay the broker was too slow for) is
+    retried without a bound."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await work()
+            return None
+        except Exception as exc:
+            error = exc
+        held = isinstance(error, TryLater)
+        if not held and attempt >= attempts:
+            return error
+        bound = "" if held else f" of {attempts}"
+        log.warning("%s failed (attempt %d%s): %s: %s", where, attempt, bound, type(error).__name__, error)
+        await asyncio.sleep(backoff_s * 2 ** min(attempt - 1, 5))
 
 
 def apply_reference(state: MonitorState, request: FetchReference, version: ModelVersion) -> None:
