@@ -42,10 +42,11 @@ up: install
 test: install peers lint
 	$(PY) -m pytest -q -m 'not long' --durations=15
 
-# Minutes-long runs: the soak test and a deeper fuzzing of every HTTP API.
+# Minutes-long runs: the soak test, a deeper fuzzing of every HTTP API and of the parsers.
 test-long: install peers
 	$(PY) -m pytest -q -s -m long
 	CTLOOP_FUZZ_EXAMPLES=300 $(PY) -m pytest -q -s tests/integration/test_fuzz_http.py
+	CTLOOP_FUZZ_SECONDS=300 $(PY) -m pytest -q -s tests/unit/test_fuzz_parsers.py
 
 test-unit: install
 	$(PY) -m pytest -q -m 'not integration'

@@ -1,0 +1,90 @@
+"""Coverage-guided fuzz targets (atheris) for the code that parses what outsiders send: the
+JSON reader and record/label validation (ingest's two doors, serving's rows), the event
+envelope decoder (every consumer) and the V2 inference request decoder (serving).
+
+Each target takes raw bytes and may only end in the refusals it documents (`MalformedJSON`,
+field errors, `BadEvent`, a 4xx `ServiceError`); any other exception is a finding. Run one with
+`python -m tests.fuzz.run TARGET --seconds N` (tests/fuzz/run.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from shared.events import DEAD_LETTER_EXCERPT_CHARS, BadEvent, Envelope, dead_letter_of
+from shared.http import ServiceError
+from shared.json_input import MalformedJSON, loads_json
+from shared.schema import DatasetSchema, load_schema
+from shared.settings import DEFAULT_SCHEMA
+from shared.validation import InvalidField, check_features, validate_labels, validate_records
+
+SCHEMA: DatasetSchema = load_schema(DEFAULT_SCHEMA)
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def validation(data: bytes) -> None:
+    """Bytes as ingest reads them: parsed, then validated as records and as labels (a batch
+    never raises: each item is valid or one field error)."""
+    try:
+        parsed = loads_json(data)
+    except MalformedJSON:
+        return
+    items = parsed if isinstance(parsed, list) else [parsed]
+    valid, errors = validate_records(SCHEMA, items, now=NOW)
+    assert len(valid) + len(errors) == len(items)
+    assert all(len(e.reason) < 1000 for e in errors), "an error quoting its input at length"
+    valid_labels, label_errors = validate_labels(SCHEMA, items, now=NOW)
+    assert len(valid_labels) + len(label_errors) == len(items)
+
+
+def envelope(data: bytes) -> None:
+    """Bytes as a consumer reads them from any topic: an event or `BadEvent`; and the dead
+    letter for them stays small whatever they are."""
+    try:
+        event = Envelope.decode(data)
+        payload = event.parsed()
+    except BadEvent as exc:
+        letter = dead_letter_of("fuzz", str(exc), data, 0, 0)
+        assert len(letter.original) <= DEAD_LETTER_EXCERPT_CHARS + 64
+        assert len(letter.model_dump_json()) < 64 * 1024
+        return
+    features = getattr(payload, "features", None)
+    if isinstance(features, dict):  # what the trainer and the monitor check before use
+        with contextlib.suppress(InvalidField):
+            check_features(SCHEMA, features)
+
+
+@dataclass
+class _Model:
+    """What the V2 decoder reads of a loaded model: its schema."""
+
+    schema: DatasetSchema
+
+
+def v2_request(data: bytes) -> None:
+    """Bytes as a V2 infer body: a request whose tensors become rows, or a 4xx."""
+    from services.serving.v2 import InferenceRequest, _rows
+
+    try:
+        request = InferenceRequest.model_validate_json(data)
+        rows = _rows(_Model(SCHEMA), request)  # type: ignore[arg-type]
+    except ValidationError:
+        return
+    except ServiceError as exc:
+        assert 400 <= exc.status_code < 500
+        return
+    for _, features in rows:
+        with contextlib.suppress(InvalidField):
+            check_features(SCHEMA, features)
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "validation": validation,
+    "envelope": envelope,
+    "v2": v2_request,
+}
