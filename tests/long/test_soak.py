@@ -1,7 +1,8 @@
 """Minutes of sustained traffic on the whole stack with a concept drift and a swap in the
 middle: predictions through serving with labels arriving late (the demo's driver, at 300
 records/s) and, beside them, unlabelled record batches through ingest. No request may fail,
-memory must level off (RSS sampled every second), and consumer lag must come back to zero.
+memory must level off (RSS sampled every second), consumer lag must come back to zero, and
+once the load stops the joins' waiting halves must expire on idle partitions.
 
 Runs in `make test-long` (marker `long`); CTLOOP_SOAK_RECORDS sets the streamed records."""
 
@@ -25,7 +26,9 @@ from tests.integration.conftest import start_stack, stop_stack, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
-RECORDS = int(os.environ.get("CTLOOP_SOAK_RECORDS", "60000"))
+RECORDS = int(os.environ.get("CTLOOP_SOAK_RECORDS", "180000"))
+"""At 300 records/s, ten minutes of load."""
+JOIN_TTL_S = 30
 
 
 @pytest.fixture
@@ -33,7 +36,9 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     # The trainer's example store and the monitor's join table are bounded by configuration
     # (count and time to live); small bounds make them fill early in the run, so what the
     # second half of the run shows is the steady state, where a leak would still grow.
-    running = start_stack(tmp_path, CTLOOP_TRAINER_MAX_EXAMPLES="5000", CTLOOP_MONITOR_JOIN_TTL_S="30")
+    running = start_stack(
+        tmp_path, CTLOOP_TRAINER_MAX_EXAMPLES="5000", CTLOOP_MONITOR_JOIN_TTL_S=str(JOIN_TTL_S)
+    )
     yield running
     stop_stack(running)
 
@@ -44,6 +49,11 @@ def lag(stack: Stack) -> float:
         text = httpx.get(f"{stack.url(service)}/metrics", timeout=5).text
         total += sum(float(v) for v in re.findall(r"^ctloop_consumer_lag\{[^}]*\} ([\d.e+]+)$", text, re.M))
     return total
+
+
+def join_waiting(stack: Stack) -> float:
+    text = httpx.get(f"{stack.url('monitor')}/metrics", timeout=5).text
+    return float(re.findall(r"^ctloop_monitor_join_waiting ([\d.e+]+)$", text, re.M)[0])
 
 
 def test_sustained_load_with_a_drift_and_a_swap(stack: Stack) -> None:
@@ -73,6 +83,9 @@ def test_sustained_load_with_a_drift_and_a_swap(stack: Stack) -> None:
         stop.set()
         writer.join(60)
     wait_for(lambda: lag(stack) == 0, "consumer lag back to zero", timeout_s=300)
+    # Then every partition is idle: the halves of joins still waiting (the side load's records
+    # are never labelled) must expire on their own, with no event to trigger it.
+    wait_for(lambda: join_waiting(stack) == 0, "idle joins to expire", timeout_s=JOIN_TTL_S * 6)
     sampler.done.set()
     sampler.join(10)
 
