@@ -4,14 +4,17 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install peers demo up test test-long test-unit lint bench clean
+.PHONY: install peers demo up test test-long test-unit lint bench clean lock
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@# wrk (Debian) is the serving benchmark's load generator.
+	@# wrk (Debian) is the serving benchmark's load generator; prometheus and promtool (Debian)
+	@# check the alert rules and scrape the services in tests/deploy/test_prometheus.py.
 	command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; } \
 	  || echo "warning: could not install wrk (Debian package): the serving benchmark needs it"
+	command -v promtool >/dev/null || { apt-get update -q && apt-get install -y -q prometheus; } \
+	  || echo "warning: could not install prometheus (Debian package): tests/deploy/test_prometheus.py needs it"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -63,6 +66,16 @@ bench: install peers
 lint: install
 	$(VENV)/bin/ruff check shared services tests benchmarks
 	$(VENV)/bin/mypy
+
+# The image's pinned dependencies, resolved from pyproject.toml by uv (pinned in the dev extras)
+# for the image's Python and platform, among what PyPI had on the day it runs. Existing pins
+# are kept (`make lock UPGRADE=1` moves them to the newest). The command is recorded in the
+# lock's header; tests/deploy/test_image.py re-runs it and fails when the lock no longer
+# matches pyproject.toml. Run after changing dependencies.
+lock: install
+	SSL_CERT_FILE=$${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt} $(VENV)/bin/uv pip compile pyproject.toml \
+	  --extra postgres --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --exclude-newer $$(date -u +%Y-%m-%d) $(if $(UPGRADE),--upgrade) --quiet -o deploy/docker/requirements.lock
 
 clean:
 	rm -rf $(VENV) $(PEERS) var .pytest_cache

@@ -14,7 +14,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
 import httpx
@@ -48,8 +49,14 @@ class Stack:
         out: TextIO | None = None,
         services: tuple[str, ...] = SERVICES,
         log_filter: Callable[[str, str], bool] | None = None,
+        launcher: Sequence[str] = (sys.executable, "-m", "services.cli"),
+        cwd: Path | None = None,
     ) -> None:
+        """`launcher` is the `ctloop` command the services run as (`… run <service>`): this
+        interpreter by default; another environment's `ctloop` script to run what it holds."""
         self.env = {**os.environ, **(env or {})}
+        self.launcher = list(launcher)
+        self.cwd = cwd
         self.out = out or sys.stdout
         self.services = services
         self.log_filter = log_filter
@@ -107,8 +114,9 @@ class Stack:
     def spawn(self, service: str) -> subprocess.Popen[str]:
         """Start (or restart) one service process."""
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "run", service],
+            [*self.launcher, "run", service],
             env=self.env,
+            cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

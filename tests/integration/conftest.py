@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import Engine, create_engine, text
 
 from services.supervisor import SERVICES, Stack
 from shared.events import BadEvent, Envelope
@@ -21,6 +22,35 @@ from shared.settings import CommonSettings
 from tests.fixtures import demo_artifact, demo_schema
 
 pytestmark = pytest.mark.integration
+
+POSTGRES = "postgresql+psycopg://{user}@127.0.0.1:5432/{database}"
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database on 127.0.0.1:5432 (trust auth; `test` must exist), as a
+    SQLAlchemy URL; dropped afterwards."""
+    admin: tuple[Engine, str] | None = None
+    for user in ("postgres", "root"):
+        try:
+            engine = create_engine(POSTGRES.format(user=user, database="test"), isolation_level="AUTOCOMMIT")
+            engine.connect().close()
+            admin = (engine, user)
+            break
+        except Exception:
+            continue
+    if admin is None:
+        pytest.fail("PostgreSQL at 127.0.0.1:5432 (database test, trust auth) is not reachable")
+    engine, user = admin
+    name = f"ctloop_{uuid.uuid4().hex[:10]}"
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES.format(user=user, database=name)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
 
 
 def start_stack(folder: Path, services: tuple[str, ...] = SERVICES, **env: str) -> Stack:

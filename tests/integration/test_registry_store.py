@@ -5,13 +5,12 @@ replicas (separate engines) and the outbox claimed by several relays."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 
 from services.registry.migrate import migrate
 from services.registry.store import RegistryStore, StoreConflict
@@ -19,36 +18,11 @@ from shared.events import Envelope, Source
 from shared.registry_api import GateReport, Lineage, VersionMetadata
 from shared.signing import sign, verify
 from tests.fixtures import demo_schema
+from tests.integration.conftest import postgres_database
 
 pytestmark = pytest.mark.integration
 
-POSTGRES = "postgresql+psycopg://{user}@127.0.0.1:5432/{database}"
 KEY = "test-signing-key-0123456789"
-
-
-def _postgres_database() -> Iterator[str]:
-    admin_url = None
-    for user in ("postgres", "root"):
-        try:
-            engine = create_engine(POSTGRES.format(user=user, database="test"), isolation_level="AUTOCOMMIT")
-            engine.connect().close()
-            admin_url = (engine, user)
-            break
-        except Exception:
-            continue
-    if admin_url is None:
-        pytest.fail("PostgreSQL at 127.0.0.1:5432 (database test, trust auth) is not reachable")
-    engine, user = admin_url
-    name = f"ctloop_{uuid.uuid4().hex[:10]}"
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES.format(user=user, database=name)
-    finally:
-        create_engine(POSTGRES.format(user=user, database=name)).dispose()
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -56,7 +30,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'registry.db'}"
     else:
-        yield from _postgres_database()
+        with postgres_database() as database:
+            yield database
 
 
 def store_for(url: str, instance: str = "t") -> RegistryStore:
