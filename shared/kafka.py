@@ -199,6 +199,17 @@ def faust_broker_config(settings: CommonSettings) -> dict[str, Any]:
     }
 
 
+DEAD_LETTERS = Counter(
+    "ctloop_dead_letters_total", "Inputs refused and sent to `deadletter`", ["service", "origin"]
+)
+
+
+def _origin_label(origin: str) -> str:
+    """A topic name or an HTTP route, as a metric label: a route's method and path without
+    anything a client chose (bounded cardinality)."""
+    return origin if not origin.startswith("http:") else origin.split("?")[0][:64]
+
+
 class EventPublisher:
     """Sends envelopes for one service, keyed by entity id so order holds per entity."""
 
@@ -247,6 +258,7 @@ class EventPublisher:
         """Send a dead letter; `wait_for_dead_letters` tells a consumer that they were written
         before it commits past their inputs (a dead letter is how such an input is not lost)."""
         _, future = self.publish(topics.DEADLETTER, letter, key=letter.origin)
+        DEAD_LETTERS.labels(self.source.service, _origin_label(letter.origin)).inc()
         with self._dead_letters_lock:
             self._dead_letters.append(future)
 

@@ -45,7 +45,7 @@ from shared.events import (
     dead_letter_of,
     encode_event,
 )
-from shared.kafka import CONSUMER_LAG, TryLater, read_processed
+from shared.kafka import CONSUMER_LAG, DEAD_LETTERS, TryLater, read_processed
 from shared.registry_api import ModelVersion
 from shared.schema import DatasetSchema
 from shared.settings import MonitorSettings
@@ -112,6 +112,7 @@ def install(
         payload = dead_letter_of(message.topic, reason, event.value, message.partition, message.offset)
         _, letter = encode_event(payload, source)
         await out.deadletter.send(key=message.topic.encode(), value=letter)
+        DEAD_LETTERS.labels("monitor", message.topic).inc()
 
     async def valid_events(stream: StreamT[bytes]) -> AsyncIterator[tuple[EventT[bytes], Envelope, Payload]]:
         """Each event with its envelope and typed payload; the rest is dead-lettered with why."""

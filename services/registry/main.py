@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prometheus_client import REGISTRY
+
 from shared.events import Source
 from shared.http import serve
 from shared.kafka import make_producer
@@ -15,6 +17,7 @@ from shared.topics import ensure_topics
 def main() -> None:
     from services.registry.app import build_app
     from services.registry.artifacts import ArtifactStore
+    from services.registry.metrics import AliasCollector
     from services.registry.migrate import migrate
     from services.registry.outbox import OutboxRelay
     from services.registry.store import RegistryStore
@@ -30,6 +33,7 @@ def main() -> None:
         signer=lambda digest: sign(settings.signing_key, digest),
     )
     migrate(store.engine)
+    REGISTRY.register(AliasCollector(store))
     ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     supervisor = Supervisor("registry")
     supervisor.add(OutboxRelay(store, make_producer(settings), settings.registry_outbox_keep))

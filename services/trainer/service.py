@@ -47,6 +47,7 @@ from shared.vocabulary import Alias, TriggerKind
 log = logging.getLogger(__name__)
 
 RUNS = Counter("ctloop_trainer_runs_total", "Training runs by outcome", ["outcome"])
+GATE_FAILURES = Counter("ctloop_trainer_gate_failures_total", "Runs refused by a validation gate", ["gate"])
 RUN_SECONDS = Histogram("ctloop_trainer_run_seconds", "Training run duration", ["phase"])
 EXAMPLES = Gauge("ctloop_trainer_examples", "Labelled examples held for training")
 DATASET_ROWS = Histogram(
@@ -302,6 +303,8 @@ class Trainer:
         for name, ms in report.phases_ms.items():
             RUN_SECONDS.labels(name).observe(ms / 1000)
         RUNS.labels(report.status).inc()
+        if report.failed_gate is not None:
+            GATE_FAILURES.labels(report.failed_gate).inc()
         if report.status == "completed":
             log.info(
                 "run %s completed: v%s accuracy %.3f",
