@@ -1,15 +1,42 @@
 """The whole loop on the embedded broker with five real service processes: cold start, a
-concept drift, detection, retraining, promotion and a hot swap, traced end to end."""
+concept drift, detection, retraining, promotion and a hot swap, traced end to end; once with
+the registry on SQLite and once on PostgreSQL (a new database, migrated by the registry at
+start-up, then the registry restarted on the migrated database before the loop runs)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from services.demo.driver import DemoConfig, run_demo
 from services.supervisor import Stack
+from tests.integration.conftest import postgres_database, restart, start_stack, stop_stack, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    folder = tmp_path_factory.mktemp(f"loop-{request.param}")
+    if request.param == "sqlite":
+        running = start_stack(folder)
+        yield running
+        stop_stack(running)
+        return
+    with postgres_database() as database:
+        running = start_stack(folder, CTLOOP_REGISTRY_DB_URL=database)
+        try:
+            # started once on the empty database (migrated it); now on the migrated one
+            restart(running, "registry")
+            registry = running.url("registry")
+            wait_for(
+                lambda: httpx.get(f"{registry}/healthz", timeout=5).status_code == 200, "the registry again"
+            )
+            yield running
+        finally:
+            stop_stack(running)
 
 
 def test_served_version_changes_after_the_drift_and_accuracy_recovers(stack: Stack) -> None:
