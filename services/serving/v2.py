@@ -11,6 +11,8 @@ name is the schema's `name`; a `versions/{v}` path may name the champion or the 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import json
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -25,6 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from services.serving.model import LoadedModel
 from services.serving.scoring import Scorer
+from services.serving.v2_binary import HEADER, attach_inputs, encode_tensor, split_body
 from shared.http import BodyTooLarge, NotFound, ServiceError, Unprocessable
 from shared.registry_api import VersionNumber
 
@@ -55,7 +58,9 @@ class TensorIn(BaseModel):
     name: str
     shape: list[int]
     datatype: Datatype
-    data: list[Any]
+    data: list[Any] | None = None
+    """The values (nested or flat); absent when they come as binary data after the JSON
+    (`parameters.binary_data_size`, services/serving/v2_binary.py)."""
     parameters: dict[str, Any] | None = None
 
 
@@ -75,7 +80,8 @@ class TensorOut(BaseModel):
     name: str
     shape: list[int]
     datatype: Datatype
-    data: list[Any]
+    data: list[Any] | None = None
+    parameters: dict[str, Any] | None = None
 
 
 class TensorMetadata(BaseModel):
@@ -104,6 +110,12 @@ class ServerLive(BaseModel):
 
 class ServerReady(BaseModel):
     ready: bool
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
 
 
 class V2Error(BaseModel):
@@ -157,7 +169,7 @@ def _rows(model: LoadedModel, request: InferenceRequest) -> list[tuple[object, o
     columns: dict[str, list[Any]] = {}
     for tensor in request.inputs:
         field = f"inputs.{tensor.name}"
-        values = _flatten(tensor.data)
+        values = _flatten(tensor.data or [])
         if len(tensor.shape) != 1 and not (len(tensor.shape) == 2 and tensor.shape[1] == 1):
             errors.append({"field": field, "reason": f"shape {tensor.shape} must be [N]"})
         elif len(values) != tensor.shape[0]:
@@ -183,6 +195,22 @@ def _rows(model: LoadedModel, request: InferenceRequest) -> list[tuple[object, o
     count = sizes.pop() if sizes else 0
     ids = columns.pop("id", [None] * count)
     return [(ids[i], {name: values[i] for name, values in columns.items()}) for i in range(count)]
+
+
+@functools.cache
+def _version() -> str:
+    try:
+        return importlib.metadata.version("ctloop")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
+def _binary_outputs(request: InferenceRequest, wanted: list[str]) -> set[str]:
+    """The outputs to send as binary data: those requested with `binary_data`, or all when the
+    request says `binary_data_output` (tritonclient's default when it names no outputs)."""
+    if request.outputs:
+        return {o.name for o in request.outputs if (o.parameters or {}).get("binary_data") is True}
+    return set(wanted) if (request.parameters or {}).get("binary_data_output") is True else set()
 
 
 def _error_response(exc: ServiceError) -> JSONResponse:
@@ -212,14 +240,18 @@ INLINE_BODY_BYTES = 64 * 1024
 async def _request(http: Request) -> InferenceRequest:
     # NOTE: V2 clients (tritonclient) send JSON without a JSON content type: parse it ourselves.
     body = await http.body()
+    header, binary = split_body(body, http.headers.get(HEADER))
     try:
-        if len(body) <= INLINE_BODY_BYTES:
-            return InferenceRequest.model_validate_json(body)
-        return await run_in_threadpool(InferenceRequest.model_validate_json, body)
+        if len(header) <= INLINE_BODY_BYTES:
+            request = InferenceRequest.model_validate_json(header)
+        else:
+            request = await run_in_threadpool(InferenceRequest.model_validate_json, header)
     except ValidationError as exc:
         raise Unprocessable(
             [{"field": ".".join(map(str, e["loc"])), "reason": e["msg"]} for e in exc.errors()]
         ) from exc
+    attach_inputs(request.inputs, binary)
+    return request
 
 
 async def v2_validation_error(request: Request, exc: Exception) -> Response:
@@ -235,6 +267,11 @@ async def v2_validation_error(request: Request, exc: Exception) -> Response:
 def v2_router(scorer: Scorer) -> APIRouter:
     errors: dict[int | str, dict[str, Any]] = {code: {"model": V2Error} for code in (400, 404, 413, 422, 503)}
     router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], responses=errors)
+
+    @router.get("", response_model=ServerMetadata)
+    def server_metadata() -> ServerMetadata:
+        """The server's name, version and the protocol extensions it supports."""
+        return ServerMetadata(name="ctloop", version=_version(), extensions=["binary_tensor_data"])
 
     @router.get("/health/live", response_model=ServerLive)
     def live() -> ServerLive:
@@ -271,7 +308,7 @@ def v2_router(scorer: Scorer) -> APIRouter:
     def version_ready(name: str, version: VersionNumber) -> ModelReady:
         return ModelReady(name=name, ready=loaded(name, version).number == version)
 
-    async def infer(name: str, version: int | None, request: InferenceRequest) -> JSONResponse:
+    async def infer(name: str, version: int | None, request: InferenceRequest) -> Response:
         started = time.perf_counter()
         unknown = [o.name for o in request.outputs or [] if o.name not in ("predict", "predict_proba")]
         if unknown:
@@ -304,7 +341,21 @@ def v2_router(scorer: Scorer) -> APIRouter:
         }
         if request.id is not None:
             response["id"] = request.id
-        return JSONResponse(response)
+        binary = _binary_outputs(request, wanted)
+        if not binary:
+            return JSONResponse(response)
+        chunks = []
+        for output in response["outputs"]:  # type: ignore[attr-defined]
+            if output["name"] in binary:
+                raw = encode_tensor(output["datatype"], output.pop("data"))
+                output["parameters"] = {"binary_data_size": len(raw)}
+                chunks.append(raw)
+        head = json.dumps(response).encode()
+        return Response(
+            b"".join([head, *chunks]),
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(len(head))},
+        )
 
     @router.post("/models/{name}/infer", response_model=InferenceResponse, response_model_exclude_none=True)
     async def infer_champion(name: str, http: Request) -> Any:

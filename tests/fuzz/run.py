@@ -20,7 +20,13 @@ from pathlib import Path
 import atheris
 
 CORPUS = Path(__file__).parent / "corpus"
-INSTRUMENTED = ["shared.json_input", "shared.validation", "shared.events", "services.serving.v2"]
+INSTRUMENTED = [
+    "shared.json_input",
+    "shared.validation",
+    "shared.events",
+    "services.serving.v2",
+    "services.serving.v2_binary",
+]
 
 
 def main() -> None:

@@ -67,11 +67,19 @@ class _Model:
 
 
 def v2_request(data: bytes) -> None:
-    """Bytes as a V2 infer body: a request whose tensors become rows, or a 4xx."""
+    """Bytes as a V2 infer body: a request whose tensors become rows, or a 4xx. A body that
+    starts with `B` and two length bytes is a binary-extension body (that many bytes of JSON
+    header, then the tensors' raw data)."""
     from services.serving.v2 import InferenceRequest, _rows
+    from services.serving.v2_binary import attach_inputs, split_body
 
+    header_length = None
+    if data[:1] == b"B" and len(data) >= 3:
+        header_length, data = str(int.from_bytes(data[1:3], "little")), data[3:]
     try:
-        request = InferenceRequest.model_validate_json(data)
+        header, binary = split_body(data, header_length)
+        request = InferenceRequest.model_validate_json(header)
+        attach_inputs(request.inputs, binary)
         rows = _rows(_Model(SCHEMA), request)  # type: ignore[arg-type]
     except ValidationError:
         return

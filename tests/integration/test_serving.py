@@ -4,6 +4,7 @@ restart while the registry is down (the cached model serves)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -151,6 +152,64 @@ def test_open_inference_protocol_v2_with_tritonclient(stack: Stack) -> None:
     with pytest.raises(InferenceServerException):
         client.get_model_metadata("no-such-model")
     client.close()
+
+
+def test_tritonclient_with_its_defaults_uses_binary_tensors_both_ways(stack: Stack) -> None:
+    """tritonclient's defaults: `set_data_from_numpy` packs binary data, no outputs named asks
+    for all of them as binary, `InferRequestedOutput` asks for binary too."""
+    import numpy as np
+    import tritonclient.http as v2
+
+    client = v2.InferenceServerClient(url=stack.url("serving").removeprefix("http://"))
+    server = client.get_server_metadata()
+    assert server["name"] == "ctloop" and "binary_tensor_data" in server["extensions"]
+    rows = [GOOD, {**GOOD, "x1": -2.0, "color": "blue"}]
+    inputs = []
+    for spec in demo_schema().features:
+        numeric = spec.type == "numeric"
+        tensor = v2.InferInput(spec.name, [len(rows)], "FP64" if numeric else "BYTES")
+        tensor.set_data_from_numpy(
+            np.array([r[spec.name] for r in rows], dtype=np.float64 if numeric else object)
+        )
+        inputs.append(tensor)
+    v1 = httpx.post(
+        f"{stack.url('serving')}/v1/predict", json={"records": [{"features": r} for r in rows]}
+    ).json()
+    expected = [p["prediction"] for p in v1["predictions"]]
+    everything = client.infer("demo", inputs)  # no outputs named: all of them, binary
+    assert everything.as_numpy("predict").tolist() == expected
+    assert everything.as_numpy("predict_proba").shape == (2, 2)
+    assert everything.get_output("predict")["parameters"]["binary_data_size"] == 16
+    one = client.infer("demo", inputs, outputs=[v2.InferRequestedOutput("predict")])
+    assert one.as_numpy("predict").tolist() == expected and one.as_numpy("predict_proba") is None
+    client.close()
+
+    # a plain JSON body from httpx, the protocol's other form, answers the same
+    body = {
+        "inputs": [
+            {
+                "name": s.name,
+                "shape": [2],
+                "datatype": "FP64" if s.type == "numeric" else "BYTES",
+                "data": [r[s.name] for r in rows],
+            }
+            for s in demo_schema().features
+        ]
+    }
+    plain = httpx.post(f"{stack.url('serving')}/v2/models/demo/infer", json=body).json()
+    assert plain["outputs"][0]["data"] == expected
+
+    # binary data that lies about its size: a 422 naming the input, and serving goes on
+    header = json.dumps(
+        {"inputs": [{"name": "x1", "shape": [2], "datatype": "FP64", "parameters": {"binary_data_size": 16}}]}
+    ).encode()
+    cut = httpx.post(
+        f"{stack.url('serving')}/v2/models/demo/infer",
+        content=header + b"\x00" * 9,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert cut.status_code == 422 and "inputs.x1" in cut.json()["error"], cut.text
+    assert httpx.get(f"{stack.url('serving')}/v2/health/live").json() == {"live": True}
 
 
 def test_registry_down_at_start_up_serves_the_cached_model(stack: Stack) -> None:
