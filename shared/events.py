@@ -314,6 +314,18 @@ class ModelPromoted(ModelChanged):
     """An alias (`alias`) moved to `version`: a promotion, an approval or a rollback."""
 
 
+class SwapCheck(BaseModel):
+    """Serving's performance check before a champion swap: both models' p99 per row on the
+    same recent rows, and the most the new one was allowed."""
+
+    rows: int
+    current_version: int
+    current_p99_ms: float
+    candidate_p99_ms: float
+    allowed_p99_ms: float
+    passed: bool
+
+
 class SwapReport(BaseModel):
     """Serving's report of a hot swap: done (with its duration) or refused (old one stays)."""
 
@@ -322,6 +334,8 @@ class SwapReport(BaseModel):
     previous_version: int | None
     duration_ms: float
     reason: str | None = None
+    check: SwapCheck | None = None
+    """The performance check, when there was a model to compare with."""
 
 
 class ModelSwapped(SwapReport):

@@ -144,6 +144,16 @@ class ServingSettings(HTTPServiceSettings):
     serving_shadow_queue: int = Field(1000, ge=1)
     """Requests that may wait for shadow scoring before new ones are skipped (and counted)."""
 
+    serving_swap_check: bool = True
+    """Before a new champion takes the traffic, time it and the current one on the same recent
+    rows (one at a time) and refuse it if it is too slow (`serving_swap_p99_ratio`)."""
+
+    serving_swap_p99_ratio: float = Field(2.0, ge=1.0)
+    """A new champion may take at most this many times the current one's p99 per row..."""
+
+    serving_swap_p99_slack_ms: float = Field(2.0, ge=0)
+    """...plus this many milliseconds (so that timer noise on very fast models refuses none)."""
+
     serving_registry_retry_s: float = Field(2.0, gt=0)
     """Seconds between attempts to reach the registry while no model is loaded."""
 

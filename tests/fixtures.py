@@ -102,7 +102,12 @@ def demo_rows(n: int, seed: int, shift_x3_from: int | None = None) -> list[dict[
     return rows
 
 
-def demo_artifact(rows: int = 200, seed: int = 1) -> tuple[bytes, str]:
+def demo_artifact(
+    rows: int = 200,
+    seed: int = 1,
+    estimator: str = "sklearn.linear_model.LogisticRegression",
+    params: dict[str, object] | None = None,
+) -> tuple[bytes, str]:
     """A small trained demo-schema pipeline, serialized: (artifact bytes, digest)."""
     from shared.serialization import dump_model
 
@@ -115,4 +120,4 @@ def demo_artifact(rows: int = 200, seed: int = 1) -> tuple[bytes, str]:
         )  # type: ignore[arg-type]
         for i, r in enumerate(demo_rows(rows, seed=seed))
     ]
-    return dump_model(tiny_pipeline(demo_schema(), examples))
+    return dump_model(tiny_pipeline(demo_schema(), examples, estimator, params))

@@ -4,7 +4,9 @@ A swap downloads the new version, verifies its digest, loads it under the skops 
 checks that its input schema is compatible, warms it up, and only then flips the pointer
 (MLServer's `_reload_model` pattern). Requests read the pointer once, so each is computed
 entirely by one version, and the old one is released when the last request using it ends.
-If any step fails, the old model keeps serving and the failure is reported. The last verified
+A champion replacing another must also pass a performance check on recent real rows
+(services/serving/perf_check.py). If any step fails, the old model keeps serving and the
+failure is reported. The last verified
 champion is also kept on disk, so a restart while the registry is down still serves it.
 """
 
@@ -13,11 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.serving.model import LoadedModel
+from services.serving.perf_check import Budget, RecentRows, check
+from shared.events import SwapCheck
 from shared.registry_api import ModelVersion
 from shared.registry_client import ModelVersions
 from shared.schema import DatasetSchema
@@ -33,14 +38,36 @@ MODEL_VERSION = Gauge("ctloop_serving_model_version", "Version being served (0: 
 
 
 class SwapRefused(RuntimeError):
-    """A new version could not be loaded; the old one stays."""
+    """A new version could not be loaded, or failed its performance check; the old one stays."""
+
+    def __init__(self, reason: str, check: SwapCheck | None = None) -> None:
+        super().__init__(reason)
+        self.check = check
+
+
+@dataclass(frozen=True)
+class Swap:
+    """A swap done: how long it took, and the performance check's figures if one ran."""
+
+    seconds: float
+    check: SwapCheck | None = None
 
 
 class ModelHolder:
-    def __init__(self, schema: DatasetSchema, registry: ModelVersions, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        schema: DatasetSchema,
+        registry: ModelVersions,
+        cache_dir: Path | None = None,
+        budget: Budget | None = None,
+    ) -> None:
         self.schema = schema
         self.registry = registry
         self.cache_dir = cache_dir
+        self.budget = budget
+        """The performance check's budget (None: no check)."""
+        self.recent = RecentRows()
+        """Rows recently served, which the performance check times both models on."""
         self.current: LoadedModel | None = None
         self.challenger: LoadedModel | None = None
         self._lock = threading.Lock()
@@ -66,18 +93,31 @@ class ModelHolder:
         candidate.warm_up()
         return candidate, data
 
-    def swap_to(self, version: ModelVersion, alias: Alias = Alias.CHAMPION) -> float:
-        """Load `version` and make it the champion (or the challenger); returns the seconds it took."""
+    def swap_to(self, version: ModelVersion, alias: Alias = Alias.CHAMPION) -> Swap:
+        """Load `version` and make it the champion (or the challenger): how long it took, and
+        the performance check's figures (a champion replacing another must pass it)."""
         with self._lock:  # one swap at a time; requests never take this lock
             slot = self.current if alias == Alias.CHAMPION else self.challenger
             if slot is not None and slot.number == version.version:
-                return 0.0
+                return Swap(0.0)
             start = time.perf_counter()
             try:
                 candidate, data = self._load(version)
             except Exception as exc:
                 SWAPS.labels("refused").inc()
                 raise SwapRefused(f"v{version.version} refused: {exc}") from exc
+            figures = None
+            if alias == Alias.CHAMPION and self.current is not None and self.budget is not None:
+                rows = self.recent.sample(self.budget.rows) or [candidate.synthetic_row()]
+                figures = check(self.current, candidate, rows, self.budget)
+                if not figures.passed:
+                    SWAPS.labels("refused").inc()
+                    raise SwapRefused(
+                        f"v{version.version} refused: p99 {figures.candidate_p99_ms:.3f} ms per row on "
+                        f"{figures.rows} recent rows, v{self.current.number} takes "
+                        f"{figures.current_p99_ms:.3f} ms (at most {figures.allowed_p99_ms:.3f} allowed)",
+                        figures,
+                    )
             # NOTE: the flip; a single reference assignment is atomic
             if alias == Alias.CHAMPION:
                 self.current = candidate
@@ -90,7 +130,7 @@ class ModelHolder:
             elapsed = time.perf_counter() - start
             SWAPS.labels("done").inc()
             SWAP_SECONDS.observe(elapsed)
-            return elapsed
+            return Swap(elapsed, figures)
 
     def drop_challenger(self) -> None:
         self.challenger = None

@@ -22,6 +22,7 @@ def main() -> None:
     from services.serving.app import build_app
     from services.serving.batching import MicroBatcher
     from services.serving.holder import ModelHolder
+    from services.serving.perf_check import Budget
     from services.serving.prediction_log import PredictionLog
     from services.serving.shadow import ShadowScorer
     from services.serving.swapper import Swapper
@@ -35,6 +36,9 @@ def main() -> None:
         schema,
         RegistryClient(settings.registry_url, signing_key=settings.signing_key),
         cache_dir=settings.data_dir / "serving" / "cache" / schema.name,
+        budget=Budget(settings.serving_swap_p99_ratio, settings.serving_swap_p99_slack_ms)
+        if settings.serving_swap_check
+        else None,
     )
     swapper = Swapper(holder, publisher, settings.serving_registry_retry_s)
     prediction_log = PredictionLog(publisher, settings.serving_log_buffer)

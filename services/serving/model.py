@@ -40,9 +40,13 @@ class LoadedModel:
         probabilities = [{k: float(p) for k, p in zip(keys, row, strict=True)} for row in full]
         return predictions, probabilities
 
-    def warm_up(self) -> None:
-        """One predict on a synthetic row so the first request pays no lazy set-up."""
+    def synthetic_row(self) -> Row:
+        """A valid row made from the schema (first category, minimum or 0)."""
         row: Row = {}
         for f in self.schema.features:
             row[f.name] = f.categories[0] if f.type == "categorical" else (f.min or 0.0)
-        self.predict([row])
+        return row
+
+    def warm_up(self) -> None:
+        """One predict on a synthetic row so the first request pays no lazy set-up."""
+        self.predict([self.synthetic_row()])

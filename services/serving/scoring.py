@@ -114,6 +114,8 @@ class Scorer:
         )
         self.prediction_log.log(scored)
         if not scored.shadow:
+            self.holder.recent.add(rows[-8:])  # a few per request: the swap check's sample
+        if not scored.shadow:
             self.shadow.offer(ids, rows, classes, scored.at)
         REQUESTS.labels("200", str(model.number), api).inc()
         LATENCY.labels(api).observe(time.perf_counter() - started)

@@ -13,7 +13,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from services.serving.holder import ModelHolder, SwapRefused
 from shared import topics
-from shared.events import Envelope, ModelPromoted, ModelSwapFailed, ModelSwapped
+from shared.events import Envelope, ModelPromoted, ModelSwapFailed, ModelSwapped, SwapCheck
 from shared.kafka import EventPublisher, decoded
 from shared.registry_client import RegistryError
 from shared.vocabulary import Alias
@@ -98,15 +98,16 @@ class Swapper:
             version = self.holder.registry.version(self.holder.schema.name, number)
             if version is None:
                 raise SwapRefused(f"v{number} is not in the registry")
-            seconds = self.holder.swap_to(version, alias)
+            swap = self.holder.swap_to(version, alias)
         except (SwapRefused, RegistryError) as exc:
             log.error("%s v%d refused, v%s stays: %s", alias, number, previous, exc)
             if alias == Alias.CHAMPION:
-                self._report(ModelSwapFailed, number, previous, 0.0, cause, str(exc))
+                check = exc.check if isinstance(exc, SwapRefused) else None
+                self._report(ModelSwapFailed, number, previous, 0.0, cause, str(exc), check)
             return
-        log.info("%s v%s -> v%d loaded in %.0f ms", alias, previous, number, seconds * 1000)
+        log.info("%s v%s -> v%d loaded in %.0f ms", alias, previous, number, swap.seconds * 1000)
         if alias == Alias.CHAMPION:
-            self._report(ModelSwapped, number, previous, seconds * 1000, cause, None)
+            self._report(ModelSwapped, number, previous, swap.seconds * 1000, cause, None, swap.check)
 
     def _report(
         self,
@@ -116,6 +117,7 @@ class Swapper:
         ms: float,
         cause: Envelope | None,
         reason: str | None,
+        check: SwapCheck | None,
     ) -> None:
         payload = kind(
             model_name=self.holder.schema.name,
@@ -123,6 +125,7 @@ class Swapper:
             previous_version=previous,
             duration_ms=ms,
             reason=reason,
+            check=check,
         )
         self.publisher.publish(topics.MODELS, payload, key=self.holder.schema.name, cause=cause)
 

@@ -157,9 +157,11 @@ def upload_demo(
     passed: bool = True,
     correlation: str | None = None,
     trigger: str = "manual",
+    estimator: str = "sklearn.linear_model.LogisticRegression",
+    params: dict[str, object] | None = None,
 ) -> dict:
     """Register a small trained demo model through the registry's HTTP API; the version as JSON."""
-    artifact, digest = demo_artifact(rows=rows, seed=seed)
+    artifact, digest = demo_artifact(rows=rows, seed=seed, estimator=estimator, params=params)
     meta = VersionMetadata(
         digest=digest,
         input_schema=demo_schema().model_copy(update={"name": name}),

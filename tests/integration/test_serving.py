@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -15,6 +15,7 @@ import pytest
 
 from services.supervisor import Stack
 from shared import topics
+from shared.events import Envelope
 from tests.fixtures import demo_schema
 from tests.integration.conftest import read_topic, start_stack, stop_stack, upload_demo, wait_for
 
@@ -210,6 +211,49 @@ def test_tritonclient_with_its_defaults_uses_binary_tensors_both_ways(stack: Sta
     )
     assert cut.status_code == 422 and "inputs.x1" in cut.json()["error"], cut.text
     assert httpx.get(f"{stack.url('serving')}/v2/health/live").json() == {"live": True}
+
+
+def test_a_new_champion_much_slower_than_the_current_one_is_refused_before_it_takes_traffic(
+    stack: Stack,
+) -> None:
+    """The performance check on serving's machine: a 300-tree forest (~10x the per-row time
+    of the logistic regression serving now) is refused and the old model keeps answering,
+    with the figures in `model.swap_failed`; a model as fast as the current one passes, with
+    its figures in `model.swapped`."""
+    before = served_version(stack)
+    assert before is not None
+    for _ in range(10):  # recent real rows for the check
+        httpx.post(f"{stack.url('serving')}/v1/predict", json={"records": [{"features": GOOD}] * 4})
+    slow = upload_demo(
+        stack.url("registry"),
+        TOKEN,
+        seed=41,
+        rows=300,
+        estimator="sklearn.ensemble.RandomForestClassifier",
+        params={"n_estimators": 300, "random_state": 0},
+    )
+
+    def report_of(version: int) -> Callable[[list[Envelope]], bool]:
+        return lambda es: any(
+            e.type in ("model.swap_failed", "model.swapped") and e.payload["version"] == version for e in es
+        )
+
+    events = read_topic(stack.bootstrap, topics.MODELS, report_of(slow["version"]), timeout_s=120)
+    refused = next(e for e in events if report_of(slow["version"])([e]))
+    assert refused.type == "model.swap_failed", refused.payload
+    check = refused.payload["check"]
+    assert check["passed"] is False and check["current_version"] == before
+    assert check["candidate_p99_ms"] > check["allowed_p99_ms"] and check["rows"] >= 8
+    assert "p99" in refused.payload["reason"]
+    assert served_version(stack) == before  # the old model still answers
+    answer = httpx.post(f"{stack.url('serving')}/v1/predict", json={"features": GOOD}).json()
+    assert answer["model_version"] == before
+
+    fast = upload(stack, seed=42)
+    events = read_topic(stack.bootstrap, topics.MODELS, report_of(fast["version"]), timeout_s=120)
+    swapped = next(e for e in events if report_of(fast["version"])([e]))
+    assert swapped.type == "model.swapped" and swapped.payload["check"]["passed"] is True
+    wait_for(lambda: served_version(stack) == fast["version"], "the fast model to serve")
 
 
 def test_registry_down_at_start_up_serves_the_cached_model(stack: Stack) -> None:

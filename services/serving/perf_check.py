@@ -1,0 +1,83 @@
+"""The performance check before a champion swap, on serving's own machine: the new model and
+the one it would replace each predict the same recent real rows, one row at a time, and the
+new one is refused when its p99 per row exceeds the current one's by more than the budget.
+
+Timings are interleaved (current, new, current, new, ...) so that both see the same machine,
+and each row's time is the fastest of a few repeats: what the row costs, without the
+scheduler's noise, which on a busy 2-core machine was several times the predict itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from prometheus_client import Gauge
+
+from services.serving.model import LoadedModel
+from shared.events import SwapCheck
+from shared.validation import Row
+
+CHECK_P99 = Gauge("ctloop_serving_swap_check_p99_ms", "p99 per row in the last swap check", ["model"])
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A new model may take up to `ratio` times the current one's p99 per row, plus `slack_ms`
+    (for models so fast that timer noise decides the ratio)."""
+
+    ratio: float
+    slack_ms: float
+    rows: int = 32
+    repeats: int = 5
+
+    def allowed_ms(self, current_p99_ms: float) -> float:
+        return current_p99_ms * self.ratio + self.slack_ms
+
+
+class RecentRows:
+    """The last rows served (validated features), kept for the next swap check."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._rows: deque[Row] = deque(maxlen=size)
+
+    def add(self, rows: Iterable[Row]) -> None:
+        self._rows.extend(rows)
+
+    def sample(self, count: int) -> list[Row]:
+        return list(self._rows)[-count:]
+
+
+def _row_ms(model: LoadedModel, row: Row) -> float:
+    started = time.perf_counter()
+    model.predict([row])
+    return (time.perf_counter() - started) * 1000
+
+
+def check(current: LoadedModel, candidate: LoadedModel, rows: list[Row], budget: Budget) -> SwapCheck:
+    """Time both models on `rows`; the figures, with `passed` saying whether the candidate
+    stays within the budget."""
+    current_ms, candidate_ms = [], []
+    for row in rows:
+        best_current = best_candidate = float("inf")
+        for _ in range(budget.repeats):
+            best_current = min(best_current, _row_ms(current, row))
+            best_candidate = min(best_candidate, _row_ms(candidate, row))
+        current_ms.append(best_current)
+        candidate_ms.append(best_candidate)
+    current_p99 = float(np.percentile(current_ms, 99))
+    candidate_p99 = float(np.percentile(candidate_ms, 99))
+    CHECK_P99.labels("current").set(current_p99)
+    CHECK_P99.labels("candidate").set(candidate_p99)
+    allowed = budget.allowed_ms(current_p99)
+    return SwapCheck(
+        rows=len(rows),
+        current_version=current.number,
+        current_p99_ms=round(current_p99, 3),
+        candidate_p99_ms=round(candidate_p99, 3),
+        allowed_p99_ms=round(allowed, 3),
+        passed=candidate_p99 <= allowed,
+    )

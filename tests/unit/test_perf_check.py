@@ -1,0 +1,62 @@
+"""The swap's performance check with real models: a forest ten times slower per row than a
+logistic regression fails it, a model as fast as the current one passes, and the budget's
+arithmetic is what the settings say."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from services.serving.model import LoadedModel
+from services.serving.perf_check import Budget, RecentRows, check
+from shared.events import Example
+from shared.registry_api import GateReport, Lineage, ModelVersion
+from shared.validation import check_features
+from tests.fixtures import demo_rows, demo_schema, tiny_pipeline
+
+
+def loaded(number: int, estimator: str, params: dict[str, object] | None = None) -> LoadedModel:
+    schema = demo_schema()
+    examples = [
+        Example(
+            record_id=f"u-{i}",
+            event_time=datetime(2026, 11, 21, tzinfo=UTC),
+            features=r,  # type: ignore[arg-type]
+            label=int(float(r["x1"]) > 0),
+        )
+        for i, r in enumerate(demo_rows(300, seed=number))
+    ]
+    version = ModelVersion(
+        name="demo",
+        version=number,
+        created_at=datetime(2026, 12, 1, tzinfo=UTC),
+        digest="sha256:" + "0" * 64,
+        input_schema=schema,
+        gate_report=GateReport(passed=True, gates=[]),
+        lineage=Lineage(run_id=f"run-{number}", trigger="manual"),
+    )
+    return LoadedModel(version=version, pipeline=tiny_pipeline(schema, examples, estimator, params))
+
+
+ROWS = [check_features(demo_schema(), r) for r in demo_rows(16, seed=9)]
+BUDGET = Budget(ratio=2.0, slack_ms=2.0, rows=16)
+
+
+def test_a_much_slower_model_fails_and_one_as_fast_passes() -> None:
+    current = loaded(1, "sklearn.linear_model.LogisticRegression")
+    forest = loaded(2, "sklearn.ensemble.RandomForestClassifier", {"n_estimators": 300, "random_state": 0})
+    slow = check(current, forest, ROWS, BUDGET)
+    assert not slow.passed and slow.candidate_p99_ms > slow.allowed_p99_ms
+    assert slow.rows == 16 and slow.current_version == 1
+    same = check(current, loaded(3, "sklearn.linear_model.LogisticRegression"), ROWS, BUDGET)
+    assert same.passed, same
+
+
+def test_the_budget_is_a_ratio_plus_a_slack() -> None:
+    assert Budget(ratio=1.5, slack_ms=2.0).allowed_ms(4.0) == 8.0
+
+
+def test_recent_rows_keep_the_newest() -> None:
+    recent = RecentRows(size=3)
+    recent.add([{"a": 1.0}, {"a": 2.0}])
+    recent.add([{"a": 3.0}, {"a": 4.0}])
+    assert recent.sample(2) == [{"a": 3.0}, {"a": 4.0}] and len(recent.sample(10)) == 3
