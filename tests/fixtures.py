@@ -111,7 +111,12 @@ def demo_artifact(
     """A small trained demo-schema pipeline, serialized: (artifact bytes, digest)."""
     from shared.serialization import dump_model
 
-    examples = [
+    return dump_model(tiny_pipeline(demo_schema(), demo_examples(rows, seed), estimator, params))
+
+
+def demo_examples(rows: int, seed: int) -> list[Example]:
+    """Labelled demo rows (label: x1 > 0)."""
+    return [
         Example(
             record_id=f"u-{i}",
             event_time=datetime(2026, 11, 21, tzinfo=UTC),
@@ -120,4 +125,3 @@ def demo_artifact(
         )  # type: ignore[arg-type]
         for i, r in enumerate(demo_rows(rows, seed=seed))
     ]
-    return dump_model(tiny_pipeline(demo_schema(), examples, estimator, params))

@@ -8,23 +8,14 @@ from datetime import UTC, datetime
 
 from services.serving.model import LoadedModel
 from services.serving.perf_check import Budget, RecentRows, check
-from shared.events import Example
 from shared.registry_api import GateReport, Lineage, ModelVersion
 from shared.validation import check_features
-from tests.fixtures import demo_rows, demo_schema, tiny_pipeline
+from tests.fixtures import demo_examples, demo_rows, demo_schema, tiny_pipeline
 
 
 def loaded(number: int, estimator: str, params: dict[str, object] | None = None) -> LoadedModel:
     schema = demo_schema()
-    examples = [
-        Example(
-            record_id=f"u-{i}",
-            event_time=datetime(2026, 11, 21, tzinfo=UTC),
-            features=r,  # type: ignore[arg-type]
-            label=int(float(r["x1"]) > 0),
-        )
-        for i, r in enumerate(demo_rows(300, seed=number))
-    ]
+    examples = demo_examples(300, seed=number)
     version = ModelVersion(
         name="demo",
         version=number,
