@@ -290,7 +290,7 @@ def test_a_cause_outside_the_messages_holds_the_partition_says_so_and_loses_noth
     topic, group = topics.PREDICTIONS, f"recovery-{uuid.uuid4().hex[:6]}"
     settings = CommonSettings(kafka_bootstrap=broker.bootstrap, consumer_retry_backoff_s=0.1)
     seen: list[str] = []
-    refusals = [10]
+    refusals = [5]  # the hold waits double from 0.1 s: 3 s in all (ten took a minute)
 
     def handler(batch: list[ConsumerRecord]) -> None:
         if refusals[0] > 0:
