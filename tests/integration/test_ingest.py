@@ -1,18 +1,22 @@
 """Ingest against a real broker: every rule's code over HTTP, body limits, producer resends on
-the raw topic, and backpressure: 503 while the broker is paused, nothing lost or doubled after."""
+the raw topic, backpressure (503 while the broker is paused, nothing lost or doubled after),
+and a record too large for the broker on both doors."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from kafka import KafkaProducer
 
 from services.supervisor import Stack
 from shared import topics
+from shared.settings import DEFAULT_SCHEMA
 from tests.integration.conftest import read_all, read_topic, start_stack, stop_stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -121,3 +125,53 @@ def test_paused_broker_means_503_and_nothing_lost(ingest: Stack) -> None:
     counts = Counter(e.payload["id"] for e in records if e.payload["id"].startswith("bp-"))
     assert set(counts) == {r["id"] for r in before + during}  # nothing lost
     assert set(counts.values()) == {1}  # nothing doubled
+
+
+def test_a_record_too_large_for_the_broker_is_refused_alone_and_its_id_freed(tmp_path: Path) -> None:
+    """A record valid by its schema but larger than the producer's message limit (1 MiB) made
+    `send` raise before anything was queued: the request failed and the batch's ids stayed
+    reserved for the de-duplication window, so each retry got 503 for an hour. Now that record
+    alone is rejected (`too_large`), the others are written, and its id is free at once; on
+    the `raw` door it is dead-lettered and the consumer goes on."""
+    schema = yaml.safe_load(DEFAULT_SCHEMA.read_text())
+    for feature in schema["features"]:
+        if feature["name"] == "color":
+            feature["unseen"] = "accept"  # so that a 1.2 MB category is valid
+    (tmp_path / "schema.yaml").write_text(yaml.safe_dump(schema))
+    stack = start_stack(
+        tmp_path,
+        services=("ingest",),
+        CTLOOP_SCHEMA=str(tmp_path / "schema.yaml"),
+        CTLOOP_INGEST_MAX_BODY_BYTES=str(4 * 1024 * 1024),
+    )
+    try:
+        url = f"{stack.url('ingest')}/v1/records"
+        huge = {"id": "r-huge", "features": {**GOOD, "color": "x" * 1_200_000}}
+        batch = [{"id": "r-small-1", "features": GOOD}, huge, {"id": "r-small-2", "features": GOOD}]
+        answer = httpx.post(url, json={"records": batch}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert [a["id"] for a in answer.json()["accepted"]] == ["r-small-1", "r-small-2"]
+        rejected = answer.json()["rejected"]
+        assert [(r["id"], r["code"]) for r in rejected] == [("r-huge", "too_large")]
+        # its id is not held: the same id with a sane record goes through at once
+        again = httpx.post(url, json={"id": "r-huge", "features": GOOD}, timeout=30)
+        assert again.status_code == 200 and again.json()["accepted"][0]["id"] == "r-huge", again.text
+
+        producer = KafkaProducer(bootstrap_servers=stack.bootstrap, max_request_size=4 * 1024 * 1024)
+        producer.send(topics.RAW, json.dumps({**huge, "id": "r-huge-raw"}).encode())
+        producer.send(topics.RAW, json.dumps({"id": "r-after-huge", "features": GOOD}).encode())
+        producer.flush(30)
+        producer.close()
+        read_topic(
+            stack.bootstrap, topics.RECORDS, lambda es: any(e.payload.get("id") == "r-after-huge" for e in es)
+        )
+        letters = read_topic(
+            stack.bootstrap,
+            topics.DEADLETTER,
+            lambda es: any('"r-huge-raw"' in e.payload.get("original", "") for e in es),
+        )
+        letter = next(e.payload for e in letters if '"r-huge-raw"' in e.payload.get("original", ""))
+        assert letter["errors"][0]["code"] == "too_large" and letter["offset"] is not None
+        assert len(letter["original"]) < 5000
+    finally:
+        stop_stack(stack)
