@@ -145,10 +145,10 @@ REASON_CHARS = 500
 
 
 def excerpt(text: str, limit: int = DEAD_LETTER_EXCERPT_CHARS) -> str:
-    """`text`, cut to `limit` characters with a marker saying how much was left out."""
+    """`text`, cut to `limit` characters with a marker saying it was cut."""
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+    return f"{text[:limit]}... [cut at {limit} characters]"
 
 
 class DeadLetter(BaseModel):
@@ -197,12 +197,13 @@ def dead_letter_of(
 ) -> DeadLetter:
     """The dead letter for a message that could not be used, with an excerpt of its bytes."""
     raw = raw or b""
-    # Decoding only the head keeps a 100 MB message from being copied as text.
+    # Decoding only the head keeps a 100 MB message from being copied as text; `original_bytes`
+    # says how large the whole was.
     head = raw[: DEAD_LETTER_EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
     return DeadLetter.of(
         origin,
         [FieldError(index=0, field=field, reason=reason)],
-        head if len(raw) <= DEAD_LETTER_EXCERPT_CHARS * 4 else head + "...",
+        head,
         original_bytes=len(raw),
         partition=partition,
         offset=offset,

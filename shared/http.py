@@ -87,9 +87,10 @@ class BodyLimit:
     A `Content-Length` over the limit is answered 413 at once, without reading the body (a
     client that sent `Expect: 100-continue` never sends it). A body without a length (chunked)
     is counted as it streams in, and the reader gets `BodyTooLarge` the moment it passes the
-    limit, so no route ever holds more than the limit in memory. The 413 is sent while the
-    connection stays open: uvicorn then reads and discards the rest of the body, so a client
-    that sends its whole body before reading (Python's urllib) gets the 413 instead of a reset.
+    limit, so no route ever holds more than the limit in memory. On a keep-alive connection
+    uvicorn reads and discards the rest of the body after the 413; a client that sends its
+    whole body before reading and asks to close the connection (Python's urllib) has the rest
+    drained first (`DRAIN_BYTES`), so it reads the 413 instead of a reset.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, larger: Sequence[LargerBody] = ()) -> None:
@@ -109,11 +110,13 @@ class BodyLimit:
             return
         limit = self.limit(scope)
         headers = dict(scope["headers"])
-        length = headers.get(b"content-length", b"")
-        if length.isdigit() and int(length) > limit:
-            if _closes_after(headers) and int(length) <= DRAIN_BYTES:
+        announced = headers.get(b"content-length", b"")
+        # 19 digits at most: int() of a length of thousands of digits would raise (a 500)
+        length = int(announced) if announced.isdigit() and len(announced) < 19 else None
+        if (length is not None and length > limit) or (announced.isdigit() and length is None):
+            if length is not None and _closes_after(headers) and length <= DRAIN_BYTES:
                 await _drain(receive, DRAIN_BYTES)
-            await _refuse(send, BodyTooLarge(limit, int(length)))
+            await _refuse(send, BodyTooLarge(limit, length))
             return
         received = 0
         started = False

@@ -77,8 +77,12 @@ def _shown(value: Any, limit: int = 80) -> str:
 
 
 def _digits(value: int) -> int:
-    # NOTE: str() of an int over 4,300 digits raises (CPython's limit); bit_length never does.
-    return int(abs(value).bit_length() * 0.30103) + 1
+    # NOTE: str() of an int over 4,300 digits raises (CPython's limit), so the count starts from
+    # bit_length (at most one too many: 2**n has n*log10(2) + 1 digits or one fewer) and is
+    # corrected by one comparison.
+    magnitude = abs(value)
+    digits = int(magnitude.bit_length() * 0.30103) + 1
+    return digits - 1 if digits > 1 and magnitude < 10 ** (digits - 1) else digits
 
 
 def new_record_id() -> str:

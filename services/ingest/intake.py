@@ -146,7 +146,7 @@ class Intake:
         outcome = Outcome(rejected=errors)
         for error in errors:
             REJECTED.labels(kind, error.code).inc()
-            self._dead_letter(kind, origin, error, items[error.index], positions)
+            self._dead_letter(origin, error, items[error.index], positions)
         bad = {e.index for e in errors}
         indices = [i for i in range(len(items)) if i not in bad]
         writes = _Writes(self.recent, kind, origin, outcome)
@@ -170,7 +170,7 @@ class Intake:
                         )
                         REJECTED.labels(kind, error.code).inc()
                         outcome.rejected.append(error)
-                        self._dead_letter(kind, origin, error, items[index], positions)
+                        self._dead_letter(origin, error, items[index], positions)
                         continue
                     writes.pending.append((key, future))
                     outcome.accepted.append({"index": index, "id": item.id})
@@ -201,7 +201,6 @@ class Intake:
 
     def _dead_letter(
         self,
-        kind: str,
         origin: str,
         error: FieldError,
         item: Any,
@@ -214,7 +213,7 @@ class Intake:
 
 
 def _as_text(item: Any) -> str:
-    """An item as JSON for its dead letter (its repr if it cannot be written as JSON)."""
+    """An item as JSON for its dead letter (or a line saying why it cannot be written so)."""
     try:
         return json.dumps(item, default=str)
     except (ValueError, RecursionError) as exc:

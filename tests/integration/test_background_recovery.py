@@ -94,18 +94,10 @@ def test_a_commit_refused_after_a_rebalance_is_survived_and_nothing_is_lost(brok
     def factory() -> Any:
         return FaultyConsumer(make_consumer(settings, group, [topic]), faults, [])
 
-    loop = ConsumeLoop(
-        "consume-raw",
-        factory,
-        lambda batch: seen.extend(m.value.decode() for m in batch),
-        EventPublisher(settings, "test"),
-        settings,
-    )
-    supervisor = Supervisor("test")
-    supervisor.add(loop)
-    supervisor.start()
-    try:
-        wait_for(loop.assigned.is_set, "partitions")
+    def handler(batch: list[ConsumerRecord]) -> None:
+        seen.extend(m.value.decode() for m in batch)
+
+    with running_loop(settings, group, topic, handler, factory) as (loop, supervisor):
         first = [f"a-{i}" for i in range(300)]
         produce(broker.bootstrap, topic, first)
         wait_for(lambda: set(first) <= set(seen), "the first messages")
@@ -116,10 +108,8 @@ def test_a_commit_refused_after_a_rebalance_is_survived_and_nothing_is_lost(brok
         ends = produce(broker.bootstrap, topic, third)
         wait_for(lambda: set(third) <= set(seen), "messages after the refused commits")
         wait_for(lambda: committed_to(broker.bootstrap, group, ends), "the group to commit to the end")
-        status = supervisor.status()["consume-raw"]
+        status = supervisor.status()[loop.name]
         assert status == {"phase": "running", "restarts": 0, "last_error": None}  # survived, not restarted
-    finally:
-        supervisor.stop()
 
 
 def test_a_consume_loop_that_fails_is_restarted_named_by_healthz_and_reads_its_batch_again(
@@ -219,12 +209,17 @@ def test_the_monitor_keeps_a_registry_call_until_the_registry_answers(
 
 @contextlib.contextmanager
 def running_loop(
-    settings: CommonSettings, group: str, topic: str, handler: Callable[[list[ConsumerRecord]], None]
+    settings: CommonSettings,
+    group: str,
+    topic: str,
+    handler: Callable[[list[ConsumerRecord]], None],
+    factory: Callable[[], Any] | None = None,
 ) -> Iterator[tuple[ConsumeLoop, Supervisor]]:
-    """A supervised consume loop of `topic` with partitions assigned; stopped on exit."""
+    """A supervised consume loop of `topic` (on `factory`'s consumer, or a plain one) with
+    partitions assigned; stopped on exit."""
     loop = ConsumeLoop(
         f"consume-{topic}",
-        lambda: make_consumer(settings, group, [topic]),
+        factory or (lambda: make_consumer(settings, group, [topic])),
         handler,
         EventPublisher(settings, "recovery-test"),
         settings,
