@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install peers demo up test test-long test-unit lint bench clean lock
+.PHONY: install peers demo up test test-long test-unit lint bench clean lock proto
 
 install: $(STAMP)
 
@@ -76,6 +76,13 @@ lock: install
 	SSL_CERT_FILE=$${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt} $(VENV)/bin/uv pip compile pyproject.toml \
 	  --extra postgres --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	  --exclude-newer $$(date -u +%Y-%m-%d) $(if $(UPGRADE),--upgrade) --quiet -o deploy/docker/requirements.lock
+
+# The gRPC protocol's Python module, generated from its .proto by the protoc that grpcio-tools
+# (pinned in the dev extras) bundles; checked in, so installing ctloop needs no code generator.
+PROTO := services/serving/protocol/inference.proto
+proto: install
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. $(PROTO)
+	$(VENV)/bin/ruff format --quiet $(PROTO:.proto=_pb2.pyi)
 
 clean:
 	rm -rf $(VENV) $(PEERS) var .pytest_cache

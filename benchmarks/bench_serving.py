@@ -1,11 +1,13 @@
 """Serving throughput and latency at 64 connections of one-row requests, on one core, beside
 MLServer (the issue's peer) and the limits, all in the same run: an empty FastAPI endpoint
-(HTTP alone) and the model's own in-process predict. Then a hot swap under the same load,
-with the p99 around the swap beside the steady p99.
+(HTTP alone) and the model's own in-process predict. Every ctloop path is measured: `/v1`,
+V2 JSON, V2 binary (tritonclient's default) and V2 over gRPC (beside MLServer's gRPC). Then
+a HistGradientBoosting model (~1 ms per one-row predict, where micro-batching matters most),
+and a hot swap under load, with the p99 around the swap beside the steady p99.
 
-The load generator is wrk (Debian package), pinned to the other core. The model is a
-20-feature logistic-regression pipeline (the issue's reference); MLServer loads the very
-object ctloop serves (joblib). MLServer comes from `make peers` (.venv-peers/mlserver).
+The HTTP load generator is wrk (Debian package), the gRPC one benchmarks/grpc_load.py, both
+pinned to the other core. The models are 20-feature pipelines; MLServer loads the very object
+ctloop serves (joblib). MLServer comes from `make peers` (.venv-peers/mlserver).
 
     python -m benchmarks.bench_serving [--seconds S] [--runs R] [--quick]
 """
@@ -20,6 +22,7 @@ import random
 import re
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -35,6 +38,7 @@ import yaml
 from benchmarks.common import bench_stack, fitted_artifact, fmt, register, write_section
 from benchmarks.peers import mlserver, peer_python
 from services.serving.model import LoadedModel
+from services.serving.protocol import inference_pb2 as pb
 from services.supervisor import Stack
 from shared.broker import free_port
 from shared.registry_api import GateReport, Lineage, ModelVersion
@@ -63,11 +67,51 @@ BODIES = {
 }
 
 
-def model_bytes(schema: DatasetSchema, seed: int = 0) -> tuple[bytes, str]:
+def binary_body() -> tuple[bytes, int]:
+    """ctloop's V2 layout with the binary tensor data extension, as tritonclient sends it by
+    default (and asking for binary outputs, its default too): (body, JSON header length)."""
+    inputs = [
+        {"name": f, "shape": [1], "datatype": "FP64", "parameters": {"binary_data_size": 8}} for f in ROW
+    ]
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    return header + b"".join(struct.pack("<d", v) for v in ROW.values()), len(header)
+
+
+def grpc_requests(folder: Path) -> dict[str, Path]:
+    """The serialized gRPC ModelInferRequests: ctloop's tensor per feature as raw contents
+    (tritonclient.grpc's way), MLServer's one [1, 20] tensor as typed contents."""
+    ours = pb.ModelInferRequest(model_name="bench")
+    for name, value in ROW.items():
+        ours.inputs.add(name=name, datatype="FP64", shape=[1])
+        ours.raw_input_contents.append(struct.pack("<d", value))
+    theirs = pb.ModelInferRequest(model_name="bench")
+    theirs.inputs.add(
+        name="x",
+        datatype="FP64",
+        shape=[1, 20],
+        contents=pb.InferTensorContents(fp64_contents=list(ROW.values())),
+    )
+    theirs.outputs.add(name="predict")
+    theirs.outputs.add(name="predict_proba")
+    files = {"ctloop": folder / "grpc-ctloop.bin", "mlserver": folder / "grpc-mlserver.bin"}
+    files["ctloop"].write_bytes(ours.SerializeToString())
+    files["mlserver"].write_bytes(theirs.SerializeToString())
+    return files
+
+
+MODELS = {
+    "logistic regression": ("sklearn.linear_model.LogisticRegression", {"max_iter": 500}),
+    "HistGradientBoosting": ("sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 100}),
+}
+
+
+def model_bytes(
+    schema: DatasetSchema, seed: int = 0, model: str = "logistic regression"
+) -> tuple[bytes, str]:
     rng = random.Random(seed)
     rows: list[dict[str, object]] = [{f: rng.gauss(0, 1) for f in FEATURES} for _ in range(2000)]
     labels = [int(r["f0"] + r["f1"] > 0) for r in rows]  # type: ignore[operator]
-    return fitted_artifact(schema, rows, labels, "sklearn.linear_model.LogisticRegression", {"max_iter": 500})
+    return fitted_artifact(schema, rows, labels, *MODELS[model])
 
 
 def process_tree(pid: int) -> list[int]:
@@ -134,12 +178,44 @@ def measure(url: str, pid: int, seconds: float, script: Path, strict: bool = Tru
     return result
 
 
-def lua(folder: Path, body: dict[str, object]) -> Path:
+def measure_grpc(target: str, pid: int, seconds: float, request: Path) -> dict[str, float]:
+    """benchmarks/grpc_load.py (64 calls in flight, core 1) against `target`, as `measure`."""
+
+    def run(duration: float) -> dict[str, float]:
+        command = ["taskset", "-c", "1", sys.executable, "-m", "benchmarks.grpc_load", target, str(request)]
+        out = subprocess.run(
+            [*command, "--seconds", str(duration)],
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+            check=True,
+        )
+        result: dict[str, float] = json.loads(out.stdout)
+        return result
+
+    pin(pid, 0)
+    run(2)  # warm-up
+    pin(pid, 0)
+    before = cpu_seconds(pid)
+    result = run(seconds)
+    result["cpu_us"] = (cpu_seconds(pid) - before) / max(result["requests"], 1) * 1e6
+    return result
+
+
+def lua(folder: Path, body: dict[str, object] | bytes, header_length: int | None = None) -> Path:
+    """A wrk script posting `body` (JSON, or bytes with the binary extension's header length)."""
     script = folder / f"post-{len(list(folder.glob('post-*.lua')))}.lua"
-    script.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = '{json.dumps(body)}'\n"
-    )
+    if isinstance(body, bytes):
+        escaped = "".join(f"\\{b:03d}" for b in body)  # Lua strings hold any byte as \ddd
+        script.write_text(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/octet-stream"\n'
+            f'wrk.headers["Inference-Header-Content-Length"] = "{header_length}"\nwrk.body = "{escaped}"\n'
+        )
+    else:
+        script.write_text(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = '{json.dumps(body)}'\n"
+        )
     return script
 
 
@@ -293,6 +369,122 @@ MLSERVER_CONFIGS = {
 }
 
 
+CTLOOP_PATHS = {
+    "/v1/predict": "v1",
+    "V2 JSON": "v2",
+    "V2 binary (tritonclient's default)": "v2-binary",
+    "V2 gRPC (raw tensors)": "grpc",
+}
+BEST_MLSERVER = "MLServer (parallel_workers=0, adaptive batching 64, metrics off)"
+
+
+def measure_ctloop(
+    schema_path: Path,
+    schema: DatasetSchema,
+    model: tuple[bytes, str],
+    paths: list[str],
+    max_rows: str,
+    seconds: float,
+    scripts: dict[str, Path],
+    grpc_files: dict[str, Path],
+) -> dict[str, dict[str, float]]:
+    """One serving process, each of `paths` (CTLOOP_PATHS keys) measured in turn."""
+    results = {}
+    with ctloop_stack(schema_path, max_rows) as stack:  # type: ignore[attr-defined]
+        upload(stack, schema, *model)
+        wait_for_version(stack, 1)
+        pin(stack.processes["registry"].pid, 1)
+        pid = stack.processes["serving"].pid
+        for path in paths:
+            kind = CTLOOP_PATHS[path]
+            if kind == "grpc":
+                results[path] = measure_grpc(stack.grpc_target, pid, seconds, grpc_files["ctloop"])
+                continue
+            url = (
+                f"{stack.url('serving')}/v1/predict"
+                if kind == "v1"
+                else f"{stack.url('serving')}/v2/models/bench/infer"
+            )
+            results[path] = measure(url, pid, seconds, scripts[kind])
+    return results
+
+
+def measure_model(
+    name: str,
+    run: int,
+    args: argparse.Namespace,
+    schema_path: Path,
+    schema: DatasetSchema,
+    folder: Path,
+    scripts: dict[str, Path],
+    grpc_files: dict[str, Path],
+    with_peer: bool,
+) -> dict[str, dict[str, float]]:
+    """Every server for one model, once: ctloop's paths, then MLServer's configurations."""
+    artifact, digest = model_bytes(schema, model=name)
+    full = name == "logistic regression"  # the reference model gets every path and configuration
+    paths = list(CTLOOP_PATHS) if full else ["/v1/predict", "V2 gRPC (raw tensors)"]
+    results = {
+        f"ctloop {path} (micro-batching)": r
+        for path, r in measure_ctloop(
+            schema_path, schema, (artifact, digest), paths, "256", args.seconds, scripts, grpc_files
+        ).items()
+    }
+    results["ctloop /v1/predict (no batching)"] = measure_ctloop(
+        schema_path, schema, (artifact, digest), ["/v1/predict"], "1", args.seconds, scripts, grpc_files
+    )["/v1/predict"]
+    if with_peer:
+        # a smoke run checks the peer's path with one configuration, not its best figure
+        configs = list(MLSERVER_CONFIGS.items())
+        configs = configs[1:2] if args.quick else configs if full else configs[2:]
+        pipeline = load_model(artifact, digest)
+        for label, config in configs:
+            place = folder / f"mlserver-{name[:3]}-{run}-{len(results)}"
+            with mlserver.serve(pipeline, place, **config) as (url, target, process):
+                results[label] = measure(url, process.pid, args.seconds, scripts["mlserver"], strict=False)
+                if label == BEST_MLSERVER:
+                    results[f"{label}, gRPC"] = measure_grpc(
+                        target, process.pid, args.seconds, grpc_files["mlserver"]
+                    )
+    return results
+
+
+def ratios(ours: list[dict[str, float]], theirs: list[dict[str, float]]) -> str:
+    pairs = list(zip(ours, theirs, strict=True))
+    return (
+        f"{fmt([o['rps'] / p['rps'] for o, p in pairs], 'x', 2)} requests/s, "
+        f"p99 {fmt([o['p99'] / p['p99'] for o, p in pairs], 'x', 2)}, "
+        f"CPU per request {fmt([o['cpu_us'] / p['cpu_us'] for o, p in pairs], 'x', 2)}"
+    )
+
+
+def table(results: dict[str, list[dict[str, float]]]) -> str:
+    return "\n".join(
+        f"| {name} | {fmt([r['rps'] for r in runs])} | {fmt([r['p50'] for r in runs], ' ms', 1)} | "
+        f"{fmt([r['p99'] for r in runs], ' ms', 1)} | {fmt([r['cpu_us'] for r in runs], ' µs', 0)} | "
+        f"{sum(int(r['errors']) for r in runs)} |"
+        for name, runs in results.items()
+    )
+
+
+def comparison(results: dict[str, list[dict[str, float]]], runs: int) -> str:
+    """Each ctloop path over MLServer's best configuration of the same run (by requests/s)."""
+    peers = [name for name in MLSERVER_CONFIGS if name in results]
+    if not peers:
+        return ""
+    best = [max((results[name][i] for name in peers), key=lambda r: r["rps"]) for i in range(runs)]
+    lines = [
+        f"- {name} over MLServer's best HTTP configuration: {ratios(runs_, best)}"
+        for name, runs_ in results.items()
+        if name.startswith("ctloop") and "no batching" not in name
+    ]
+    if f"{BEST_MLSERVER}, gRPC" in results:
+        grpc = next(runs_ for name, runs_ in results.items() if name.startswith("ctloop V2 gRPC"))
+        peer = results[f"{BEST_MLSERVER}, gRPC"]
+        lines.append(f"- ctloop gRPC over MLServer's gRPC (same configuration): {ratios(grpc, peer)}")
+    return "Ratios in the same run (p99 and CPU below 1 = lower than MLServer's):\n" + "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8)
@@ -307,99 +499,76 @@ def main(argv: list[str] | None = None) -> None:
     if not with_peer and not args.quick:
         sys.exit("bench_serving compares with MLServer: run `make peers` first (or `make bench`)")
     schema = DatasetSchema.model_validate(SCHEMA)
-    artifact, digest = model_bytes(schema)
-    pipeline = load_model(artifact, digest)
     folder = Path(tempfile.mkdtemp())
     schema_path = folder / "bench.yaml"
     schema_path.write_text(yaml.safe_dump(SCHEMA))
     scripts = {kind: lua(folder, body) for kind, body in BODIES.items()}
+    scripts["v2-binary"] = lua(folder, *binary_body())
+    grpc_files = grpc_requests(folder)
 
-    results: dict[str, list[dict[str, float]]] = {}
+    models = list(MODELS)[:1] if args.quick else list(MODELS)
+    results: dict[str, dict[str, list[dict[str, float]]]] = {name: {} for name in models}
     for run in range(args.runs):
-        for label, rows, kind in (
-            ("ctloop /v1/predict (micro-batching)", "256", "v1"),
-            ("ctloop /v2 infer (micro-batching)", "256", "v2"),
-            ("ctloop /v1/predict (no batching)", "1", "v1"),
-        ):
-            with ctloop_stack(schema_path, rows) as stack:  # type: ignore[attr-defined]
-                upload(stack, schema, artifact, digest)
-                wait_for_version(stack, 1)
-                pin(stack.processes["registry"].pid, 1)
-                url = (
-                    f"{stack.url('serving')}/v1/predict"
-                    if kind == "v1"
-                    else (f"{stack.url('serving')}/v2/models/bench/infer")
-                )
-                results.setdefault(label, []).append(
-                    measure(url, stack.processes["serving"].pid, args.seconds, scripts[kind])
-                )
-        if with_peer:
-            # a smoke run checks the peer's path with one configuration, not its best figure
-            configs = list(MLSERVER_CONFIGS.items())[1:2] if args.quick else MLSERVER_CONFIGS.items()
-            for label, config in configs:
-                with mlserver.serve(pipeline, folder / f"mlserver-{run}-{len(results)}", **config) as (
-                    url,
-                    process,
-                ):
-                    results.setdefault(label, []).append(
-                        measure(url, process.pid, args.seconds, scripts["mlserver"], strict=False)
-                    )
-        results.setdefault("empty FastAPI endpoint (limit)", []).append(empty_fastapi(scripts, args.seconds))
-        print(
-            f"run {run + 1}: "
-            + ", ".join(
-                f"{k} {v[-1]['rps']:,.0f} req/s p99 {v[-1]['p99']:.1f} ms" for k, v in results.items()
-            ),
-            flush=True,
-        )
-    one_row = in_process_rate(schema, artifact, digest, args.seconds)
+        for name in models:
+            measured = measure_model(
+                name, run, args, schema_path, schema, folder, scripts, grpc_files, with_peer
+            )
+            for label, result in measured.items():
+                results[name].setdefault(label, []).append(result)
+        empty = empty_fastapi(scripts, args.seconds)
+        results[models[0]].setdefault("empty FastAPI endpoint (limit)", []).append(empty)
+        for name in models:
+            print(
+                f"run {run + 1}, {name}: "
+                + ", ".join(
+                    f"{k} {v[-1]['rps']:,.0f} req/s p99 {v[-1]['p99']:.1f} ms"
+                    for k, v in results[name].items()
+                ),
+                flush=True,
+            )
+    one_row = {
+        name: in_process_rate(schema, *model_bytes(schema, model=name), args.seconds) for name in models
+    }
     swaps = []
     for _ in range(args.runs):
         swaps.append(swap_under_load(schema_path, schema, max(args.seconds * 1.5, 6)))
         print(f"swap: {swaps[-1]}", flush=True)
 
-    table = "\n".join(
-        f"| {name} | {fmt([r['rps'] for r in runs])} | {fmt([r['p50'] for r in runs], ' ms', 1)} | "
-        f"{fmt([r['p99'] for r in runs], ' ms', 1)} | {fmt([r['cpu_us'] for r in runs], ' µs', 0)} | "
-        f"{sum(int(r['errors']) for r in runs)} |"
-        for name, runs in results.items()
-    )
-    ours = results["ctloop /v1/predict (micro-batching)"]
+    lr = results["logistic regression"]
     batched = [
-        b["rps"] / u["rps"] for b, u in zip(ours, results["ctloop /v1/predict (no batching)"], strict=True)
-    ]
-    comparison = ""
-    if with_peer:
-        best_peer = [
-            max((results[name][i] for name in MLSERVER_CONFIGS if name in results), key=lambda r: r["rps"])
-            for i in range(args.runs)
-        ]
-        pairs = list(zip(ours, best_peer, strict=True))
-        comparison = (
-            f"ctloop (micro-batching) over MLServer's best configuration in the same run: "
-            f"{fmt([o['rps'] / p['rps'] for o, p in pairs], 'x', 2)} "
-            f"requests/s; p99 {fmt([o['p99'] / p['p99'] for o, p in pairs], 'x', 2)} "
-            f"of MLServer's (below 1 = lower); CPU per request "
-            f"{fmt([o['cpu_us'] / p['cpu_us'] for o, p in pairs], 'x', 2)}.\n"
+        b["rps"] / u["rps"]
+        for b, u in zip(
+            lr["ctloop /v1/predict (micro-batching)"], lr["ctloop /v1/predict (no batching)"], strict=True
         )
+    ]
     peer_note = " (mlserver 1.7.1 + mlserver-sklearn, .venv-peers)" if with_peer else " (not installed)"
+    header = (
+        "| server | req/s: median (min, max, n) | p50 | p99 | server CPU per request "
+        "| failed requests (all runs) |\n|---|---|---|---|---|---|"
+    )
+    sections = []
+    for name in models:
+        sections.append(
+            f"### {name}\n\nIn-process one-row predict (the ceiling without batching): "
+            f"{one_row[name]:,.0f} calls/s.\n\n"
+            f"{header}\n{table(results[name])}\n\n{comparison(results[name], args.runs)}"
+        )
     body = f"""
-What: 64 connections of one-row requests (wrk, pinned to core 1) against a server pinned to
-core 0 (every thread and worker process); a 20-feature logistic-regression pipeline, the same
-fitted object in ctloop and MLServer{peer_note};
+What: 64 connections (or gRPC calls in flight) of one-row requests, the load generator pinned
+to core 1, against a server pinned to core 0 (every thread and worker process); 20-feature
+pipelines, the same fitted object in ctloop and MLServer{peer_note};
 {args.runs} runs of {args.seconds:g} s, each run measuring every server once in turn.
-Each server gets its natural request: ctloop's JSON, ctloop's V2 tensor-per-feature layout,
-MLServer's one `[1, 20]` FP64 tensor asking for `predict` and `predict_proba`. Limits in the
-same run: an empty FastAPI endpoint and the model's in-process one-row predict. A failed
-request (non-2xx, or a socket error or timeout: wrk's is 2 s) aborts the run for ctloop and
-is counted for the peers.
+Each server gets its natural request: ctloop's JSON, ctloop's V2 tensor-per-feature layout
+(as JSON, as binary tensors with binary outputs, and over gRPC as raw contents, which is what
+tritonclient sends by default), MLServer's one `[1, 20]` FP64 tensor asking for `predict` and
+`predict_proba` (over gRPC as typed contents). HTTP load: wrk. gRPC load:
+benchmarks/grpc_load.py (Python grpc.aio; its own CPU use is in the results' JSON, and near one
+core it is the limit). Limits in the same run: an empty FastAPI endpoint and the model's
+in-process one-row predict. A failed HTTP request (non-2xx, or a socket error or timeout:
+wrk's is 2 s) aborts the run for ctloop and is counted for the peers.
 
-| server | req/s: median (min, max, n) | p50 | p99 | server CPU per request | failed requests (all runs) |
-|---|---|---|---|---|---|
-{table}
-
-{comparison}Micro-batching over no batching: {fmt(batched, "x", 2)}.
-In-process one-row predict (the ceiling without batching): {one_row:,.0f} calls/s.
+{chr(10).join(sections)}
+Micro-batching over no batching (logistic regression, /v1): {fmt(batched, "x", 2)}.
 
 Hot swap under load (ctloop, micro-batching, 64 connections from an aiohttp client on core 1,
 a new version registered a third of the way in; {len(swaps)} runs): p99 while swapping (from

@@ -26,6 +26,7 @@ from shared.topics import ensure_topics
 
 SERVICES = ("registry", "ingest", "trainer", "monitor", "serving")
 DEFAULT_PORTS = {"serving": 8000, "ingest": 8001, "registry": 8002, "trainer": 8003, "monitor": 8004}
+DEFAULT_GRPC_PORT = 8081  # serving's gRPC API
 # Serving answers 503 until a champion exists (cold start): alive is enough to be "up".
 READY_WHEN_ALIVE = {"serving"}
 
@@ -63,6 +64,9 @@ class Stack:
         self.broker: EmbeddedBroker | None = None
         self.processes: dict[str, subprocess.Popen[str]] = {}
         self.ports = {s: free_port() if free_ports else self._configured_port(s) for s in SERVICES}
+        self.grpc_port = (
+            free_port() if free_ports else int(self.env.get("CTLOOP_SERVING_GRPC_PORT", DEFAULT_GRPC_PORT))
+        )
         self._print_lock = threading.Lock()
 
     def _configured_port(self, service: str) -> int:
@@ -70,6 +74,11 @@ class Stack:
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
+
+    @property
+    def grpc_target(self) -> str:
+        """Serving's gRPC address, as gRPC clients take it (`host:port`)."""
+        return f"127.0.0.1:{self.grpc_port}"
 
     @property
     def bootstrap(self) -> str:
@@ -105,6 +114,7 @@ class Stack:
         ensure_topics(self.bootstrap, int(self.env.get("CTLOOP_TOPIC_PARTITIONS", settings.topic_partitions)))
         for service in SERVICES:
             self.env[f"CTLOOP_{service.upper()}_PORT"] = str(self.ports[service])
+        self.env["CTLOOP_SERVING_GRPC_PORT"] = str(self.grpc_port)
         self.env["CTLOOP_REGISTRY_URL"] = self.url("registry")
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         for service in self.services:
@@ -145,6 +155,8 @@ class Stack:
                     if status == 200 or service in READY_WHEN_ALIVE:
                         waiting.discard(service)
                         self._say("ctloop", f"{service} up at {self.url(service)}")
+                        if service == "serving":
+                            self._say("ctloop", f"serving gRPC at {self.grpc_target}")
                 if waiting and time.monotonic() > deadline:
                     raise StackError(f"not ready after {timeout_s:.0f}s: {sorted(waiting)}")
                 if waiting:

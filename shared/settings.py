@@ -122,6 +122,12 @@ class ServingSettings(HTTPServiceSettings):
 
     serving_port: int = 8000
     """HTTP port of the serving service."""
+    serving_grpc_port: int = Field(8081, ge=1, le=65535)
+    """gRPC port of the serving service (the Open Inference Protocol V2 over gRPC)."""
+    serving_grpc_workers: int = Field(64, ge=1, le=1024)
+    """gRPC calls served at once (a thread each; more wait in line). Calls in flight together
+    share one model predict (micro-batching), so fewer workers than concurrent callers cost
+    throughput."""
 
     serving_log_buffer: int = Field(10_000, ge=1)
     """Prediction-log records that may wait for Kafka before new ones are dropped (and
@@ -132,7 +138,8 @@ class ServingSettings(HTTPServiceSettings):
     micro-batching; each request predicts alone)."""
 
     serving_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    """Largest prediction request body (`/v1` and V2); larger gets 413 before it is read."""
+    """Largest prediction request body (`/v1` and V2 over HTTP; larger gets 413 before it is
+    read) and largest gRPC message (larger gets RESOURCE_EXHAUSTED)."""
 
     serving_max_rows: int = Field(10_000, ge=1)
     """Most rows one prediction request may carry; more get 413."""

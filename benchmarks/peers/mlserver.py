@@ -27,8 +27,8 @@ def serve(
     parallel_workers: int | None,
     max_batch_size: int = 1,
     metrics: bool = True,
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Run `mlserver start` on free ports; yield the infer URL and the process.
+) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    """Run `mlserver start` on free ports; yield the infer URL, the gRPC target and the process.
 
     `parallel_workers=None` keeps MLServer's default (one inference worker process).
     `max_batch_size > 1` turns on MLServer's adaptive batching (2 ms max wait).
@@ -49,11 +49,11 @@ def serve(
     if max_batch_size > 1:
         model_settings |= {"max_batch_size": max_batch_size, "max_batch_time": 0.002}
     (model / "model-settings.json").write_text(json.dumps(model_settings))
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     settings: dict[str, object] = {
         "debug": False,
         "http_port": port,
-        "grpc_port": free_port(),
+        "grpc_port": grpc_port,
         "metrics_port": free_port(),
     }
     if parallel_workers is not None:
@@ -77,7 +77,7 @@ def serve(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"mlserver not ready after 120 s; see {folder / 'mlserver.log'}")
             time.sleep(0.3)
-        yield url, process
+        yield url, f"127.0.0.1:{grpc_port}", process
     finally:
         process.terminate()
         try:

@@ -1,5 +1,6 @@
 """Serving's HTTP API: `POST /v1/predict` (ctloop's format) and the Open Inference Protocol V2
-(`/v2/...`, see services/serving/v2.py), both answered by the model being served.
+(`/v2/...`, see services/serving/v2.py), both answered by the model being served (the same
+scorer answers V2 over gRPC: services/serving/grpc_server.py).
 
 Every response names the version that computed it. With no model yet (cold start) the answer
 is 503 with the reason; inputs that do not fit the schema get 422 with each field's error.
@@ -15,11 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from services.serving.batching import MicroBatcher
-from services.serving.holder import ModelHolder
-from services.serving.prediction_log import PredictionLog
 from services.serving.scoring import Scorer
-from services.serving.shadow import ShadowScorer
 from services.serving.v2 import v2_router, v2_validation_error
 from shared.http import BadRequest, Unprocessable, create_app
 from shared.json_input import MalformedJSON, loads_json
@@ -58,15 +55,8 @@ PREDICT_BODY: dict[str, Any] = {
 """The body of `/v1/predict`, documented by hand: the route reads it itself."""
 
 
-def build_app(
-    holder: ModelHolder,
-    prediction_log: PredictionLog,
-    shadow: ShadowScorer,
-    batcher: MicroBatcher,
-    settings: ServingSettings,
-    supervisor: Supervisor | None = None,
-) -> FastAPI:
-    scorer = Scorer(holder, prediction_log, shadow, batcher, settings.serving_max_rows)
+def build_app(scorer: Scorer, settings: ServingSettings, supervisor: Supervisor | None = None) -> FastAPI:
+    holder = scorer.holder
 
     def health() -> dict[str, object]:
         model = holder.current

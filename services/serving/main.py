@@ -1,4 +1,5 @@
-"""Runs serving: the model holder, the swapper following `models`, the prediction log, HTTP."""
+"""Runs serving: the model holder, the swapper following `models`, the prediction log, HTTP
+and gRPC."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from services.serving.app import build_app
     from services.serving.batching import MicroBatcher
+    from services.serving.grpc_server import GrpcServer
     from services.serving.holder import ModelHolder
     from services.serving.perf_check import Budget
     from services.serving.prediction_log import PredictionLog
+    from services.serving.scoring import Scorer
     from services.serving.shadow import ShadowScorer
     from services.serving.swapper import Swapper
 
@@ -57,15 +60,17 @@ def main() -> None:
         settings,
     )
     batcher = MicroBatcher(settings.serving_max_batch_rows)
+    scorer = Scorer(holder, prediction_log, shadow, batcher, settings.serving_max_rows)
+    grpc_server = GrpcServer(scorer, settings)
     # Stopped in reverse: the consume loop and the swapper first, the prediction log last
-    # (after the shadow scorer that feeds it), then the publisher is flushed.
+    # (after the gRPC server and the shadow scorer that feed it), then the publisher is flushed.
     supervisor = Supervisor("serving")
-    for worker in (prediction_log, batcher, shadow, swapper, loop):
+    for worker in (prediction_log, batcher, shadow, grpc_server, swapper, loop):
         supervisor.add(worker)
     supervisor.start()
     try:
         serve(
-            build_app(holder, prediction_log, shadow, batcher, settings, supervisor),
+            build_app(scorer, settings, supervisor),
             settings.host,
             settings.serving_port,
             settings.log_level,

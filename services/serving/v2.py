@@ -139,7 +139,7 @@ def _label_type(model: LoadedModel) -> Datatype:
     return Datatype.INT64 if all(isinstance(c, int) for c in model.schema.label.classes) else Datatype.BYTES
 
 
-def _metadata(model: LoadedModel) -> ModelMetadata:
+def model_metadata(model: LoadedModel) -> ModelMetadata:
     inputs = [
         TensorMetadata(
             name=f.name, datatype=Datatype.FP64 if f.type == "numeric" else Datatype.BYTES, shape=[-1]
@@ -197,8 +197,12 @@ def _rows(model: LoadedModel, request: InferenceRequest) -> list[tuple[object, o
     return [(ids[i], {name: values[i] for name, values in columns.items()}) for i in range(count)]
 
 
+EXTENSIONS = ["binary_tensor_data"]
+"""The protocol extensions served (over HTTP; gRPC carries raw tensors natively)."""
+
+
 @functools.cache
-def _version() -> str:
+def server_version() -> str:
     try:
         return importlib.metadata.version("ctloop")
     except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
@@ -215,10 +219,59 @@ def _binary_outputs(request: InferenceRequest, wanted: list[str]) -> set[str]:
 
 def _error_response(exc: ServiceError) -> JSONResponse:
     """V2 clients read errors as `{"error": "..."}`: ctloop's errors are translated at this edge."""
+    return JSONResponse({"error": error_text(exc)}, status_code=exc.status_code, headers=exc.headers)
+
+
+def error_text(exc: ServiceError) -> str:
+    """A ctloop error as one line of text: each field and its reason when there are several."""
     detail = exc.detail
     if isinstance(detail, list):
-        detail = "; ".join(f"{d.get('field', '')}: {d.get('reason', '')}" for d in detail)
-    return JSONResponse({"error": str(detail)}, status_code=exc.status_code, headers=exc.headers)
+        return "; ".join(f"{d.get('field', '')}: {d.get('reason', '')}" for d in detail)
+    return str(detail)
+
+
+def loaded_model(scorer: Scorer, name: str, version: int | None, api: str) -> LoadedModel:
+    """The champion, or the loaded `version`, of the model `name` (404 for another name)."""
+    model = scorer.model(api, version)
+    if name != model.schema.name:
+        raise NotFound(f"no model named {name!r} (this server serves {model.schema.name!r})")
+    return model
+
+
+OUTPUTS = ("predict", "predict_proba")
+
+
+async def infer_outputs(
+    scorer: Scorer, name: str, version: int | None, request: InferenceRequest, api: str
+) -> tuple[LoadedModel, list[dict[str, Any]]]:
+    """Score a V2 request with the model it names: the model and its output tensors (`name`,
+    `shape`, `datatype`, flat `data`), those the request asked for or all. The wire formats
+    (JSON, binary, gRPC) only translate what goes in and out."""
+    started = time.perf_counter()
+    unknown = [o.name for o in request.outputs or [] if o.name not in OUTPUTS]
+    if unknown:
+        raise Unprocessable([{"field": f"outputs.{n}", "reason": "unknown output"} for n in unknown])
+    model = loaded_model(scorer, name, version, api)
+    ids, rows = await scorer.validated(model, _rows(model, request), api)
+    scored = await scorer.score(model, ids, rows, api, started)
+    keys = model.schema.class_keys
+    label_type = _label_type(model)
+    outputs = {
+        "predict": {
+            "name": "predict",
+            "shape": [len(rows)],
+            "datatype": label_type,
+            "data": scored.classes if label_type == Datatype.INT64 else [str(c) for c in scored.classes],
+        },
+        "predict_proba": {
+            "name": "predict_proba",
+            "shape": [len(rows), len(keys)],
+            "datatype": Datatype.FP64,
+            "data": [p[k] for p in scored.probabilities for k in keys],
+        },
+    }
+    wanted = [o.name for o in request.outputs] if request.outputs else list(OUTPUTS)
+    return model, [outputs[n] for n in wanted]
 
 
 def _v2_errors(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -271,7 +324,7 @@ def v2_router(scorer: Scorer) -> APIRouter:
     @router.get("", response_model=ServerMetadata)
     def server_metadata() -> ServerMetadata:
         """The server's name, version and the protocol extensions it supports."""
-        return ServerMetadata(name="ctloop", version=_version(), extensions=["binary_tensor_data"])
+        return ServerMetadata(name="ctloop", version=server_version(), extensions=EXTENSIONS)
 
     @router.get("/health/live", response_model=ServerLive)
     def live() -> ServerLive:
@@ -283,20 +336,17 @@ def v2_router(scorer: Scorer) -> APIRouter:
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
     def loaded(name: str, version: int | None) -> LoadedModel:
-        model = scorer.model("v2", version)
-        if name != model.schema.name:
-            raise NotFound(f"no model named {name!r} (this server serves {model.schema.name!r})")
-        return model
+        return loaded_model(scorer, name, version, "v2")
 
     @router.get("/models/{name}", response_model=ModelMetadata)
     @_v2_errors
     def metadata(name: str) -> ModelMetadata:
-        return _metadata(loaded(name, None))
+        return model_metadata(loaded(name, None))
 
     @router.get("/models/{name}/versions/{version}", response_model=ModelMetadata)
     @_v2_errors
     def version_metadata(name: str, version: VersionNumber) -> ModelMetadata:
-        return _metadata(loaded(name, version))
+        return model_metadata(loaded(name, version))
 
     @router.get("/models/{name}/ready", response_model=ModelReady)
     @_v2_errors
@@ -309,35 +359,13 @@ def v2_router(scorer: Scorer) -> APIRouter:
         return ModelReady(name=name, ready=loaded(name, version).number == version)
 
     async def infer(name: str, version: int | None, request: InferenceRequest) -> Response:
-        started = time.perf_counter()
-        unknown = [o.name for o in request.outputs or [] if o.name not in ("predict", "predict_proba")]
-        if unknown:
-            raise Unprocessable([{"field": f"outputs.{n}", "reason": "unknown output"} for n in unknown])
-        model = loaded(name, version)
-        ids, rows = await scorer.validated(model, _rows(model, request), "v2")
-        scored = await scorer.score(model, ids, rows, "v2", started)
-        keys = model.schema.class_keys
-        label_type = _label_type(model)
-        outputs = {
-            "predict": {
-                "name": "predict",
-                "shape": [len(rows)],
-                "datatype": label_type,
-                "data": scored.classes if label_type == Datatype.INT64 else [str(c) for c in scored.classes],
-            },
-            "predict_proba": {
-                "name": "predict_proba",
-                "shape": [len(rows), len(keys)],
-                "datatype": "FP64",
-                "data": [p[k] for p in scored.probabilities for k in keys],
-            },
-        }
-        wanted = [o.name for o in request.outputs] if request.outputs else list(outputs)
+        model, outputs = await infer_outputs(scorer, name, version, request, "v2")
+        wanted = [o["name"] for o in outputs]
         # NOTE: plain JSON in InferenceResponse's shape; re-validating it cost more than the predict.
         response: dict[str, object] = {
             "model_name": model.schema.name,
             "model_version": str(model.number),
-            "outputs": [outputs[n] for n in wanted],
+            "outputs": outputs,
         }
         if request.id is not None:
             response["id"] = request.id

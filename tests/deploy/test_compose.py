@@ -48,6 +48,12 @@ def test_a_missing_secret_stops_compose_naming_it(secret: str) -> None:
     assert done.returncode != 0 and f"set {secret}" in done.stderr, done.stderr
 
 
+def _ports(settings: BaseSettings, service: str) -> list[int]:
+    """The ports a service listens on (`<service>_port`, and serving's `serving_grpc_port`)."""
+    names = [n for n in type(settings).model_fields if n.startswith(f"{service}_") and n.endswith("_port")]
+    return [getattr(settings, n) for n in names]
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_service_settings_validate_from_its_compose_environment(
     service: str, config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
@@ -59,8 +65,9 @@ def test_each_service_settings_validate_from_its_compose_environment(
         monkeypatch.setenv(name, value)
     settings = SETTINGS[service]()  # raises on a renamed setting's bad value or a placeholder secret
     assert settings.dev_mode is False  # type: ignore[attr-defined]
-    port = getattr(settings, f"{service}_port")
-    assert [p["target"] for p in spec["ports"]] == [port], f"{service} publishes a port it does not listen on"
+    assert [p["target"] for p in spec["ports"]] == _ports(settings, service), (
+        f"{service} publishes a port it does not listen on"
+    )
     assert settings.host == "0.0.0.0"  # type: ignore[attr-defined]  # reachable from other containers
     registry_port = config["services"]["registry"]["ports"][0]["target"]
     assert settings.registry_url == f"http://registry:{registry_port}"  # type: ignore[attr-defined]
@@ -137,8 +144,7 @@ def test_each_k8s_deployment_settings_validate_from_its_configmap_and_secret(
         monkeypatch.setenv(name, value)
     settings = SETTINGS[service]()
     assert settings.dev_mode is False  # type: ignore[attr-defined]
-    port = getattr(settings, f"{service}_port")
-    assert [p["containerPort"] for p in container["ports"]] == [port]
+    assert [p["containerPort"] for p in container["ports"]] == _ports(settings, service)
     assert container["command"] == ["ctloop", "run", service]
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
