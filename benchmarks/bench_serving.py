@@ -264,19 +264,31 @@ def empty_fastapi(scripts: dict[str, Path], seconds: float) -> dict[str, float]:
         empty.wait(10)
 
 
+SWAP_DEADLINE_S = 120.0
+"""How long the load goes on waiting for the new version's first answer (a slow machine
+under load swaps in seconds: the pre-swap check times both models there)."""
+
+
 async def load_with_swap(
     url: str, seconds: float, swap_at: float, swap: Callable[[], None]
 ) -> tuple[list[tuple[float, float, int, int | None]], float]:
-    """64 connections of one-row requests for `seconds`; `swap()` runs (in a thread) at `swap_at`.
+    """64 connections of one-row requests for at least `seconds`, and on until 1 s after the
+    new version's first answer; `swap()` runs (in a thread) at `swap_at`.
 
     Returns every request as (finish time, latency, status, version) and when the swap began.
     """
     done: list[tuple[float, float, int, int | None]] = []
     start = time.monotonic()
+    first_new: list[float] = []
     body = json.dumps(BODIES["v1"]).encode()
 
+    def going(now: float) -> bool:
+        if now > SWAP_DEADLINE_S:
+            return False
+        return now < seconds or not first_new or now < first_new[0] + 1.0
+
     async def client(http: aiohttp.ClientSession) -> None:
-        while time.monotonic() - start < seconds:
+        while going(time.monotonic() - start):
             sent = time.monotonic()
             try:
                 async with http.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
@@ -285,7 +297,10 @@ async def load_with_swap(
             except aiohttp.ClientError:
                 answer, status = None, 0
             now = time.monotonic()
-            done.append((now - start, now - sent, status, answer["model_version"] if answer else None))
+            version = answer["model_version"] if answer else None
+            done.append((now - start, now - sent, status, version))
+            if version not in (None, 1) and not first_new:
+                first_new.append(now - start)
 
     async def trigger() -> float:
         await asyncio.sleep(swap_at)
@@ -326,7 +341,7 @@ def swap_under_load(schema_path: Path, schema: DatasetSchema, seconds: float) ->
             os.sched_setaffinity(0, affinity)
     first_new = min((t for t, _, _, v in done if v == 2), default=None)
     if first_new is None:
-        raise RuntimeError("no response from the new version during the load")
+        raise RuntimeError(f"no answer from the new version within {SWAP_DEADLINE_S:.0f} s of load")
     steady = [lat for t, lat, _, _ in done if 1.0 <= t < began]
     swapping = [lat for t, lat, _, _ in done if began <= t <= first_new + 1.0]
     return {
