@@ -145,3 +145,19 @@ def test_a_request_that_does_not_hold_what_it_says_is_refused_naming_the_input(
     detail = refused.value.detail
     text = "; ".join(f"{d['field']}: {d['reason']}" for d in detail) if isinstance(detail, list) else detail
     assert (refused.value.status_code, text) == (status, error)
+
+
+def test_a_grpc_port_already_taken_fails_the_task_naming_the_address() -> None:
+    """The supervisor restarts a failed task and `/healthz` names it as down meanwhile."""
+    import socket
+
+    from services.serving.grpc_server import GrpcServer
+    from shared.settings import ServingSettings
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = GrpcServer(None, ServingSettings(serving_grpc_port=port, dev_mode=True))  # type: ignore[arg-type]
+        with pytest.raises(OSError, match=f"cannot listen for gRPC on 127.0.0.1:{port}"):
+            server.run()
