@@ -22,10 +22,10 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent import futures
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from services.serving.protocol import inference_pb2 as pb
 from services.serving.scoring import Scorer
@@ -46,6 +46,8 @@ from shared.http import BadRequest, ServiceError, Unprocessable
 from shared.settings import ServingSettings
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
 
 SERVICE = "inference.GRPCInferenceService"
 API = "grpc"
@@ -90,7 +92,7 @@ def _version(text: str) -> int | None:
     return int(text)
 
 
-def _contents(tensor: Any, datatype: Datatype) -> list[Any]:
+def _contents(tensor: pb.ModelInferRequest.InferInputTensor, datatype: Datatype) -> list[Any]:
     field = CONTENTS_FIELD.get(datatype)
     if field is None:
         raise _invalid(f"inputs.{tensor.name}", f"datatype {datatype} must be sent in raw_input_contents")
@@ -103,7 +105,7 @@ def _contents(tensor: Any, datatype: Datatype) -> list[Any]:
         raise _invalid(f"inputs.{tensor.name}", "a BYTES element is not UTF-8 text") from None
 
 
-def request_from_message(message: Any) -> InferenceRequest:
+def request_from_message(message: pb.ModelInferRequest) -> InferenceRequest:
     """A `ModelInferRequest` as the HTTP API's request, its tensors decoded (422 naming the input
     whose data does not match its datatype and shape)."""
     if not message.inputs:
@@ -126,7 +128,7 @@ def request_from_message(message: Any) -> InferenceRequest:
     return InferenceRequest.model_construct(id=message.id or None, inputs=inputs, outputs=outputs or None)
 
 
-def _fill(tensor: Any, output: dict[str, Any]) -> None:
+def _fill(tensor: pb.ModelInferResponse.InferOutputTensor, output: dict[str, Any]) -> None:
     datatype = output["datatype"]
     data = output["data"]
     if datatype == Datatype.BYTES:
@@ -135,22 +137,22 @@ def _fill(tensor: Any, output: dict[str, Any]) -> None:
 
 
 class InferenceService:
-    """The protocol's six methods, each a coroutine taking a request message and the call's
-    context (run by `_unary` on the calling worker's loop)."""
+    """The protocol's six methods, each a coroutine from a request message to a response (run by
+    `_unary` on the calling worker's loop)."""
 
     def __init__(self, scorer: Scorer) -> None:
         self.scorer = scorer
 
-    async def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def ServerLive(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def ServerReady(self, request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.scorer.holder.current is not None)
 
-    async def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name="ctloop", version=server_version(), extensions=EXTENSIONS)
 
-    async def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def ModelReady(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
         # As Triton: a model that is not loaded (or not there yet) is "not ready", not an error.
         try:
             version = _version(request.version)
@@ -159,7 +161,7 @@ class InferenceService:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=version is None or model.number == version)
 
-    async def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
         metadata = model_metadata(loaded_model(self.scorer, request.name, _version(request.version), API))
         return pb.ModelMetadataResponse(
             name=metadata.name,
@@ -169,7 +171,7 @@ class InferenceService:
             outputs=[{"name": t.name, "datatype": t.datatype, "shape": t.shape} for t in metadata.outputs],
         )
 
-    async def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def ModelInfer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         version = _version(request.model_version)
         model, outputs = await infer_outputs(
             self.scorer, request.model_name, version, request_from_message(request), API
@@ -189,14 +191,15 @@ class InferenceService:
         return response
 
 
-METHODS: dict[str, tuple[type[Message], type[Message]]] = {
-    "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
-    "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
-    "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
-    "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
-    "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
-    "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
+METHODS: dict[str, type[Message]] = {
+    "ServerLive": pb.ServerLiveRequest,
+    "ServerReady": pb.ServerReadyRequest,
+    "ModelReady": pb.ModelReadyRequest,
+    "ServerMetadata": pb.ServerMetadataRequest,
+    "ModelMetadata": pb.ModelMetadataRequest,
+    "ModelInfer": pb.ModelInferRequest,
 }
+"""Each method's request message."""
 
 
 _local = threading.local()
@@ -210,13 +213,24 @@ def _thread_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def _unary(method: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, grpc.ServicerContext], Any]:
-    """A method run to completion on the worker thread's loop; a ctloop error ends the call
-    with its status code and text."""
+def parse(message_type: type[M], data: bytes) -> M:
+    """The request's bytes as its message; 400 when they are not one."""
+    try:
+        return message_type.FromString(data)
+    except DecodeError as exc:
+        raise BadRequest(f"the request is not a valid {message_type.DESCRIPTOR.name}: {exc}") from None
 
-    def call(request: Any, context: grpc.ServicerContext) -> Any:
+
+def _unary(
+    method: Callable[[Any], Awaitable[Message]], message_type: type[Message]
+) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+    """A method run to completion on the worker thread's loop, from the request's bytes to the
+    response's; a ctloop error ends the call with its status code and text."""
+
+    def call(data: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            return _thread_loop().run_until_complete(method(request, context))
+            request = parse(message_type, data)
+            return _thread_loop().run_until_complete(method(request)).SerializeToString()
         except ServiceError as exc:
             context.abort(_status(exc), error_text(exc))
 
@@ -224,17 +238,14 @@ def _unary(method: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, grpc.
 
 
 def handler(service: InferenceService) -> grpc.GenericRpcHandler:
-    """The service's methods under the protocol's names (the generated stubs are not used: the
-    messages are all this process needs from the .proto)."""
+    """The service's methods under the protocol's names. Messages are parsed in the method, not
+    by grpcio (whose parse failure ends a call as INTERNAL), and the generated stubs are not
+    used: the messages are all this process needs from the .proto."""
     return grpc.method_handlers_generic_handler(
         SERVICE,
         {
-            name: grpc.unary_unary_rpc_method_handler(
-                _unary(getattr(service, name)),
-                request_deserializer=request.FromString,
-                response_serializer=response.SerializeToString,
-            )
-            for name, (request, response) in METHODS.items()
+            name: grpc.unary_unary_rpc_method_handler(_unary(getattr(service, name), request))
+            for name, request in METHODS.items()
         },
     )
 

@@ -26,6 +26,7 @@ INSTRUMENTED = [
     "shared.events",
     "services.serving.v2",
     "services.serving.v2_binary",
+    "services.serving.grpc_server",
 ]
 
 
@@ -33,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("target", choices=["validation", "envelope", "v2"])
+    parser.add_argument("target", choices=["validation", "envelope", "v2", "grpc"])
     parser.add_argument("--seconds", type=int, default=10, help="how long to fuzz")
     parser.add_argument("--grow", action="store_true", help="write new inputs into the kept corpus")
     parser.add_argument("--artifacts", type=Path, help="folder for crashing inputs")

@@ -1,6 +1,7 @@
 """Coverage-guided fuzz targets (atheris) for the code that parses what outsiders send: the
 JSON reader and record/label validation (ingest's two doors, serving's rows), the event
-envelope decoder (every consumer) and the V2 inference request decoder (serving).
+envelope decoder (every consumer) and the V2 inference request decoders (serving: HTTP and
+gRPC).
 
 Each target takes raw bytes and may only end in the refusals it documents (`MalformedJSON`,
 field errors, `BadEvent`, a 4xx `ServiceError`); any other exception is a finding. Run one with
@@ -91,8 +92,27 @@ def v2_request(data: bytes) -> None:
             check_features(SCHEMA, features)
 
 
+def grpc_request(data: bytes) -> None:
+    """Bytes as a gRPC ModelInfer call's: a request whose tensors become rows, or a 4xx."""
+    from services.serving.grpc_server import METHODS, parse, request_from_message
+    from services.serving.protocol import inference_pb2 as pb
+    from services.serving.v2 import _rows
+
+    try:
+        message = parse(METHODS["ModelInfer"], data)
+        assert isinstance(message, pb.ModelInferRequest)
+        rows = _rows(_Model(SCHEMA), request_from_message(message))  # type: ignore[arg-type]
+    except ServiceError as exc:
+        assert 400 <= exc.status_code < 500
+        return
+    for _, features in rows:
+        with contextlib.suppress(InvalidField):
+            check_features(SCHEMA, features)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "validation": validation,
     "envelope": envelope,
     "v2": v2_request,
+    "grpc": grpc_request,
 }

@@ -1,5 +1,5 @@
 """Coverage-guided fuzzing (atheris) of what parses outsiders' input: the JSON reader and
-record/label validation, the event envelope decoder, the V2 request decoder (targets in
+record/label validation, the event envelope decoder, the V2 request decoders over HTTP and gRPC (targets in
 tests/fuzz/targets.py, corpus in tests/fuzz/corpus). A few seconds each in `make test`;
 `make test-long` sets CTLOOP_FUZZ_SECONDS higher. A finding fails the test with the input's
 file, which the fuzzer wrote to a temporary folder."""
@@ -16,7 +16,7 @@ import pytest
 SECONDS = int(os.environ.get("CTLOOP_FUZZ_SECONDS", "5"))
 
 
-@pytest.mark.parametrize("target", ["validation", "envelope", "v2"])
+@pytest.mark.parametrize("target", ["validation", "envelope", "v2", "grpc"])
 def test_fuzzing_finds_no_unexpected_exception(target: str, tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "tests.fuzz.run", target, f"--seconds={SECONDS}", f"--artifacts={tmp_path}"],

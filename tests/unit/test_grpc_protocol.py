@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from google.protobuf.descriptor import Descriptor
 
-from services.serving.grpc_server import METHODS, request_from_message
+from services.serving.grpc_server import METHODS, parse, request_from_message
 from services.serving.protocol import inference_pb2 as pb
 from services.serving.v2_binary import encode_tensor
 from shared.http import ServiceError
@@ -52,7 +52,7 @@ def _fields(descriptor: Descriptor) -> dict[str, object]:
     return fields
 
 
-@pytest.mark.parametrize("message", sorted({m.DESCRIPTOR.name for pair in METHODS.values() for m in pair}))
+@pytest.mark.parametrize("message", sorted(pb.DESCRIPTOR.message_types_by_name))
 def test_every_message_has_the_field_numbers_and_types_tritonclient_puts_on_the_wire(message: str) -> None:
     from tritonclient.grpc import service_pb2 as triton  # Triton's protocol: a superset of KServe's
 
@@ -161,3 +161,9 @@ def test_a_grpc_port_already_taken_fails_the_task_naming_the_address() -> None:
         server = GrpcServer(None, ServingSettings(serving_grpc_port=port, dev_mode=True))  # type: ignore[arg-type]
         with pytest.raises(OSError, match=f"cannot listen for gRPC on 127.0.0.1:{port}"):
             server.run()
+
+
+def test_bytes_that_are_no_message_are_a_400_not_grpcs_internal_error() -> None:
+    with pytest.raises(ServiceError) as refused:
+        parse(METHODS["ModelInfer"], b"\xff\xff\xff")
+    assert refused.value.status_code == 400 and "not a valid ModelInferRequest" in str(refused.value.detail)
