@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -67,21 +68,13 @@ class _Model:
     schema: DatasetSchema
 
 
-def v2_request(data: bytes) -> None:
-    """Bytes as a V2 infer body: a request whose tensors become rows, or a 4xx. A body that
-    starts with `B` and two length bytes is a binary-extension body (that many bytes of JSON
-    header, then the tensors' raw data)."""
-    from services.serving.v2 import InferenceRequest, _rows
-    from services.serving.v2_binary import attach_inputs, split_body
+def _rows_or_refusal(decode: Callable[[], Any]) -> None:
+    """Run a V2 decoder: it may refuse with a 4xx (or pydantic's validation error, which the
+    route turns into a 422); the rows it makes are checked as serving checks them."""
+    from services.serving.v2 import _rows
 
-    header_length = None
-    if data[:1] == b"B" and len(data) >= 3:
-        header_length, data = str(int.from_bytes(data[1:3], "little")), data[3:]
     try:
-        header, binary = split_body(data, header_length)
-        request = InferenceRequest.model_validate_json(header)
-        attach_inputs(request.inputs, binary)
-        rows = _rows(_Model(SCHEMA), request)  # type: ignore[arg-type]
+        rows = _rows(_Model(SCHEMA), decode())  # type: ignore[arg-type]
     except ValidationError:
         return
     except ServiceError as exc:
@@ -92,22 +85,32 @@ def v2_request(data: bytes) -> None:
             check_features(SCHEMA, features)
 
 
+def v2_request(data: bytes) -> None:
+    """Bytes as a V2 infer body: a request whose tensors become rows, or a 4xx. A body that
+    starts with `B` and two length bytes is a binary-extension body (that many bytes of JSON
+    header, then the tensors' raw data)."""
+    from services.serving.v2 import InferenceRequest
+    from services.serving.v2_binary import attach_inputs, split_body
+
+    header_length = None
+    if data[:1] == b"B" and len(data) >= 3:
+        header_length, data = str(int.from_bytes(data[1:3], "little")), data[3:]
+
+    def decode() -> InferenceRequest:
+        header, binary = split_body(data, header_length)
+        request = InferenceRequest.model_validate_json(header)
+        attach_inputs(request.inputs, binary)
+        return request
+
+    _rows_or_refusal(decode)
+
+
 def grpc_request(data: bytes) -> None:
     """Bytes as a gRPC ModelInfer call's: a request whose tensors become rows, or a 4xx."""
-    from services.serving.grpc_server import METHODS, parse, request_from_message
+    from services.serving.grpc_server import parse, request_from_message
     from services.serving.protocol import inference_pb2 as pb
-    from services.serving.v2 import _rows
 
-    try:
-        message = parse(METHODS["ModelInfer"], data)
-        assert isinstance(message, pb.ModelInferRequest)
-        rows = _rows(_Model(SCHEMA), request_from_message(message))  # type: ignore[arg-type]
-    except ServiceError as exc:
-        assert 400 <= exc.status_code < 500
-        return
-    for _, features in rows:
-        with contextlib.suppress(InvalidField):
-            check_features(SCHEMA, features)
+    _rows_or_refusal(lambda: request_from_message(parse(pb.ModelInferRequest, data)))
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
