@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=_run)
 
     up = sub.add_parser("up", help="start the broker (unless CTLOOP_KAFKA_BOOTSTRAP is set) and all services")
-    up.add_argument("--free-ports", action="store_true", help="pick free ports instead of 8000-8004")
+    up.add_argument("--free-ports", action="store_true", help="pick free ports instead of 8000-8004 and 8081")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
     up.set_defaults(func=_up)
 
