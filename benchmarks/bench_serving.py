@@ -165,26 +165,30 @@ def wrk(url: str, seconds: float, connections: int, script: Path) -> dict[str, f
     }
 
 
-def measure(url: str, pid: int, seconds: float, script: Path, strict: bool = True) -> dict[str, float]:
+def measure(
+    url: str, pid: int, seconds: float, script: Path, strict: bool = True, connections: int = 64
+) -> dict[str, float]:
     """wrk against `url`, with the server's CPU per request; `strict`: any failed request is fatal."""
     pin(pid, 0)
-    wrk(url, 2, 64, script)  # warm-up
+    wrk(url, 2, connections, script)  # warm-up
     pin(pid, 0)  # threads and workers started during the warm-up
     before = cpu_seconds(pid)
-    result = wrk(url, seconds, 64, script)
+    result = wrk(url, seconds, connections, script)
     result["cpu_us"] = (cpu_seconds(pid) - before) / max(result["requests"], 1) * 1e6
     if result["errors"] and strict:
         raise RuntimeError(f"{result['errors']} failed requests at {url}")
     return result
 
 
-def measure_grpc(target: str, pid: int, seconds: float, request: Path) -> dict[str, float]:
-    """benchmarks/grpc_load.py (64 calls in flight, core 1) against `target`, as `measure`."""
+def measure_grpc(
+    target: str, pid: int, seconds: float, request: Path, connections: int = 64
+) -> dict[str, float]:
+    """benchmarks/grpc_load.py (`connections` calls in flight, core 1) against `target`, as `measure`."""
 
     def run(duration: float) -> dict[str, float]:
         command = ["taskset", "-c", "1", sys.executable, "-m", "benchmarks.grpc_load", target, str(request)]
         out = subprocess.run(
-            [*command, "--seconds", str(duration)],
+            [*command, "--seconds", str(duration), "--concurrency", str(connections)],
             capture_output=True,
             text=True,
             timeout=duration + 60,
@@ -391,6 +395,11 @@ CTLOOP_PATHS = {
     "V2 gRPC (raw tensors)": "grpc",
 }
 BEST_MLSERVER = "MLServer (parallel_workers=0, adaptive batching 64, metrics off)"
+FEW_CLIENTS = (1, 8)
+"""Concurrencies measured besides 64 (logistic regression only): one client is where the
+hand-off to the micro-batcher costs most."""
+FEW_MARK = "@ clients="
+FEW_CLIENT_PEERS = ("MLServer (parallel_workers=0)", BEST_MLSERVER)
 
 
 def measure_ctloop(
@@ -402,8 +411,10 @@ def measure_ctloop(
     seconds: float,
     scripts: dict[str, Path],
     grpc_files: dict[str, Path],
+    few: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """One serving process, each of `paths` (CTLOOP_PATHS keys) measured in turn."""
+    """One serving process, each of `paths` (CTLOOP_PATHS keys) measured in turn at 64 clients,
+    and with `few`, `/v1` and gRPC also at each of FEW_CLIENTS."""
     results = {}
     with ctloop_stack(schema_path, max_rows) as stack:  # type: ignore[attr-defined]
         upload(stack, schema, *model)
@@ -412,15 +423,19 @@ def measure_ctloop(
         pid = stack.processes["serving"].pid
         for path in paths:
             kind = CTLOOP_PATHS[path]
-            if kind == "grpc":
-                results[path] = measure_grpc(stack.grpc_target, pid, seconds, grpc_files["ctloop"])
-                continue
-            url = (
-                f"{stack.url('serving')}/v1/predict"
-                if kind == "v1"
-                else f"{stack.url('serving')}/v2/models/bench/infer"
-            )
-            results[path] = measure(url, pid, seconds, scripts[kind])
+            for clients in (64, *(FEW_CLIENTS if few and kind in ("v1", "grpc") else ())):
+                label = path if clients == 64 else f"{path} {FEW_MARK}{clients}"
+                if kind == "grpc":
+                    results[label] = measure_grpc(
+                        stack.grpc_target, pid, seconds, grpc_files["ctloop"], clients
+                    )
+                    continue
+                url = (
+                    f"{stack.url('serving')}/v1/predict"
+                    if kind == "v1"
+                    else f"{stack.url('serving')}/v2/models/bench/infer"
+                )
+                results[label] = measure(url, pid, seconds, scripts[kind], connections=clients)
     return results
 
 
@@ -439,12 +454,13 @@ def measure_model(
     artifact, digest = model_bytes(schema, model=name)
     full = name == "logistic regression"  # the reference model gets every path and configuration
     paths = list(CTLOOP_PATHS) if full else ["/v1/predict", "V2 gRPC (raw tensors)"]
-    results = {
-        f"ctloop {path} (micro-batching)": r
-        for path, r in measure_ctloop(
-            schema_path, schema, (artifact, digest), paths, "256", args.seconds, scripts, grpc_files
-        ).items()
-    }
+    measured = measure_ctloop(
+        schema_path, schema, (artifact, digest), paths, "256", args.seconds, scripts, grpc_files, few=full
+    )
+    results = {}
+    for label, result in measured.items():
+        path, _, clients = label.partition(f" {FEW_MARK}")
+        results[f"ctloop {path} (micro-batching)" + (f" {FEW_MARK}{clients}" if clients else "")] = result
     results["ctloop /v1/predict (no batching)"] = measure_ctloop(
         schema_path, schema, (artifact, digest), ["/v1/predict"], "1", args.seconds, scripts, grpc_files
     )["/v1/predict"]
@@ -457,6 +473,11 @@ def measure_model(
             place = folder / f"mlserver-{name[:3]}-{run}-{len(results)}"
             with mlserver.serve(pipeline, place, **config) as (url, target, process):
                 results[label] = measure(url, process.pid, args.seconds, scripts["mlserver"], strict=False)
+                if full and label in FEW_CLIENT_PEERS:
+                    for clients in FEW_CLIENTS:
+                        results[f"{label} {FEW_MARK}{clients}"] = measure(
+                            url, process.pid, args.seconds, scripts["mlserver"], False, clients
+                        )
                 if label == BEST_MLSERVER:
                     results[f"{label}, gRPC"] = measure_grpc(
                         target, process.pid, args.seconds, grpc_files["mlserver"]
@@ -483,20 +504,36 @@ def table(results: dict[str, list[dict[str, float]]]) -> str:
 
 
 def comparison(results: dict[str, list[dict[str, float]]], runs: int) -> str:
-    """Each ctloop path over MLServer's best configuration of the same run (by requests/s)."""
+    """Each ctloop path over MLServer's best configuration of the same run (by requests/s), at
+    64 clients and at each of FEW_CLIENTS where measured."""
+
+    def best_of(names: list[str]) -> list[dict[str, float]]:
+        return [max((results[name][i] for name in names), key=lambda r: r["rps"]) for i in range(runs)]
+
     peers = [name for name in MLSERVER_CONFIGS if name in results]
     if not peers:
         return ""
-    best = [max((results[name][i] for name in peers), key=lambda r: r["rps"]) for i in range(runs)]
+    many = {name: r for name, r in results.items() if FEW_MARK not in name}
+    best = best_of(peers)
     lines = [
         f"- {name} over MLServer's best HTTP configuration: {ratios(runs_, best)}"
-        for name, runs_ in results.items()
+        for name, runs_ in many.items()
         if name.startswith("ctloop") and "no batching" not in name
     ]
     if f"{BEST_MLSERVER}, gRPC" in results:
-        grpc = next(runs_ for name, runs_ in results.items() if name.startswith("ctloop V2 gRPC"))
+        grpc = next(runs_ for name, runs_ in many.items() if name.startswith("ctloop V2 gRPC"))
         peer = results[f"{BEST_MLSERVER}, gRPC"]
         lines.append(f"- ctloop gRPC over MLServer's gRPC (same configuration): {ratios(grpc, peer)}")
+    for clients in FEW_CLIENTS:
+        few_peers = [f"{name} {FEW_MARK}{clients}" for name in FEW_CLIENT_PEERS]
+        if not all(name in results for name in few_peers):
+            continue
+        for name, runs_ in results.items():
+            if name.startswith("ctloop") and name.endswith(f"{FEW_MARK}{clients}"):
+                lines.append(
+                    f"- {name} over MLServer's best HTTP configuration at {clients} clients: "
+                    f"{ratios(runs_, best_of(few_peers))}"
+                )
     return "Ratios in the same run (p99 and CPU below 1 = lower than MLServer's):\n" + "\n".join(lines) + "\n"
 
 
@@ -569,7 +606,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{header}\n{table(results[name])}\n\n{comparison(results[name], args.runs)}"
         )
     body = f"""
-What: 64 connections (or gRPC calls in flight) of one-row requests, the load generator pinned
+What: 64 connections (or gRPC calls in flight) of one-row requests (and, for `/v1`, gRPC and
+two MLServer configurations, also 1 and 8: the rows marked `@ clients=`), the load generator pinned
 to core 1, against a server pinned to core 0 (every thread and worker process); 20-feature
 pipelines, the same fitted object in ctloop and MLServer{peer_note};
 {args.runs} runs of {args.seconds:g} s, each run measuring every server once in turn.
