@@ -396,8 +396,8 @@ CTLOOP_PATHS = {
 }
 BEST_MLSERVER = "MLServer (parallel_workers=0, adaptive batching 64, metrics off)"
 FEW_CLIENTS = (1, 8)
-"""Concurrencies measured besides 64 (logistic regression only): one client is where the
-hand-off to the micro-batcher costs most."""
+"""Concurrencies measured besides 64 (logistic regression only, not in a --quick smoke run): one
+client is where the hand-off to the micro-batcher costs most."""
 FEW_MARK = "@ clients="
 FEW_CLIENT_PEERS = ("MLServer (parallel_workers=0)", BEST_MLSERVER)
 
@@ -455,7 +455,15 @@ def measure_model(
     full = name == "logistic regression"  # the reference model gets every path and configuration
     paths = list(CTLOOP_PATHS) if full else ["/v1/predict", "V2 gRPC (raw tensors)"]
     measured = measure_ctloop(
-        schema_path, schema, (artifact, digest), paths, "256", args.seconds, scripts, grpc_files, few=full
+        schema_path,
+        schema,
+        (artifact, digest),
+        paths,
+        "256",
+        args.seconds,
+        scripts,
+        grpc_files,
+        few=full and not args.quick,
     )
     results = {}
     for label, result in measured.items():
@@ -473,7 +481,7 @@ def measure_model(
             place = folder / f"mlserver-{name[:3]}-{run}-{len(results)}"
             with mlserver.serve(pipeline, place, **config) as (url, target, process):
                 results[label] = measure(url, process.pid, args.seconds, scripts["mlserver"], strict=False)
-                if full and label in FEW_CLIENT_PEERS:
+                if full and not args.quick and label in FEW_CLIENT_PEERS:
                     for clients in FEW_CLIENTS:
                         results[f"{label} {FEW_MARK}{clients}"] = measure(
                             url, process.pid, args.seconds, scripts["mlserver"], False, clients
