@@ -279,6 +279,7 @@ class GrpcServer:
         try:
             server.add_insecure_port(self.address)
         except RuntimeError as exc:
+            server.stop(None)  # its completion queue and poller, before the supervisor retries
             raise OSError(f"cannot listen for gRPC on {self.address}: {exc}") from None
         server.start()
         log.info("gRPC (Open Inference Protocol V2) on %s", self.address)

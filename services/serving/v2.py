@@ -198,7 +198,8 @@ def _rows(model: LoadedModel, request: InferenceRequest) -> list[tuple[object, o
 
 
 EXTENSIONS = ["binary_tensor_data"]
-"""The protocol extensions served (over HTTP; gRPC carries raw tensors natively)."""
+"""The protocol extensions served, named alike in HTTP's and gRPC's server metadata (as Triton
+does; over gRPC, raw tensors are part of the protocol itself)."""
 
 
 @functools.cache
