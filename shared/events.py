@@ -244,6 +244,10 @@ class FeatureDrift(BaseModel):
     p_value: float
     effect: float
     drifted: bool
+    adjusted_p_value: float | None = None
+    """The p-value after the correction for the number of columns (`monitor_correction`):
+    the column drifted when it is at most `monitor_alpha` and the effect reaches
+    `monitor_min_effect`."""
 
 
 class DriftDetected(BaseModel):
@@ -347,6 +351,51 @@ class ModelSwapFailed(SwapReport):
     """Serving refused `version` (`reason`); `previous_version` still answers."""
 
 
+class ColumnHistogram(BaseModel):
+    """One column's distribution in a tested window beside its reference, on the same bins:
+    `edges` (numeric, len(counts) + 1) or `categories` (categorical)."""
+
+    feature: str
+    edges: list[float] = []
+    categories: list[str] = []
+    reference: list[int]
+    current: list[int]
+
+
+class WindowTested(BaseModel):
+    """A closed window the monitor tested against the champion's reference, drifted or not:
+    each column's result and both distributions (the console's drift history)."""
+
+    model_name: str
+    reference_version: int | None
+    kind: DriftKind
+    window_start: datetime
+    window_end: datetime
+    size: int
+    drifted: bool
+    alpha: float
+    min_effect: float
+    features: list[FeatureDrift]
+    histograms: list[ColumnHistogram] = []
+
+
+class QualityMeasured(BaseModel):
+    """The champion's labelled predictions since the last measurement (and the challenger's,
+    where both scored the same records): the console's live-accuracy history."""
+
+    model_name: str
+    model_version: int
+    labelled: int
+    correct: int
+    first_event_time: datetime
+    last_event_time: datetime
+    challenger_version: int | None = None
+    shadow_labelled: int = 0
+    """Records both scored and labelled in the period."""
+    shadow_champion_correct: int = 0
+    shadow_challenger_correct: int = 0
+
+
 Payload = (
     Record
     | Label
@@ -361,6 +410,8 @@ Payload = (
     | ModelPromoted
     | ModelSwapped
     | ModelSwapFailed
+    | WindowTested
+    | QualityMeasured
 )
 """Every event payload; `Envelope.parsed()` returns one."""
 
@@ -378,5 +429,7 @@ EVENT_PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.MODEL_PROMOTED: ModelPromoted,
     EventType.MODEL_SWAPPED: ModelSwapped,
     EventType.MODEL_SWAP_FAILED: ModelSwapFailed,
+    EventType.WINDOW_TESTED: WindowTested,
+    EventType.QUALITY_MEASURED: QualityMeasured,
 }
 EVENT_TYPES: dict[type[BaseModel], EventType] = {payload: kind for kind, payload in EVENT_PAYLOADS.items()}

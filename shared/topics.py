@@ -26,8 +26,10 @@ EXAMPLES = "ctloop.examples.v1"
 DRIFT = "ctloop.drift.v1"
 TRAINING = "ctloop.training.v1"
 MODELS = "ctloop.models.v1"
+MONITORING = "ctloop.monitoring.v1"
+"""The monitor's measurements (each tested window, live accuracy): history for the console."""
 
-ALL_TOPICS = (RAW, RECORDS, LABELS, DEADLETTER, PREDICTIONS, EXAMPLES, DRIFT, TRAINING, MODELS)
+ALL_TOPICS = (RAW, RECORDS, LABELS, DEADLETTER, PREDICTIONS, EXAMPLES, DRIFT, TRAINING, MODELS, MONITORING)
 
 
 def ensure_topics(bootstrap: str, partitions: int, timeout_s: float = 60.0) -> list[str]:

@@ -26,6 +26,8 @@ class EventType(StrEnum):
     MODEL_PROMOTED = "model.promoted"
     MODEL_SWAPPED = "model.swapped"
     MODEL_SWAP_FAILED = "model.swap_failed"
+    WINDOW_TESTED = "window.tested"
+    QUALITY_MEASURED = "quality.measured"
 
 
 class Alias(StrEnum):

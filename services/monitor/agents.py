@@ -9,6 +9,8 @@ decides.
   `monitor_join_ttl_s`.
 - `follow_models` asks for the new reference when a champion is promoted, and follows the
   challenger; `follow_training` re-arms the alarm policy when the run an alarm caused fails.
+- Each tested window (drifted or not) and, every `monitor_quality_report_s`, the champion's
+  live accuracy go to `monitoring`, the console's history.
 - `report_lag` keeps the consumer-lag gauge current.
 Registry calls go through `RegistryLink`, off the event loop.
 """
@@ -69,6 +71,7 @@ class Topics:
     examples: faust.TopicT
     drift: faust.TopicT
     deadletter: faust.TopicT
+    monitoring: faust.TopicT
 
     @classmethod
     def of(cls, app: faust.App) -> Topics:
@@ -80,6 +83,7 @@ class Topics:
             examples=app.topic(topics.EXAMPLES, **raw),
             drift=app.topic(topics.DRIFT, **raw),
             deadletter=app.topic(topics.DEADLETTER, **raw),
+            monitoring=app.topic(topics.MONITORING, **raw),
         )
 
 
@@ -102,6 +106,12 @@ def install(
         state.alarm_sent(event_id)
         log.warning("drift detected (%s, %s): %s", drift.kind, drift.detector, describe(drift))
         await out.drift.send(key=schema.name.encode(), value=event)
+
+    async def send_measurements() -> None:
+        """The windows tested since the last call, for the console's history."""
+        for tested in state.take_tested():
+            _, event = encode_event(tested, source)
+            await out.monitoring.send(key=schema.name.encode(), value=event)
 
     async def send_example(example: Example, cause: Envelope) -> None:
         _, event = encode_event(example, source, cause=cause)
@@ -213,6 +223,7 @@ def install(
         if isinstance(payload, Prediction) and not payload.shadow and payload.model_version == champion:
             score = max(payload.probabilities.values(), default=0.0)
             await send_drift(state.observe_prediction(payload.prediction, score, payload.event_time, origin))
+        await send_measurements()
         if result.example is not None:
             await send_example(result.example, envelope)
         if result.outcome is not None:
@@ -258,6 +269,12 @@ def install(
     async def expire_joins() -> None:
         # Entries also expire as events arrive on their partition; this catches idle ones.
         joins.expire_all(time.time())
+
+    @app.timer(interval=settings.monitor_quality_report_s)
+    async def report_quality() -> None:
+        for measured in state.take_quality():
+            _, event = encode_event(measured, source)
+            await out.monitoring.send(key=schema.name.encode(), value=event)
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:

@@ -17,10 +17,11 @@ from prometheus_client import Counter, Gauge
 from services.monitor.drift_tests import CATEGORICAL, NUMERIC, TestResult
 from services.monitor.drift_tests.base import Sample
 from services.monitor.drift_tests.base import numeric as numeric_sample
-from services.monitor.stats import benjamini_hochberg, bonferroni
+from services.monitor.histograms import histogram
+from services.monitor.stats import adjusted_p_values, benjamini_hochberg, bonferroni
 from services.monitor.windows import Observation, Window, offsets
 from shared.changepoint import change_point
-from shared.events import FeatureDrift
+from shared.events import ColumnHistogram, FeatureDrift
 from shared.registry_api import ReferenceProfile
 from shared.schema import DatasetSchema
 from shared.settings import MonitorSettings
@@ -48,6 +49,8 @@ class WindowVerdict:
     offsets: dict[str, list[int]]
     onset: datetime
     """The change point of the most drifted numeric feature (features), else the start."""
+    histograms: list[ColumnHistogram]
+    """Each column's window and reference distributions, on shared bins."""
 
     @property
     def drifted(self) -> bool:
@@ -122,7 +125,13 @@ class DistributionDrift:
                 onset = self._feature_onset(verdicts, window)
             if not self.windows[DriftKind.FEATURE].sliding:
                 self.previous_closed = window
-        return WindowVerdict(kind, verdicts, start, max(times), len(window), offsets(window), onset)
+        histograms = [
+            histogram(name, type_, reference, [o.values.get(name) for o in window])
+            for name, type_, reference in self._columns(kind)
+        ]
+        return WindowVerdict(
+            kind, verdicts, start, max(times), len(window), offsets(window), onset, histograms
+        )
 
     def _columns(self, kind: DistributionKind) -> list[tuple[str, str, Sample]]:
         """(name, type, reference values) of what a window of `kind` is tested on; numeric
@@ -152,9 +161,11 @@ class DistributionDrift:
             test = numeric if type_ == "numeric" else categorical
             results.append((name, test(reference, current)))
         correct = bonferroni if self.settings.monitor_correction == "bonferroni" else benjamini_hochberg
-        rejected = correct([r.p_value for _, r in results], self.settings.monitor_alpha)
+        p_values = [r.p_value for _, r in results]
+        rejected = correct(p_values, self.settings.monitor_alpha)
+        adjusted = adjusted_p_values(p_values, self.settings.monitor_correction)
         verdicts = []
-        for (name, result), significant in zip(results, rejected, strict=True):
+        for (name, result), significant, p_adjusted in zip(results, rejected, adjusted, strict=True):
             DRIFT_SCORE.labels(name).set(result.effect)
             DRIFT_P.labels(name).set(result.p_value)
             verdicts.append(
@@ -165,6 +176,7 @@ class DistributionDrift:
                     p_value=result.p_value,
                     effect=result.effect,
                     drifted=significant and result.effect >= self.settings.monitor_min_effect,
+                    adjusted_p_value=p_adjusted,
                 )
             )
         return verdicts

@@ -7,12 +7,15 @@
 - `AlarmPolicy` (`alarm_policy.py`): at most one drift event per episode.
 
 The faust agents (`agents.py`) feed `MonitorState` observations and send whatever
-`DriftDetected` it returns; it keeps the last windows' reports for `GET /v1/drift/status`.
+`DriftDetected` it returns; it keeps the last windows' reports for `GET /v1/drift/status`,
+and hands the agents each tested window (`take_tested`) and the live accuracy since the last
+measurement (`take_quality`) for the `monitoring` topic.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime
 
 from services.monitor.alarm_policy import AlarmPolicy
@@ -20,13 +23,30 @@ from services.monitor.comparison import ReplacedChampion, ShadowComparison, Shad
 from services.monitor.distribution import DistributionDrift, Source, WindowVerdict
 from services.monitor.quality import LiveQuality
 from services.monitor.windows import Window
-from shared.events import DriftDetected
+from shared.events import DriftDetected, QualityMeasured, WindowTested
 from shared.registry_api import ModelVersion
 from shared.schema import DatasetSchema
 from shared.settings import MonitorSettings
 from shared.vocabulary import DistributionKind, DriftKind
 
 REPORTS_KEPT = 20
+TESTED_KEPT = 100
+"""Tested windows waiting to be sent (the agents take them after each observation)."""
+
+
+@dataclass
+class QualityTally:
+    """Labelled champion predictions (and shadow pairs) since the last measurement."""
+
+    version: int
+    first: datetime
+    last: datetime
+    labelled: int = 0
+    correct: int = 0
+    challenger: int | None = None
+    shadow_labelled: int = 0
+    shadow_champion_correct: int = 0
+    shadow_challenger_correct: int = 0
 
 
 class MonitorState:
@@ -40,6 +60,9 @@ class MonitorState:
         self.replaced = ReplacedChampion(settings)
         self.shadow = ShadowComparison(settings)
         self.policy = AlarmPolicy(settings, rearm_s)
+        self.tested: deque[WindowTested] = deque(maxlen=TESTED_KEPT)
+        self.tallies: dict[int, QualityTally] = {}
+        """Per champion version: what `take_quality` reports next."""
 
     # --- what the agents tell it ---------------------------------------------------------
 
@@ -70,6 +93,7 @@ class MonitorState:
 
     def observe_outcome(self, correct: bool, event_time: datetime) -> DriftDetected | None:
         """One labelled prediction of the champion (stamped with the record's time): right?"""
+        self._count_outcome(correct, event_time)
         baseline = self._baseline_accuracy()
         fired = self.quality.observe(correct, event_time, baseline)
         if self.reference is not None and self.quality.full:
@@ -96,6 +120,12 @@ class MonitorState:
         """One labelled record scored by both the champion and the challenger."""
         if self.reference is not None:
             self.shadow.observe(self.reference.version, champion_correct, challenger_correct)
+        version = self._ref_version()
+        if version is not None and (tally := self.tallies.get(version)) is not None:
+            tally.challenger = self.shadow.challenger_version
+            tally.shadow_labelled += 1
+            tally.shadow_champion_correct += champion_correct
+            tally.shadow_challenger_correct += challenger_correct
 
     def training_failed(self, trigger_event_id: str | None) -> bool:
         """The run for the last alarm failed: True if that re-armed the policy."""
@@ -108,6 +138,31 @@ class MonitorState:
 
     def take_shadow_verdict(self) -> ShadowVerdict | None:
         return self.shadow.take_verdict()
+
+    def take_tested(self) -> list[WindowTested]:
+        """The windows tested since the last call, oldest first."""
+        tested = list(self.tested)
+        self.tested.clear()
+        return tested
+
+    def take_quality(self) -> list[QualityMeasured]:
+        """The champions' labelled predictions since the last call, one per version."""
+        tallies, self.tallies = self.tallies, {}
+        return [
+            QualityMeasured(
+                model_name=self.schema.name,
+                model_version=tally.version,
+                labelled=tally.labelled,
+                correct=tally.correct,
+                first_event_time=tally.first,
+                last_event_time=tally.last,
+                challenger_version=tally.challenger,
+                shadow_labelled=tally.shadow_labelled,
+                shadow_champion_correct=tally.shadow_champion_correct,
+                shadow_challenger_correct=tally.shadow_challenger_correct,
+            )
+            for tally in tallies.values()
+        ]
 
     def take_underperformance(self) -> Underperformance | None:
         return self.replaced.take_underperformance()
@@ -149,6 +204,21 @@ class MonitorState:
         if verdict is None:
             return None
         self.reports.append(verdict.report())
+        self.tested.append(
+            WindowTested(
+                model_name=self.schema.name,
+                reference_version=self._ref_version(),
+                kind=verdict.kind,
+                window_start=verdict.start,
+                window_end=verdict.end,
+                size=verdict.size,
+                drifted=verdict.drifted,
+                alpha=self.settings.monitor_alpha,
+                min_effect=self.settings.monitor_min_effect,
+                features=verdict.features,
+                histograms=verdict.histograms,
+            )
+        )
         onset = self.policy.window(verdict.kind, verdict.drifted, verdict.onset)
         if onset is None:
             return None
@@ -174,6 +244,16 @@ class MonitorState:
             {**drift.model_dump(mode="json", exclude={"features"}), "kind": "alarm", "drift_kind": drift.kind}
         )
         return drift
+
+    def _count_outcome(self, correct: bool, event_time: datetime) -> None:
+        version = self._ref_version()
+        if version is None:
+            return
+        tally = self.tallies.setdefault(version, QualityTally(version, event_time, event_time))
+        tally.labelled += 1
+        tally.correct += correct
+        tally.first = min(tally.first, event_time)
+        tally.last = max(tally.last, event_time)
 
     def _ref_version(self) -> int | None:
         return self.reference.version if self.reference else None

@@ -43,6 +43,29 @@ def bonferroni(p_values: Sequence[float], alpha: float) -> list[bool]:
     return [p <= alpha / max(len(p_values), 1) for p in p_values]
 
 
+def adjusted_p_values(p_values: Sequence[float], method: str) -> list[float]:
+    """Each p-value adjusted for the number of tests, so that `adjusted <= alpha` is the same
+    decision as `benjamini_hochberg` (or `bonferroni`) at `alpha`: what the console draws
+    against the alarm threshold.
+
+    >>> [round(p, 3) for p in adjusted_p_values([0.001, 0.02, 0.03, 0.5], "benjamini-hochberg")]
+    [0.004, 0.04, 0.04, 0.5]
+    >>> adjusted_p_values([0.001, 0.5], "bonferroni")
+    [0.002, 1.0]
+    """
+    m = len(p_values)
+    if method == "bonferroni":
+        return [min(1.0, p * m) for p in p_values]
+    order = sorted(range(m), key=lambda i: p_values[i], reverse=True)
+    adjusted = [1.0] * m
+    smallest = 1.0
+    for rank_from_top, i in enumerate(order):
+        rank = m - rank_from_top
+        smallest = min(smallest, p_values[i] * m / rank)
+        adjusted[i] = min(1.0, smallest)
+    return adjusted
+
+
 def proportion_drop(baseline: float, successes: int, n: int) -> float:
     """One-sided p-value that the success rate fell below `baseline` (normal approximation).
 
