@@ -1,8 +1,8 @@
 """The `ctloop` command: run one service, bring the whole stack up, or run the demo.
 
-ctloop run {registry,ingest,trainer,monitor,serving}   one service in this process
-ctloop up [--free-ports]                               broker + five services, Ctrl-C stops
-ctloop demo                                            up + a drifting stream, prints the loop
+ctloop run {registry,ingest,trainer,monitor,serving,console}   one service in this process
+ctloop up [--free-ports]                broker + the five services and the console, Ctrl-C stops
+ctloop demo [--keep]                    up + a drifting stream, prints the loop (--keep: stay up)
 ctloop train [--url URL]                               ask the trainer for a run now
 """
 
@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import TypeAdapter
 
+from services.supervisor import SERVICES
+
 if TYPE_CHECKING:
     from services.demo.driver import DemoReport
-
-SERVICES = ("registry", "ingest", "trainer", "monitor", "serving")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -47,7 +47,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from services.demo.driver import DemoConfig, run_demo
-    from services.supervisor import Stack, StackError
+    from services.supervisor import Stack, StackError, run_forever
 
     config = DemoConfig(seed=args.seed, timeout_s=args.timeout)
     log_path = Path(args.log)
@@ -68,14 +68,23 @@ def _demo(args: argparse.Namespace) -> int:
         except StackError as exc:
             print(f"ctloop demo failed to start: {exc}", file=sys.stderr)
             return 1
+        print(f"ctloop demo: the console is at {stack.url('console')}", flush=True)
         try:
             urls = {s: stack.url(s) for s in SERVICES}
             report = run_demo(urls, stack.bootstrap, config, say=lambda line: print(line, flush=True))
-        finally:
+        except BaseException:
             stack.stop()
-    _print_summary(report)
-    if args.json:
-        Path(args.json).write_text(report.model_dump_json(indent=2))
+            raise
+        _print_summary(report)
+        if args.json:
+            Path(args.json).write_text(report.model_dump_json(indent=2))
+        if args.keep:
+            print(
+                f"\nthe stack stays up for a look: the console is at {stack.url('console')}; Ctrl-C stops it"
+            )
+            run_forever(stack)
+        else:
+            stack.stop()
     return 0 if report.closed else 1
 
 
@@ -186,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=_run)
 
     up = sub.add_parser("up", help="start the broker (unless CTLOOP_KAFKA_BOOTSTRAP is set) and all services")
-    up.add_argument("--free-ports", action="store_true", help="pick free ports instead of 8000-8004 and 8081")
+    up.add_argument("--free-ports", action="store_true", help="pick free ports instead of 8000-8005 and 8081")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
     up.set_defaults(func=_up)
 
@@ -195,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds before giving up")
     demo.add_argument("--log", default="var/demo.log", help="where the services' full logs go")
     demo.add_argument("--json", help="also write the summary as JSON to this file")
+    demo.add_argument(
+        "--keep", action="store_true", help="leave the stack up after the demo (Ctrl-C stops it)"
+    )
     demo.set_defaults(func=_demo)
 
     train = sub.add_parser("train", help="ask the trainer for a training run now")

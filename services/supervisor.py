@@ -1,5 +1,6 @@
-"""`ctloop up`: the embedded broker (unless a bootstrap server is configured) and the five
-services as child processes, with prefixed logs, a readiness wait and a clean shutdown.
+"""`ctloop up`: the embedded broker (unless a bootstrap server is configured) and the
+services (the loop's five and the console) as child processes, with prefixed logs, a
+readiness wait and a clean shutdown.
 
 Children get SIGTERM when the supervisor stops, and the kernel sends it to them too if the
 supervisor itself dies (PR_SET_PDEATHSIG), so no orphan outlives it.
@@ -24,8 +25,17 @@ from shared.broker import EmbeddedBroker, free_port
 from shared.settings import CommonSettings
 from shared.topics import ensure_topics
 
-SERVICES = ("registry", "ingest", "trainer", "monitor", "serving")
-DEFAULT_PORTS = {"serving": 8000, "ingest": 8001, "registry": 8002, "trainer": 8003, "monitor": 8004}
+LOOP_SERVICES = ("registry", "ingest", "trainer", "monitor", "serving")
+"""The services the loop needs; tests that do not look at the console run only these."""
+SERVICES = (*LOOP_SERVICES, "console")
+DEFAULT_PORTS = {
+    "serving": 8000,
+    "ingest": 8001,
+    "registry": 8002,
+    "trainer": 8003,
+    "monitor": 8004,
+    "console": 8005,
+}
 DEFAULT_GRPC_PORT = 8081  # serving's gRPC API
 # Serving answers 503 until a champion exists (cold start): alive is enough to be "up".
 READY_WHEN_ALIVE = {"serving"}
@@ -41,7 +51,7 @@ def _die_with_parent() -> None:
 
 
 class Stack:
-    """The five services (and the broker if needed) as child processes."""
+    """The services (and the broker if needed) as child processes."""
 
     def __init__(
         self,
@@ -115,7 +125,8 @@ class Stack:
         for service in SERVICES:
             self.env[f"CTLOOP_{service.upper()}_PORT"] = str(self.ports[service])
         self.env["CTLOOP_SERVING_GRPC_PORT"] = str(self.grpc_port)
-        self.env["CTLOOP_REGISTRY_URL"] = self.url("registry")
+        for service in ("registry", "trainer", "monitor"):
+            self.env[f"CTLOOP_{service.upper()}_URL"] = self.url(service)
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         for service in self.services:
             self.spawn(service)

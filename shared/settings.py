@@ -345,6 +345,10 @@ class MonitorSettings(HTTPServiceSettings):
     monitor_min_error_samples: int = Field(30, ge=1)
     """Labelled predictions needed before the error detector may fire."""
 
+    monitor_quality_report_s: float = Field(10.0, ge=0.5, le=3600)
+    """How often the monitor sends the champion's live accuracy since its last report to the
+    `monitoring` topic (the console's accuracy history); nothing is sent while no label arrives."""
+
     monitor_auto_rollback: bool = True
     """Ask the registry to roll back when a new champion's first 200 labelled predictions are
     significantly worse (by `monitor_min_effect` at least) than the champion it replaced."""
@@ -360,3 +364,27 @@ class MonitorSettings(HTTPServiceSettings):
     monitor_join_ttl_s: float = Field(3600.0, gt=0)
     """How long a prediction waits for its label (and a label for its prediction); also how far
     back a restarted monitor replays its inputs to rebuild the join."""
+
+
+class ConsoleSettings(HTTPServiceSettings):
+    """The console: the loop's history and its operator actions in a browser."""
+
+    console_port: int = 8005
+    """HTTP port of the console."""
+
+    console_db_url: str = ""
+    """SQLAlchemy URL of the console's history database; empty means SQLite in
+    `data_dir/console`. The history outlives the topics' retention, so keep this database."""
+
+    monitor_url: str = "http://127.0.0.1:8004"
+    """Base URL of the monitor's HTTP API (the current verdict)."""
+
+    trainer_url: str = "http://127.0.0.1:8003"
+    """Base URL of the trainer's HTTP API (runs; an operator's "train now")."""
+
+    console_dead_letters_keep: int = Field(100_000, ge=1000)
+    """Dead letters kept in the history (the newest); older ones are deleted once a minute."""
+
+    console_session_hours: float = Field(12.0, gt=0, le=24 * 7)
+    """How long an operator's sign-in lasts. Sessions live in the console's memory: a restart
+    signs everyone out."""

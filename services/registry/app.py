@@ -97,6 +97,12 @@ def build_app(
 
     writes = [Depends(require_token)]
 
+    @app.get("/v1/auth", tags=["auth"], dependencies=writes)
+    def check_token() -> dict[str, bool]:
+        """Whether the bearer token may write (401 otherwise): how the console checks an
+        operator's sign-in without changing anything."""
+        return {"writes": True}
+
     def version_or_404(name: str, version: int) -> ModelVersion:
         found = store.version(name, version)
         if found is None:
