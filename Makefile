@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	  || echo "warning: could not install wrk (Debian package): the serving benchmark needs it"
 	command -v promtool >/dev/null || { apt-get update -q && apt-get install -y -q prometheus; } \
 	  || echo "warning: could not install prometheus (Debian package): tests/deploy/test_prometheus.py needs it"
+	@# chromium (Debian) is the real browser tests/integration/test_console.py drives through
+	@# Playwright (its own browser download is not used).
+	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; } \
+	  || echo "warning: could not install chromium (Debian package): tests/integration/test_console.py needs it"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'

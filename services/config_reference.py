@@ -7,6 +7,7 @@ from pydantic_settings import BaseSettings
 
 from shared.settings import (
     CommonSettings,
+    ConsoleSettings,
     HTTPServiceSettings,
     IngestSettings,
     MonitorSettings,
@@ -23,6 +24,7 @@ SECTIONS: list[tuple[str, type[BaseSettings], type[BaseSettings] | None]] = [
     ("registry", RegistrySettings, HTTPServiceSettings),
     ("trainer", TrainerSettings, HTTPServiceSettings),
     ("monitor", MonitorSettings, HTTPServiceSettings),
+    ("console", ConsoleSettings, HTTPServiceSettings),
 ]
 
 

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings
 
 from services.supervisor import SERVICES
 from shared.settings import (
+    ConsoleSettings,
     IngestSettings,
     MonitorSettings,
     RegistrySettings,
@@ -29,6 +30,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "registry": RegistrySettings,
     "trainer": TrainerSettings,
     "monitor": MonitorSettings,
+    "console": ConsoleSettings,
 }
 
 

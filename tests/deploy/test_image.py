@@ -1,6 +1,6 @@
 """The image, checked without a Docker engine: its lock agrees with pyproject.toml, its
 environment is rebuilt by the Dockerfile's own build steps and passes `pip check`, and the
-five services start from that environment (`ctloop run <service>`, the image's entry point)
+services start from that environment (`ctloop run <service>`, the image's entry point)
 with the environment the compose file gives them, the registry on PostgreSQL, until each
 compose healthcheck passes.
 

@@ -1,5 +1,5 @@
 """Prometheus, real: promtool checks the configuration and the alert rules and runs their unit
-tests (deploy/prometheus/alerts_test.yml); then a Prometheus scrapes the five running services
+tests (deploy/prometheus/alerts_test.yml); then a Prometheus scrapes every running service
 and every target must be up, every expression of the alert rules and the Grafana dashboard
 must evaluate without error, and every metric they name must be one a service exports.
 
@@ -93,7 +93,7 @@ def metric_names(expression: str) -> set[str]:
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
     folder = tmp_path_factory.mktemp("prometheus")
-    stack = start_stack(folder, CTLOOP_REGISTRY_TOKEN=TOKEN)
+    stack = start_stack(folder, SERVICES, CTLOOP_REGISTRY_TOKEN=TOKEN)
     port = free_port()
     config = config_beside_its_rules(folder, {s: f"127.0.0.1:{stack.ports[s]}" for s in SERVICES})
     prometheus = subprocess.Popen(
@@ -132,7 +132,7 @@ def test_a_real_prometheus_scrapes_every_service_and_every_expression_evaluates(
             return False
         return len(active) == len(SERVICES) and all(t["health"] == "up" for t in active)
 
-    wait_for(targets_up, "Prometheus to scrape all five services", timeout_s=120)
+    wait_for(targets_up, "Prometheus to scrape every service", timeout_s=120)
     # traffic, so that the request and model series exist: a model, predictions, a bad record
     upload_demo(stack.url("registry"), TOKEN)
     wait_for(lambda: httpx.get(f"{stack.url('serving')}/healthz").status_code == 200, "serving to load v1")

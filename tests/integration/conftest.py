@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from services.supervisor import SERVICES, Stack
+from services.supervisor import LOOP_SERVICES, Stack
 from shared.events import BadEvent, Envelope
 from shared.kafka import make_consumer
 from shared.registry_api import GateReport, Lineage, VersionMetadata
@@ -53,7 +53,7 @@ def postgres_database() -> Iterator[str]:
         engine.dispose()
 
 
-def start_stack(folder: Path, services: tuple[str, ...] = SERVICES, **env: str) -> Stack:
+def start_stack(folder: Path, services: tuple[str, ...] = LOOP_SERVICES, **env: str) -> Stack:
     log = (folder / "stack.log").open("w")
     stack = Stack(
         env={"CTLOOP_DATA_DIR": str(folder), "CTLOOP_TOPIC_PARTITIONS": "3", **env},

@@ -113,4 +113,15 @@ def test_parsed_refuses_a_payload_that_does_not_fit() -> None:
 
 def test_every_topic_has_typed_payloads() -> None:
     prefixes = {t.split(".")[0] for t in EVENT_PAYLOADS}
-    assert prefixes == {"record", "label", "input", "prediction", "example", "drift", "training", "model", "window", "quality"}
+    assert prefixes == {
+        "record",
+        "label",
+        "input",
+        "prediction",
+        "example",
+        "drift",
+        "training",
+        "model",
+        "window",
+        "quality",
+    }
