@@ -65,6 +65,7 @@ bench: install peers
 	$(PY) -m benchmarks.bench_monitor
 	$(PY) -m benchmarks.bench_monitor_throughput
 	$(PY) -m benchmarks.bench_loop
+	$(PY) -m benchmarks.bench_console
 
 # ruff everywhere; mypy strict on shared/ and services/ (pyproject.toml [tool.mypy]).
 lint: install

@@ -160,19 +160,19 @@ def served_timeline(swaps: Sequence[StoredEvent], promotions: Sequence[StoredEve
 
 @dataclass
 class FeatureSeries:
-    """One tested column over time: what the drift page draws per feature."""
+    """One tested column over time: what the drift page draws per feature. Each point is a
+    bucket of windows (one window while there are few): its lowest adjusted p-value, its
+    largest effect, and whether any of its windows drifted."""
 
     feature: str
     x: list[float] = field(default_factory=list)
     adjusted_p: list[float | None] = field(default_factory=list)
     effect: list[float] = field(default_factory=list)
     drifted: list[bool] = field(default_factory=list)
+    windows: int = 0
+    times_drifted: int = 0
     alpha: float = 0.0
     min_effect: float = 0.0
-
-    @property
-    def times_drifted(self) -> int:
-        return sum(self.drifted)
 
     @property
     def largest_effect(self) -> float:
@@ -180,15 +180,17 @@ class FeatureSeries:
 
 
 def feature_series(rows: Iterable[Any]) -> list[FeatureSeries]:
-    """Rows of (feature, window_end, statistic, adjusted_p_value, p_value, effect, drifted,
+    """Rows of (feature, window_end, adjusted_p_value, effect, drifted (a count), windows,
     alpha, min_effect), oldest first, as one series per feature, the most drifted first."""
     by_feature: dict[str, FeatureSeries] = {}
     for row in rows:
         series = by_feature.setdefault(row.feature, FeatureSeries(row.feature))
         series.x.append(row.window_end)
-        series.adjusted_p.append(row.adjusted_p_value if row.adjusted_p_value is not None else row.p_value)
+        series.adjusted_p.append(row.adjusted_p_value)
         series.effect.append(row.effect)
         series.drifted.append(bool(row.drifted))
+        series.windows += row.windows
+        series.times_drifted += row.drifted
         series.alpha, series.min_effect = row.alpha, row.min_effect
     return sorted(by_feature.values(), key=lambda s: (-s.times_drifted, -s.largest_effect, s.feature))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import httpx
+
 from shared import topics
 from shared.http import serve
 from shared.kafka import ConsumeLoop, EventPublisher, make_consumer
@@ -34,13 +36,15 @@ def main() -> None:
     supervisor = Supervisor("console")
     supervisor.add(consume)
     supervisor.start()
+    client = httpx.Client()
     try:
         serve(
-            build_app(settings, schema, store, supervisor, consume.ready),
+            build_app(settings, schema, store, client, supervisor, consume.ready),
             settings.host,
             settings.console_port,
             settings.log_level,
         )
     finally:
         supervisor.stop(timeout_s=30)
+        client.close()
         store.close()

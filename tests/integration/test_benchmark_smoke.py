@@ -47,3 +47,7 @@ def test_monitor_throughput_benchmark_smoke(capsys: pytest.CaptureFixture[str]) 
 def test_loop_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     out = quick("bench_loop", capsys)
     assert "River ARF, online" in out and "peak under load" in out
+
+
+def test_console_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "store queries alone" in quick("bench_console", capsys)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -266,7 +267,7 @@ def console(tmp_path: Path) -> Iterator[tuple[TestClient, ConsoleStore]]:
     settings = ConsoleSettings(
         registry_url="http://127.0.0.1:9", monitor_url="http://127.0.0.1:9", trainer_url="http://127.0.0.1:9"
     )
-    with TestClient(build_app(settings, demo_schema(), store)) as client:
+    with httpx.Client() as calls, TestClient(build_app(settings, demo_schema(), store, calls)) as client:
         yield client, store
     store.close()
 
