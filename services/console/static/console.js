@@ -113,7 +113,9 @@ function options(spec, width, height) {
     yAxis.incrs = [1, 2, 5, 10, 20, 50, 100];
     yAxis.values = (u, ticks) => ticks.map((t) => (Number.isInteger(t) ? "v" + t : ""));
   }
-  return { ...base, series, scales: { x: { time: true }, y }, axes: [{}, yAxis] };
+  // one point alone would get a range of years around it: show ten minutes instead
+  const x = { time: true, range: (u, min, max) => (min === max ? [min - 300, max + 300] : [min, max]) };
+  return { ...base, series, scales: { x, y }, axes: [{}, yAxis] };
 }
 
 function data(spec) {
