@@ -319,6 +319,13 @@ class ConsoleStore:
 
     # --- reads (the pages) --------------------------------------------------------------
 
+    def _floor(self, value: Any) -> Any:
+        """floor() of a non-negative number in SQL: PostgreSQL's CAST rounds, SQLite's
+        truncates (and SQLite may be built without floor())."""
+        if self.engine.dialect.name == "sqlite":
+            return cast(value, Integer)
+        return cast(func.floor(value), Integer)
+
     def _all(self, query: Any) -> Sequence[Row[Any]]:
         with self.engine.connect() as conn:
             return conn.execute(query).all()
@@ -382,8 +389,9 @@ class ConsoleStore:
             first, last = conn.execute(span).one()
         if first is None:
             return []
-        width = max((last - first) / points, 1e-6)
-        bucket = cast((windows.c.window_end - first) / width, Integer).label("bucket")
+        # a hair wider than span/points, so that the last window falls in bucket points-1
+        width = max((last - first) / points * (1 + 1e-9), 1e-6)
+        bucket = self._floor((windows.c.window_end - first) / width).label("bucket")
         query = (
             select(
                 window_features.c.feature,
@@ -421,8 +429,7 @@ class ConsoleStore:
 
     def dead_letter_counts(self, since: float, bucket_s: int) -> Sequence[Row[Any]]:
         """(bucket start, origin, count) of the dead letters since `since`."""
-        # CAST truncates, which is the floor for times after 1970 (SQLite may lack floor())
-        bucket = (cast(dead_letters.c.occurred_at / bucket_s, Integer) * bucket_s).label("bucket")
+        bucket = (self._floor(dead_letters.c.occurred_at / bucket_s) * bucket_s).label("bucket")
         query = (
             select(bucket, dead_letters.c.origin, func.count().label("n"))
             .where(dead_letters.c.occurred_at >= since)
