@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import FastAPI, Form, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -35,6 +36,8 @@ LOOPS_PER_PAGE = 50
 DRIFT_POINTS = 500
 """Points per column on the drift page; more windows are merged into buckets (store)."""
 DETAIL_TIMEOUT_S = 3.0
+TOKEN_PATTERN = r"^[!-~]+$"
+"""A bearer token is visible ASCII (it goes into an HTTP header as it is)."""
 NAV = [
     ("/", "Overview"),
     ("/loops", "Loops"),
@@ -119,13 +122,26 @@ def build_app(
         except ValueError:
             return response.status_code, response.text[:500]
 
+    def is_page(request: Request) -> bool:
+        return not request.url.path.startswith(("/healthz", "/livez", "/metrics", "/static/", "/openapi"))
+
     @app.exception_handler(StarletteHTTPException)
     async def not_found(request: Request, exc: StarletteHTTPException) -> Response:
-        if request.url.path.startswith(("/v1/", "/healthz", "/livez", "/metrics", "/static/")):
+        if not is_page(request):
             return Response(
                 json.dumps({"detail": exc.detail}), exc.status_code, media_type="application/json"
             )
         return page(request, "error.html", exc.status_code, title=str(exc.status_code), message=exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        """A page asked with a bad id or parameter: an error page naming it (404 for a path
+        that names nothing, e.g. `/models/abc`; 422 for a bad query or form field)."""
+        errors = exc.errors()
+        in_path = any(e["loc"][:1] == ("path",) for e in errors)
+        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in errors[:5])
+        status = 404 if in_path else 422
+        return page(request, "error.html", status, title=str(status), message=message)
 
     # --- pages ---------------------------------------------------------------------------
 
@@ -389,7 +405,9 @@ def build_app(
         return page(request, "login.html", title="Sign in", error=None)
 
     @app.post("/login", response_class=HTMLResponse, tags=["operators"])
-    def login(request: Request, token: Annotated[str, Form(max_length=500)]) -> Response:
+    def login(
+        request: Request, token: Annotated[str, Form(max_length=500, pattern=TOKEN_PATTERN)]
+    ) -> Response:
         """Sign in with a registry write token; the registry says whether it is one."""
         status_code, answer = fetch(f"{registry}/v1/auth", token=token)
         if status_code != 200:
@@ -450,15 +468,9 @@ def build_app(
         status_code, answer = fetch(url, token=session.token, method="POST", body=body)
         outcome = "done" if 200 <= status_code < 300 else f"refused ({status_code}): {answer}"
         store.record_action(session.operator, action, what, reason, outcome[:1000])
-        return page(
-            request,
-            "done.html",
-            200 if status_code and status_code < 300 else 502,
-            title="Action",
-            what=what,
-            outcome=outcome,
-            answer=answer,
-        )
+        # the service's own refusal (401, 409, ...) is passed on; no answer or its 5xx is a 502
+        status = 200 if 200 <= status_code < 300 else status_code if 400 <= status_code < 500 else 502
+        return page(request, "done.html", status, title="Action", what=what, outcome=outcome, answer=answer)
 
     return app
 

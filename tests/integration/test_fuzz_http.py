@@ -28,7 +28,7 @@ EXAMPLES = os.environ.get("CTLOOP_FUZZ_EXAMPLES", "25")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(tmp_path_factory.mktemp("fuzz"), CTLOOP_REGISTRY_TOKEN=TOKEN)
+    running = start_stack(tmp_path_factory.mktemp("fuzz"), SERVICES, CTLOOP_REGISTRY_TOKEN=TOKEN)
     upload_demo(running.url("registry"), TOKEN, seed=1, rows=300)
     wait_for(
         lambda: httpx.get(f"{running.url('serving')}/healthz", timeout=5).status_code == 200,

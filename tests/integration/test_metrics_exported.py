@@ -11,7 +11,6 @@ import httpx
 import pytest
 import yaml
 
-from services.cli import SERVICES
 from services.supervisor import Stack
 
 pytestmark = pytest.mark.integration
@@ -35,7 +34,7 @@ def named_metrics() -> dict[str, set[str]]:
 
 def test_dashboard_and_alert_metrics_are_exported(stack: Stack) -> None:
     exported: set[str] = set()
-    for service in SERVICES:
+    for service in stack.services:
         text = httpx.get(f"{stack.url(service)}/metrics", timeout=10).text
         exported |= {SUFFIXES.sub("", m) for m in re.findall(r"^# TYPE (ctloop_[a-z_]+)", text, re.M)}
     for where, metrics in named_metrics().items():

@@ -313,7 +313,9 @@ def test_pages_show_the_history(console: tuple[TestClient, ConsoleStore]) -> Non
     assert any(m["label"] == "swap to v2" for m in spec["marks"])
 
 
-@pytest.mark.parametrize("path", ["/loops/nope", "/drift/windows/nope", "/loops/%3Cscript%3E"])
+@pytest.mark.parametrize(
+    "path", ["/loops/nope", "/drift/windows/nope", "/loops/%3Cscript%3E", "/models/abc", "/nowhere"]
+)
 def test_unknown_ids_get_a_404_page_not_a_stack_trace(
     console: tuple[TestClient, ConsoleStore], path: str
 ) -> None:
@@ -345,6 +347,13 @@ def test_what_the_data_says_is_shown_as_text_never_as_html(console: tuple[TestCl
     assert "c\\u003c/script\\u003e" in client.get("/drift/windows/w-5").text
 
 
+def test_a_bad_parameter_gets_a_page_naming_it(console: tuple[TestClient, ConsoleStore]) -> None:
+    client, _ = console
+    response = client.get("/compare?a=1&b=<b>x</b>")
+    assert response.status_code == 422 and "text/html" in response.headers["content-type"]
+    assert "b: " in response.text and "<b>x</b>" not in response.text
+
+
 def test_a_reader_sees_no_action_and_cannot_act(console: tuple[TestClient, ConsoleStore]) -> None:
     client, store = console
     store.add(("t", e) for e in a_loop())
@@ -353,6 +362,14 @@ def test_a_reader_sees_no_action_and_cannot_act(console: tuple[TestClient, Conso
     response = client.post("/actions/rollback", data={"reason": "because", "csrf": "x"})
     assert response.status_code == 403
     assert "sign in" in response.text
+
+
+def test_a_token_that_cannot_be_a_header_is_refused_with_a_page(
+    console: tuple[TestClient, ConsoleStore],
+) -> None:
+    client, _ = console
+    response = client.post("/login", data={"token": "Éç\t¦"})
+    assert response.status_code == 422 and "token" in response.text
 
 
 def test_a_sign_in_the_registry_cannot_check_is_refused(console: tuple[TestClient, ConsoleStore]) -> None:
