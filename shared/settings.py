@@ -349,6 +349,10 @@ class MonitorSettings(HTTPServiceSettings):
     """How often the monitor sends the champion's live accuracy since its last report to the
     `monitoring` topic (the console's accuracy history); nothing is sent while no label arrives."""
 
+    monitor_reconcile_s: float = Field(60.0, ge=5, le=3600)
+    """How often each monitor worker asks the registry for the champion, in case it missed a
+    promotion event (one that came before its control consumer was first assigned)."""
+
     monitor_auto_rollback: bool = True
     """Ask the registry to roll back when a new champion's first 200 labelled predictions are
     significantly worse (by `monitor_min_effect` at least) than the champion it replaced."""

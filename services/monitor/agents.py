@@ -7,8 +7,8 @@ decides.
   record whose late label arrives, becomes an `examples` event; a champion's prediction joined
   with its label feeds the error stream. Entries whose partner never comes expire after
   `monitor_join_ttl_s`.
-- `follow_models` asks for the new reference when a champion is promoted, and follows the
-  challenger; `follow_training` re-arms the alarm policy when the run an alarm caused fails.
+- The control topics (`models`, `training`) are not read here but by every worker's own
+  consume loop (`control.py`).
 - Each tested window (drifted or not) and, every `monitor_quality_report_s`, the champion's
   live accuracy go to `monitoring`, the console's history.
 - `report_lag` keeps the consumer-lag gauge current.
@@ -39,11 +39,9 @@ from shared.events import (
     DriftDetected,
     Envelope,
     Example,
-    ModelPromoted,
     Payload,
     Prediction,
     Source,
-    TrainingFailed,
     dead_letter_of,
     encode_event,
 )
@@ -66,8 +64,6 @@ Joinable = Record | Prediction | Label
 @dataclass
 class Topics:
     inputs: faust.TopicT
-    models: faust.TopicT
-    training: faust.TopicT
     examples: faust.TopicT
     drift: faust.TopicT
     deadletter: faust.TopicT
@@ -78,8 +74,6 @@ class Topics:
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         return cls(
             inputs=app.topic(*JOINED, **raw),
-            models=app.topic(topics.MODELS, **raw),
-            training=app.topic(topics.TRAINING, **raw),
             examples=app.topic(topics.EXAMPLES, **raw),
             drift=app.topic(topics.DRIFT, **raw),
             deadletter=app.topic(topics.DEADLETTER, **raw),
@@ -240,31 +234,6 @@ def install(
         joins.put(partition, record_id, result.entry, now)
         joins.expire(partition, now)
 
-    @app.agent(out.models)
-    async def follow_models(stream: StreamT[bytes]) -> None:
-        async for event, _, payload in valid_events(stream):
-            if isinstance(payload, ModelPromoted) and payload.model_name == schema.name:
-                await guarded(event, functools.partial(follow_promotion, payload))
-
-    async def follow_promotion(payload: ModelPromoted) -> None:
-        if payload.alias == Alias.CHALLENGER:
-            state.set_challenger(payload.version)
-            log.info("challenger v%d: comparing it with the champion on shadow predictions", payload.version)
-        elif payload.alias == Alias.CHAMPION:
-            link.ask(FetchReference(Alias.CHAMPION, payload.version))
-
-    @app.agent(out.training)
-    async def follow_training(stream: StreamT[bytes]) -> None:
-        async for event, _, payload in valid_events(stream):
-            if isinstance(payload, TrainingFailed):
-                await guarded(event, functools.partial(follow_failure, payload))
-
-    async def follow_failure(payload: TrainingFailed) -> None:
-        if state.training_failed(payload.trigger_event_id):
-            log.info(
-                "the run for drift %s failed (%s): watching again", payload.trigger_event_id, payload.reason
-            )
-
     @app.timer(interval=max(1.0, settings.monitor_join_ttl_s / 4))
     async def expire_joins() -> None:
         # Entries also expire as events arrive on their partition; this catches idle ones.
@@ -320,6 +289,8 @@ def apply_reference(state: MonitorState, request: FetchReference, version: Model
             state.set_challenger(version.version)
         return
     if request.only_if_unset and state.reference is not None:
+        return
+    if request.only_if_changed and state.reference is not None and state.reference.version == version.version:
         return
     state.set_reference(version)
     log.info("reference: champion v%d", version.version)

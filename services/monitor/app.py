@@ -1,5 +1,6 @@
-"""The monitor's faust app: its state, its agents (`agents.py`), its registry link and the
-HTTP task that serves `/healthz`, `/metrics` and `GET /v1/drift/status`."""
+"""The monitor's faust app: its state, its agents (`agents.py`), its control-topic consumer
+(`control.py`), its registry link and the HTTP task that serves `/healthz`, `/metrics` and
+`GET /v1/drift/status`."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import uvicorn
 from prometheus_client import Gauge
 
 from services.monitor import agents
+from services.monitor.control import ControlFollower
 from services.monitor.join_store import JoinStore
 from services.monitor.registry_link import FetchReference, RegistryLink
 from services.monitor.state import MonitorState
 from shared.http import create_app
-from shared.kafka import faust_broker_config
+from shared.kafka import EventPublisher, faust_broker_config
 from shared.registry_client import RegistryClient
 from shared.schema import DatasetSchema
 from shared.settings import MonitorSettings
@@ -49,15 +51,18 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> MonitorApp:
     link = RegistryLink(
         registry, schema.name, lambda request, version: agents.apply_reference(state, request, version)
     )
+    control = ControlFollower(state, link, EventPublisher(settings, "monitor"))
+    control_loop = control.consume_loop(settings)
     supervisor = Supervisor("monitor")
     supervisor.add(link)
+    supervisor.add(control_loop)
     agents.install(app, settings, schema, state, joins, link)
 
     @app.task
     async def start_background_work() -> None:
         """The registry link hands fetched references to this loop; the references of the
         current champion and challenger are its first requests. Stopped with the app."""
-        link.loop = asyncio.get_running_loop()
+        link.loop = control.loop = asyncio.get_running_loop()
         supervisor.start()
         link.ask(FetchReference(Alias.CHAMPION, only_if_unset=True))
         link.ask(FetchReference(Alias.CHALLENGER, only_if_unset=True))
@@ -65,13 +70,19 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> MonitorApp:
             await asyncio.Event().wait()
         finally:
             await asyncio.to_thread(supervisor.stop)
+            control.publisher.close()
             registry.close()
+
+    @app.timer(interval=settings.monitor_reconcile_s, on_leader=False)
+    async def reconcile_champion() -> None:
+        link.ask(FetchReference(Alias.CHAMPION, only_if_changed=True))
 
     http = create_app(
         "ctloop monitor",
         health=lambda: {
             "ready": app.rebalancing is False
             and bool(app.consumer.assignment())
+            and control_loop.ready()
             and not joins.replay_unfinished,
             "service": "monitor",
             "joins_replay_unfinished": sorted(joins.replay_unfinished),

@@ -36,6 +36,9 @@ class FetchReference:
     version: int | None = None
     only_if_unset: bool = False
     """At start-up: apply only if no promotion event has set a reference meanwhile."""
+    only_if_changed: bool = False
+    """The periodic check: apply only if it is not the reference already (a reset would empty
+    the windows)."""
 
 
 @dataclass(frozen=True)
