@@ -9,6 +9,12 @@ input, as the binary extension lays them out); the answer uses the form the requ
 Errors carry the HTTP API's text with the matching status code (INVALID_ARGUMENT for what
 HTTP answers 4xx, NOT_FOUND, UNAVAILABLE with no model yet).
 
+The standard health service (`grpc.health.v1.Health`, from grpcio-health-checking) answers
+beside it, for Kubernetes' gRPC probes, grpc_health_probe and load balancers: SERVING for ""
+and for the inference service while a model is loaded, NOT_SERVING before the first one and
+while the server shuts down; `Watch` streams each change (checked every
+`HEALTH_POLL_S`).
+
 grpcio's server runs each call on one of `CTLOOP_SERVING_GRPC_WORKERS` threads, each with its
 own event loop for the async scoring (the micro-batcher settles each call on its loop). The
 server is a supervised task: a port that cannot be bound shows in `/healthz` as a task that
@@ -26,6 +32,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.serving.protocol import inference_pb2 as pb
 from services.serving.scoring import Scorer
@@ -50,6 +57,8 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
 
 SERVICE = "inference.GRPCInferenceService"
+HEALTH_POLL_S = 0.5
+"""How often the health service's status is brought up to date with the model holder."""
 API = "grpc"
 
 CONTENTS_FIELD = {
@@ -276,6 +285,8 @@ class GrpcServer:
             ],
         )
         server.add_generic_rpc_handlers((handler(self.service),))
+        checks = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(checks, server)
         try:
             server.add_insecure_port(self.address)
         except RuntimeError as exc:
@@ -283,9 +294,23 @@ class GrpcServer:
             raise OSError(f"cannot listen for gRPC on {self.address}: {exc}") from None
         server.start()
         log.info("gRPC (Open Inference Protocol V2) on %s", self.address)
+        serving: bool | None = None
         try:
-            self._stopping.wait()
+            while True:
+                now = self.service.scorer.holder.current is not None
+                if now != serving:
+                    serving = now
+                    status = (
+                        health_pb2.HealthCheckResponse.SERVING
+                        if now
+                        else health_pb2.HealthCheckResponse.NOT_SERVING
+                    )
+                    for name in ("", SERVICE):
+                        checks.set(name, status)
+                if self._stopping.wait(HEALTH_POLL_S):
+                    break
         finally:
+            checks.enter_graceful_shutdown()  # NOT_SERVING everywhere: balancers drain first
             server.stop(grace=2.0).wait()
 
     def stop(self) -> None:

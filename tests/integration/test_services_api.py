@@ -172,12 +172,31 @@ def test_registry_refuses_what_it_must(api: Stack) -> None:
     assert traversal.status_code in (404, 422)
 
 
+def grpc_health(api: Stack, service: str = "") -> str:
+    """The standard gRPC health check of serving (what Kubernetes' gRPC probe asks)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(api.grpc_target) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=10
+        )
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+
+
 def test_serving_cold_start_then_first_swap(api: Stack) -> None:
+    import grpc
+
     serving = api.url("serving")
     cold = httpx.post(f"{serving}/v1/predict", json={"records": [{"id": "c-1", "features": GOOD}]})
     assert cold.status_code == 503 and "cold start" in cold.json()["detail"]
     assert cold.headers["retry-after"] == "5"
     assert httpx.get(f"{serving}/healthz").status_code == 503
+    wait_for(lambda: grpc_health(api) == "NOT_SERVING", "the gRPC health service to answer")
+    assert grpc_health(api, "inference.GRPCInferenceService") == "NOT_SERVING"
+    with pytest.raises(grpc.RpcError) as unknown:
+        grpc_health(api, "no.such.Service")
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
     artifact_bytes = _good_artifact()
     created = _upload(api, artifact_bytes, _metadata(digest(artifact_bytes)).model_dump_json())
@@ -188,6 +207,10 @@ def test_serving_cold_start_then_first_swap(api: Stack) -> None:
     assert artifact.headers["x-ctloop-digest"] == created.json()["digest"]
 
     wait_for(lambda: httpx.get(f"{serving}/healthz").status_code == 200, "serving to load the champion")
+    wait_for(
+        lambda: grpc_health(api) == grpc_health(api, "inference.GRPCInferenceService") == "SERVING",
+        "gRPC health",
+    )
     answer = httpx.post(f"{serving}/v1/predict", json={"id": "p-1", "features": GOOD}).json()
     assert answer["model_version"] == version
     prediction = answer["predictions"][0]
