@@ -95,7 +95,7 @@ def build_app(
     templates.env.filters["time"] = _time
     templates.env.filters["seconds"] = _seconds
     templates.env.filters["chart"] = _chart
-    sessions = Sessions(settings.console_session_hours * 3600)
+    sessions = app.state.sessions = Sessions(settings.console_session_hours * 3600)
     model = schema.name
     registry = settings.registry_url.rstrip("/")
 
@@ -234,6 +234,8 @@ def build_app(
         """One version: metrics, gate report, dataset manifest, lineage, aliases."""
         found, error = version_details(version)
         status_code, lineage = fetch(f"{registry}/v1/models/{model}/versions/{version}/lineage")
+        summary_status, summary = fetch(f"{registry}/v1/models/{model}")
+        champion = summary.get("aliases", {}).get("champion") if summary_status == 200 else None
         return page(
             request,
             "version.html",
@@ -242,6 +244,7 @@ def build_app(
             version=found,
             error=error,
             lineage=lineage if status_code == 200 else None,
+            champion=champion,
         )
 
     @app.get("/compare", response_class=HTMLResponse, tags=["pages"])
@@ -436,10 +439,13 @@ def build_app(
         reason: Annotated[str, Form(min_length=3, max_length=200)],
         csrf: Annotated[str, Form(max_length=100)],
         version: Annotated[int | None, Form(ge=1)] = None,
+        replaces: Annotated[int | None, Form(ge=1)] = None,
+        override_rollback: Annotated[bool, Form()] = False,
         confirmed: Annotated[bool, Form()] = False,
     ) -> Response:
         """An operator's action: first a page that says what will happen, then (confirmed)
-        the call with the operator's token; the reason and the outcome are recorded."""
+        the call with the operator's token; the reason and the outcome are recorded. `replaces`
+        is the champion the operator saw: if it moved meanwhile the registry refuses (409)."""
         session = session_of(request)
         if session is None or not csrf_ok(session, csrf):
             return page(request, "error.html", 403, title="403", message="sign in as an operator to act")
@@ -455,14 +461,21 @@ def build_app(
                 what=what,
                 version=version,
                 reason=reason,
+                replaces=replaces,
+                override_rollback=override_rollback,
             )
         if action == "promote":
             url, body = (
                 f"{registry}/v1/models/{model}/versions/{version}/promote",
-                {"alias": "champion", "reason": reason},
+                {
+                    "alias": "champion",
+                    "reason": reason,
+                    "replaces": replaces,
+                    "override_rollback": override_rollback,
+                },
             )
         elif action == "rollback":
-            url, body = f"{registry}/v1/models/{model}/rollback", {"reason": reason}
+            url, body = f"{registry}/v1/models/{model}/rollback", {"reason": reason, "replaces": replaces}
         else:
             url, body = f"{settings.trainer_url.rstrip('/')}/v1/runs", None
         status_code, answer = fetch(url, token=session.token, method="POST", body=body)

@@ -220,6 +220,7 @@ def test_an_operator_rolls_back_in_the_console_and_serving_answers_with_the_prev
     rollback.locator("button").click()
     assert "Roll back" in page.locator(".confirm").inner_text()
     screenshot(page, "confirm", tmp_path)
+    assert page.locator("input[name=replaces]").get_attribute("value") == str(current)  # conditional
     page.click("#confirm")
     assert page.locator("#outcome").inner_text() == "done"
 

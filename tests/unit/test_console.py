@@ -364,6 +364,31 @@ def test_a_reader_sees_no_action_and_cannot_act(console: tuple[TestClient, Conso
     assert "sign in" in response.text
 
 
+def test_an_operator_action_is_confirmed_with_what_the_operator_saw(
+    console: tuple[TestClient, ConsoleStore],
+) -> None:
+    from services.console.operators import SESSION_COOKIE
+
+    client, store = console
+    first = ModelRegistered(model_name="demo", version=1, digest=DIGEST, metrics={"accuracy": 0.9})
+    store.add(("t", e) for e in [envelope(first, -10, "first"), *a_loop()])
+    session_id, session = client.app.state.sessions.open("operator-token")  # type: ignore[attr-defined]
+    client.cookies.set(SESSION_COOKIE, session_id)
+    models = client.get("/models").text
+    assert 'name="replaces" value="2"' in models and "override_rollback" in models  # v1's form
+    form = {
+        "reason": "v1 again",
+        "csrf": session.csrf,
+        "version": "1",
+        "replaces": "2",
+        "override_rollback": "true",
+    }
+    confirm = client.post("/actions/promote", data=form).text
+    assert 'name="replaces" value="2"' in confirm and 'name="override_rollback" value="true"' in confirm
+    assert "even though it was rolled back" in confirm
+    assert client.post("/actions/promote", data={**form, "csrf": "forged"}).status_code == 403
+
+
 def test_a_token_that_cannot_be_a_header_is_refused_with_a_page(
     console: tuple[TestClient, ConsoleStore],
 ) -> None:
