@@ -166,9 +166,11 @@ def _models(args: argparse.Namespace) -> int:
         "show": lambda: client.version(name, version) if version else client.versions(name),
         "history": lambda: client.history(name),
         "lineage": lambda: client.lineage(name, version),
-        "promote": lambda: client.promote(name, version, args.alias, args.reason),
-        "approve": lambda: client.approve(name, version),
-        "rollback": lambda: client.rollback(name, args.reason),
+        "promote": lambda: client.promote(
+            name, version, args.alias, args.reason, args.replaces, args.override_rollback
+        ),
+        "approve": lambda: client.approve(name, version, args.replaces, args.override_rollback),
+        "rollback": lambda: client.rollback(name, args.reason, args.replaces),
     }
     try:
         result = calls[args.action]()
@@ -231,21 +233,26 @@ def main(argv: list[str] | None = None) -> int:
     show = actions.add_parser("show", help="a model's versions, or one version")
     show.add_argument("name")
     show.add_argument("version", nargs="?", type=int)
-    for action, text in (
-        ("lineage", "dataset, run, trigger and promotions of a version"),
-        ("approve", "make a version champion (policies manual and shadow)"),
-    ):
-        one = actions.add_parser(action, help=text)
-        one.add_argument("name")
-        one.add_argument("version", type=int)
+    lineage_cmd = actions.add_parser("lineage", help="dataset, run, trigger and promotions of a version")
+    lineage_cmd.add_argument("name")
+    lineage_cmd.add_argument("version", type=int)
+    replaces_help = "only if the alias points at this version now (else the registry refuses: 409)"
+    override_help = "make champion a version that was once rolled back from champion"
+    approve_cmd = actions.add_parser("approve", help="make a version champion (policies manual and shadow)")
+    approve_cmd.add_argument("name")
+    approve_cmd.add_argument("version", type=int)
     promote_cmd = actions.add_parser("promote", help="point an alias at a version")
     promote_cmd.add_argument("name")
     promote_cmd.add_argument("version", type=int)
     promote_cmd.add_argument("--alias", default="champion")
     promote_cmd.add_argument("--reason", default="manual (cli)")
+    for command in (approve_cmd, promote_cmd):
+        command.add_argument("--replaces", type=int, help=replaces_help)
+        command.add_argument("--override-rollback", action="store_true", help=override_help)
     rollback_cmd = actions.add_parser("rollback", help="the previous champion becomes champion again")
     rollback_cmd.add_argument("name")
     rollback_cmd.add_argument("--reason", default="manual rollback (cli)")
+    rollback_cmd.add_argument("--replaces", type=int, help="only if the champion is this version now")
     history_cmd = actions.add_parser("history", help="every alias change of a model")
     history_cmd.add_argument("name")
     models.set_defaults(func=_models)

@@ -141,15 +141,33 @@ class ModelSummary(BaseModel):
     aliases: dict[str, int]
 
 
-class PromoteRequest(BaseModel):
+class ConditionalChange(BaseModel):
+    """What every alias change may carry: the version the caller expects to replace (the
+    registry answers 409 when the alias points elsewhere now: someone moved it since the caller
+    looked), and the override that promoting a rolled-back version to champion needs."""
+
+    replaces: int | None = Field(None, ge=1, le=MAX_VERSION)
+    """The version the alias must point at now; None changes it whatever it points at."""
+    override_rollback: bool = False
+    """Make champion a version that was once rolled back from champion (refused otherwise)."""
+
+
+class PromoteRequest(ConditionalChange):
     alias: str = Field("champion", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     reason: str = Field("manual", max_length=200)
 
 
-class AliasTarget(BaseModel):
+class ApproveRequest(ConditionalChange):
+    reason: str = Field("approved", max_length=200)
+
+
+class AliasTarget(ConditionalChange):
     version: int = Field(ge=1, le=MAX_VERSION)
     reason: str = Field("manual", max_length=200)
 
 
 class RollbackRequest(BaseModel):
     reason: str = Field("manual rollback", max_length=200)
+    replaces: int | None = Field(None, ge=1, le=MAX_VERSION)
+    """The champion the caller wants to roll back from; 409 when the champion is another
+    version now (e.g. someone rolled back already)."""

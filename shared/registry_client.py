@@ -16,6 +16,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from shared.registry_api import (
     AliasChange,
+    ApproveRequest,
     ModelSummary,
     ModelVersion,
     PromoteRequest,
@@ -129,19 +130,34 @@ class RegistryClient:
         )
 
     def promote(
-        self, name: str, version: int, alias: str = Alias.CHAMPION, reason: str = "manual"
+        self,
+        name: str,
+        version: int,
+        alias: str = Alias.CHAMPION,
+        reason: str = "manual",
+        replaces: int | None = None,
+        override_rollback: bool = False,
     ) -> ModelVersion:
-        """Point `alias` at `version`."""
-        body = PromoteRequest(alias=alias, reason=reason[:200])
+        """Point `alias` at `version` (`replaces`: only if it points at that version now)."""
+        body = PromoteRequest(
+            alias=alias, reason=reason[:200], replaces=replaces, override_rollback=override_rollback
+        )
         return self._write(f"/v1/models/{name}/versions/{version}/promote", body)
 
-    def approve(self, name: str, version: int) -> ModelVersion:
+    def approve(
+        self, name: str, version: int, replaces: int | None = None, override_rollback: bool = False
+    ) -> ModelVersion:
         """A person's approval (policies `manual` and `shadow`): the version becomes champion."""
-        return self._write(f"/v1/models/{name}/versions/{version}/approve")
+        body = ApproveRequest(replaces=replaces, override_rollback=override_rollback)
+        return self._write(f"/v1/models/{name}/versions/{version}/approve", body)
 
-    def rollback(self, name: str, reason: str = "manual rollback") -> ModelVersion:
-        """Make the previous champion the champion again."""
-        return self._write(f"/v1/models/{name}/rollback", RollbackRequest(reason=reason[:200]))
+    def rollback(
+        self, name: str, reason: str = "manual rollback", replaces: int | None = None
+    ) -> ModelVersion:
+        """Make the previous champion the champion again (`replaces`: only if the champion is
+        that version now)."""
+        body = RollbackRequest(reason=reason[:200], replaces=replaces)
+        return self._write(f"/v1/models/{name}/rollback", body)
 
     # --- the wire ------------------------------------------------------------------------
 

@@ -108,12 +108,20 @@ class RegistryLink:
                         self._hand_back(request, found)
                 case Promote(verdict=verdict):
                     log.warning("%s; asking the registry to promote it", verdict.reason)
+                    # conditional on the champion it was compared with: a 409 (someone moved
+                    # it meanwhile) is a refusal, logged and dropped
                     self.registry.promote(
-                        self.model_name, verdict.challenger_version, Alias.CHAMPION, verdict.reason
+                        self.model_name,
+                        verdict.challenger_version,
+                        Alias.CHAMPION,
+                        verdict.reason,
+                        replaces=verdict.champion_version,
                     )
                 case Rollback(finding=finding):
                     log.warning("%s; asking the registry to roll back", finding.reason)
-                    self.registry.rollback(self.model_name, finding.reason)
+                    # only from the champion found wanting: another monitor worker (or a person)
+                    # who rolled back first makes this one a 409, not a flip back
+                    self.registry.rollback(self.model_name, finding.reason, replaces=finding.current_version)
         except (RegistryRefused, ValidationError) as exc:  # asking again would get the same answer
             log.error("registry refused %s, or answered it with something invalid: %s", request, exc)
 

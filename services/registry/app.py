@@ -27,6 +27,8 @@ from shared.http import BadRequest, Conflict, NotFound, Unauthorized, Unprocessa
 from shared.registry_api import (
     AliasChange,
     AliasTarget,
+    ApproveRequest,
+    ConditionalChange,
     ModelSummary,
     ModelVersion,
     PromoteRequest,
@@ -224,9 +226,19 @@ def build_app(
             raise NotFound(f"model {name!r} has no {alias}")
         return found
 
-    def set_alias(name: str, version: int, alias: str, reason: str) -> ModelVersion:
+    def set_alias(
+        name: str, version: int, alias: str, reason: str, condition: ConditionalChange
+    ) -> ModelVersion:
         try:
-            result = changed(store.promote(name, version, alias, reason), name, version)
+            found = store.promote(
+                name,
+                version,
+                alias,
+                reason,
+                replaces=condition.replaces,
+                override_rollback=condition.override_rollback,
+            )
+            result = changed(found, name, version)
         except StoreConflict as exc:
             raise Conflict(str(exc)) from exc
         PROMOTIONS.labels(alias).inc()
@@ -239,9 +251,11 @@ def build_app(
         dependencies=writes,
     )
     def promote(name: ModelName, version: VersionNumber, body: PromoteRequest | None = None) -> ModelVersion:
-        """Point an alias (default `champion`) at this version."""
+        """Point an alias (default `champion`) at this version (`replaces`: only if it points at
+        that version now, else 409; a version rolled back from champion needs
+        `override_rollback`)."""
         request = body or PromoteRequest()
-        return set_alias(name, version, request.alias, request.reason)
+        return set_alias(name, version, request.alias, request.reason, request)
 
     @app.post(
         "/v1/models/{name}/versions/{version}/approve",
@@ -249,9 +263,11 @@ def build_app(
         tags=["aliases"],
         dependencies=writes,
     )
-    def approve(name: ModelName, version: VersionNumber) -> ModelVersion:
-        """A person's approval (policies `manual` and `shadow`): the version becomes champion."""
-        return set_alias(name, version, "champion", "approved")
+    def approve(name: ModelName, version: VersionNumber, body: ApproveRequest | None = None) -> ModelVersion:
+        """A person's approval (policies `manual` and `shadow`): the version becomes champion
+        (the same conditions as a promotion)."""
+        request = body or ApproveRequest()
+        return set_alias(name, version, "champion", request.reason, request)
 
     @app.post(
         "/v1/models/{name}/aliases/{alias}",
@@ -260,16 +276,18 @@ def build_app(
         dependencies=writes,
     )
     def move_alias(name: ModelName, alias: Alias, body: AliasTarget) -> ModelVersion:
-        """Point `alias` at `{"version": v}`."""
-        return set_alias(name, body.version, alias, body.reason)
+        """Point `alias` at `{"version": v}` (conditions as for a promotion)."""
+        return set_alias(name, body.version, alias, body.reason, body)
 
     @app.post(
         "/v1/models/{name}/rollback", response_model=ModelVersion, tags=["aliases"], dependencies=writes
     )
     def rollback(name: ModelName, body: RollbackRequest | None = None) -> ModelVersion:
-        """Make the previous champion the champion again, in one call."""
+        """Make the previous champion the champion again, in one call (`replaces`: only if the
+        champion is that version now, else 409, so two callers at once make one rollback)."""
+        request = body or RollbackRequest()
         try:
-            result = store.rollback(name, (body or RollbackRequest()).reason)
+            result = store.rollback(name, request.reason, replaces=request.replaces)
         except StoreConflict as exc:
             raise Conflict(str(exc)) from exc
         if result is None:

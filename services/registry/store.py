@@ -97,6 +97,11 @@ class StoreConflict(ValueError):
     """A change that the current state forbids (e.g. promoting an archived version)."""
 
 
+class _AliasRaced(Exception):
+    """Another writer moved the alias between this transaction's read and its update: read
+    again (a conditional change then finds the alias moved and is refused)."""
+
+
 class RegistryStore:
     def __init__(self, url: str, source: Source, signer: Callable[[str], str]) -> None:
         self.engine: Engine = create_engine(url)
@@ -195,7 +200,7 @@ class RegistryStore:
             try:
                 with self._write_lock, self.engine.begin() as conn:
                     return change(conn)
-            except (IntegrityError, OperationalError):
+            except (IntegrityError, OperationalError, _AliasRaced):
                 if attempt == attempts - 1:
                     raise
             time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
@@ -233,19 +238,30 @@ class RegistryStore:
         meta: VersionMetadata,
         reason: str,
         correlation_id: str | None = None,
+        replaces: int | None = None,
     ) -> None:
+        """Point `alias` at `version`. With `replaces`, only if the alias points at that version
+        now (StoreConflict otherwise: someone moved it since the caller looked)."""
         previous = self._aliases_of(conn, name).get(alias)
+        if replaces is not None and previous != replaces:
+            where = f"v{previous}" if previous is not None else "nothing"
+            raise StoreConflict(f"{alias} of {name} is {where} now, not v{replaces}: it moved; look again")
         now = datetime.now(UTC)
         if previous is None:
             conn.execute(
                 insert(aliases).values(model_name=name, alias=alias, version=version, updated_at=now)
             )
         else:
-            conn.execute(
+            # NOTE: conditional on the version read above: two writers on PostgreSQL (READ
+            # COMMITTED) both read the old row; the second's update then matches nothing and it
+            # reads again instead of overwriting a change it never saw.
+            moved = conn.execute(
                 update(aliases)
-                .where(aliases.c.model_name == name, aliases.c.alias == alias)
+                .where(aliases.c.model_name == name, aliases.c.alias == alias, aliases.c.version == previous)
                 .values(version=version, updated_at=now)
             )
+            if moved.rowcount != 1:
+                raise _AliasRaced()
         conn.execute(
             insert(alias_history).values(
                 model_name=name,
@@ -307,45 +323,84 @@ class RegistryStore:
         return created
 
     def promote(
-        self, name: str, version: int, alias: str, reason: str = "manual", correlation_id: str | None = None
+        self,
+        name: str,
+        version: int,
+        alias: str,
+        reason: str = "manual",
+        correlation_id: str | None = None,
+        replaces: int | None = None,
+        override_rollback: bool = False,
     ) -> ModelVersion | None:
+        """Point `alias` at `version` (`replaces`: only if it points at that version now). A
+        version once rolled back from champion becomes champion again only with
+        `override_rollback`."""
+
         def change(conn: Connection) -> bool:
             row = self._row(conn, name, version)
             if row is None:
                 return False
             if row.status == "archived":
                 raise StoreConflict(f"{name} v{version} is archived and cannot be promoted")
+            if alias == "champion" and not override_rollback and self._rolled_back(conn, name, version):
+                raise StoreConflict(
+                    f"{name} v{version} was rolled back from champion; promoting it again needs an "
+                    "explicit override (override_rollback)"
+                )
             meta = VersionMetadata.model_validate_json(row.metadata)
-            self._set_alias(conn, name, alias, version, meta, reason, correlation_id)
+            self._set_alias(conn, name, alias, version, meta, reason, correlation_id, replaces)
             return True
 
         return self.version(name, version) if self._retrying(change) else None
 
-    def rollback(self, name: str, reason: str = "manual rollback") -> ModelVersion | None:
-        """Point `champion` back at the version it pointed at before the current one."""
+    def rollback(
+        self, name: str, reason: str = "manual rollback", replaces: int | None = None
+    ) -> ModelVersion | None:
+        """Point `champion` back at the version it pointed at before the current one was
+        promoted. With `replaces`, only if the champion is that version now (two callers asking
+        at once: one rolls back, the other is refused instead of flipping it back)."""
 
         def change(conn: Connection) -> int | None:
             current = self._aliases_of(conn, name).get("champion")
             if current is None:
                 return None
+            if replaces is not None and current != replaces:
+                raise StoreConflict(
+                    f"champion of {name} is v{current} now, not v{replaces}: it moved; look again"
+                )
             rows = conn.execute(
                 select(alias_history.c.version, alias_history.c.previous_version)
                 .where(alias_history.c.model_name == name, alias_history.c.alias == "champion")
                 .order_by(alias_history.c.id.desc())
             ).all()
-            # The newest change that made the current version champion says what came before.
-            previous = next((p for v, p in rows if v == current and p is not None), None)
+            # The newest promotion that made the current version champion (a move forward, not
+            # a rollback to it) says what came before; so a second rollback goes further back
+            # rather than returning to the version just rolled back.
+            previous = next((p for v, p in rows if v == current and p is not None and p < v), None)
             if previous is None:
                 raise StoreConflict(f"{name} has no earlier champion to roll back to")
             row = self._row(conn, name, previous)
             if row is None:  # versions are never deleted; a history naming none is corrupt
                 raise StoreConflict(f"{name} v{previous}, the earlier champion, is not in the registry")
             meta = VersionMetadata.model_validate_json(row.metadata)
-            self._set_alias(conn, name, "champion", previous, meta, reason)
+            self._set_alias(conn, name, "champion", previous, meta, reason, replaces=current)
             return int(previous)
 
         target = self._retrying(change)
         return None if target is None else self.version(name, target)
+
+    def _rolled_back(self, conn: Connection, name: str, version: int) -> bool:
+        """Whether `version` was ever replaced as champion by an older version (a rollback, by
+        a person or the monitor)."""
+        found = conn.execute(
+            select(alias_history.c.id).where(
+                alias_history.c.model_name == name,
+                alias_history.c.alias == "champion",
+                alias_history.c.previous_version == version,
+                alias_history.c.version < version,
+            )
+        ).first()
+        return found is not None
 
     def archive(self, name: str, version: int) -> ModelVersion | None:
         def change(conn: Connection) -> bool:

@@ -99,7 +99,19 @@ def test_approve_rollback_archive_lineage(registry: Stack) -> None:
     rolled = httpx.post(f"{url}/v1/models/flow/rollback", json={"reason": "worse live"}, headers=auth)
     assert rolled.status_code == 200 and rolled.json()["version"] == first["version"]
     assert httpx.post(f"{url}/v1/models/flow/rollback", headers={}).status_code == 401
-    approved = httpx.post(f"{url}/v1/models/flow/versions/{second['version']}/approve", headers=auth)
+    # the same rollback asked again (by a second monitor, say) is refused, not a flip back
+    again = httpx.post(
+        f"{url}/v1/models/flow/rollback",
+        json={"reason": "worse live", "replaces": second["version"]},
+        headers=auth,
+    )
+    assert again.status_code == 409 and "moved" in again.json()["detail"]
+    approve = f"{url}/v1/models/flow/versions/{second['version']}/approve"
+    refused_again = httpx.post(approve, headers=auth)
+    assert refused_again.status_code == 409 and "rolled back" in refused_again.json()["detail"]
+    approved = httpx.post(
+        approve, json={"override_rollback": True, "replaces": first["version"]}, headers=auth
+    )
     assert approved.json()["aliases"] == ["champion"]
     archived = httpx.post(f"{url}/v1/models/flow/versions/{first['version']}/archive", headers=auth)
     assert archived.json()["status"] == "archived"

@@ -115,7 +115,8 @@ def test_replicas_never_reuse_a_number_and_keep_one_champion(url: str) -> None:
     assert sorted(numbers) == list(range(1, 21))  # unique, never reused
 
     def promote(replica: RegistryStore, version: int) -> None:
-        replica.promote("race", version, "champion", f"race {version}")
+        # in any order: moving back over a newer version rolls it back, hence the override
+        replica.promote("race", version, "champion", f"race {version}", override_rollback=True)
 
     threads = [threading.Thread(target=promote, args=(replicas[v % 2], v)) for v in range(1, 21)]
     for t in threads:
@@ -128,6 +129,52 @@ def test_replicas_never_reuse_a_number_and_keep_one_champion(url: str) -> None:
         ).all()
     assert len(rows) == 1  # exactly one champion
     assert replicas[1].alias("race", "champion").version == rows[0][0]  # type: ignore[union-attr]
+
+
+def test_two_rollbacks_at_once_make_one_change_and_one_refusal(url: str) -> None:
+    replicas = [store_for(url, instance=f"r{i}") for i in range(2)]
+    for n in (1, 2, 3):
+        replicas[0].create_version("demo", metadata(n), promote_to="champion")
+    start = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def roll_back(replica: RegistryStore) -> None:
+        start.wait()
+        try:
+            outcomes.append(replica.rollback("demo", "v3 underperforms", replaces=3))
+        except StoreConflict as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=roll_back, args=(r,)) for r in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = [o for o in outcomes if not isinstance(o, StoreConflict)]
+    refused = [o for o in outcomes if isinstance(o, StoreConflict)]
+    assert len(done) == 1 and len(refused) == 1, outcomes
+    assert "moved" in str(refused[0])
+    assert replicas[1].alias("demo", "champion").version == 2  # type: ignore[union-attr]
+    rollbacks = [h for h in replicas[0].history("demo") if h.reason == "v3 underperforms"]
+    assert len(rollbacks) == 1
+
+    # An unconditional rollback from v2 goes further back, never back to the v3 just left.
+    assert replicas[0].rollback("demo", "and v2 too").version == 1  # type: ignore[union-attr]
+
+
+def test_a_rolled_back_version_needs_an_override_and_a_moved_alias_refuses(url: str) -> None:
+    store = store_for(url)
+    for n in (1, 2):
+        store.create_version("demo", metadata(n), promote_to="champion")
+    store.rollback("demo", "v2 underperforms", replaces=2)
+    with pytest.raises(StoreConflict, match="rolled back from champion"):
+        store.promote("demo", 2, "champion", "try again")
+    with pytest.raises(StoreConflict, match="champion of demo is v1 now, not v2"):
+        store.promote("demo", 2, "champion", "try again", replaces=2, override_rollback=True)
+    again = store.promote("demo", 2, "champion", "fixed upstream", replaces=1, override_rollback=True)
+    assert again is not None and "champion" in again.aliases
+    store.create_version("demo", metadata(3), promote_to=None)
+    assert store.promote("demo", 3, "staging", "first", replaces=None) is not None  # a new alias
 
 
 def test_outbox_relayed_once_by_several_relays(url: str) -> None:
