@@ -285,8 +285,11 @@ def apply_reference(state: MonitorState, request: FetchReference, version: Model
     """On the event loop: a version the registry link fetched becomes the reference or the
     challenger."""
     if request.alias == Alias.CHALLENGER:
+        if request.only_if_changed and state.challenger_version == version.version:
+            return  # the shadow pairs gathered so far stay
         if not (request.only_if_unset and state.challenger_version is not None):
             state.set_challenger(version.version)
+            log.info("challenger v%d: comparing it with the champion on shadow predictions", version.version)
         return
     if request.only_if_unset and state.reference is not None:
         return

@@ -73,8 +73,7 @@ class ControlFollower:
                     payload.trigger_event_id,
                     payload.reason,
                 )
-        elif payload.alias == Alias.CHALLENGER:
-            self.state.set_challenger(payload.version)
-            log.info("challenger v%d: comparing it with the champion on shadow predictions", payload.version)
-        elif payload.alias == Alias.CHAMPION:
-            self.link.ask(FetchReference(Alias.CHAMPION, payload.version))
+        elif payload.alias in (Alias.CHAMPION, Alias.CHALLENGER):
+            # the event is a hint: the registry's alias, asked now, says which version it is
+            # (a forged or stale event cannot reset the reference to a version no alias names)
+            self.link.ask(FetchReference(Alias(payload.alias), only_if_changed=True))

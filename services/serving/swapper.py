@@ -1,7 +1,8 @@
 """Follows the registry: loads the champion (and the challenger, for shadow scoring) at
 start-up, retrying while the registry is not there yet, and swaps whenever either alias moves
-on `models`. A champion swap, done or refused, is reported as an event carrying the
-promotion's correlation id."""
+on `models` (to the version the registry's alias names then: the event is only a hint). A
+champion swap, done or refused, is reported as an event carrying the promotion's correlation
+id."""
 
 from __future__ import annotations
 
@@ -95,9 +96,23 @@ class Swapper:
             return
         previous = current.number if current else None
         try:
-            version = self.holder.registry.version(self.holder.schema.name, number)
+            # NOTE: an event is a hint, the registry is the truth: serving loads what the alias
+            # points at now, so a forged or stale `models` event cannot make it load a version
+            # no alias names (an archived one, one rolled back).
+            version = self.holder.registry.alias(self.holder.schema.name, alias)
             if version is None:
-                raise SwapRefused(f"v{number} is not in the registry")
+                raise SwapRefused(f"the registry's {alias} points at no version (an event named v{number})")
+            if version.version != number:
+                log.warning(
+                    "an event named %s v%d, but the registry's %s is v%d: following the registry",
+                    alias,
+                    number,
+                    alias,
+                    version.version,
+                )
+                number, cause = version.version, None
+                if current is not None and current.number == number:
+                    return
             swap = self.holder.swap_to(version, alias)
         except (SwapRefused, RegistryError) as exc:
             log.error("%s v%d refused, v%s stays: %s", alias, number, previous, exc)

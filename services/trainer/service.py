@@ -239,14 +239,18 @@ class Trainer:
                     self._running = None
 
     def _champion(self) -> Pipeline | None:
+        """The champion to compare a candidate with: the one the registry's alias names now
+        (events are hints: a forged `models` event must not choose the model a candidate has
+        to beat)."""
         if self.champion_version is None:
             return None
-        if self._champion_model and self._champion_model[0] == self.champion_version:
-            return self._champion_model[1]
         try:
-            version = self.registry.version(self.schema.name, self.champion_version)
+            version = self.registry.alias(self.schema.name, Alias.CHAMPION)
             if version is None:
                 return None
+            self.champion_version = version.version
+            if self._champion_model and self._champion_model[0] == version.version:
+                return self._champion_model[1]
             model = load_model(self.registry.artifact(self.schema.name, version), version.digest)
         except (RegistryError, ArtifactError) as exc:
             log.warning("cannot load champion v%s for comparison: %s", self.champion_version, exc)
