@@ -28,8 +28,14 @@ DEFAULT_SCHEMA = Path(__file__).parent / "schemas" / "demo.yaml"
 class CommonSettings(BaseSettings):
     """Configuration shared by all services."""
 
+    # NOTE: hide_input_in_errors: a refused setting's error names the variable and the reason,
+    # never the values given (pydantic echoed the whole input, secrets included).
     model_config = SettingsConfigDict(
-        env_prefix="CTLOOP_", extra="ignore", populate_by_name=True, use_attribute_docstrings=True
+        env_prefix="CTLOOP_",
+        extra="ignore",
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+        hide_input_in_errors=True,
     )
 
     kafka_bootstrap: str = "127.0.0.1:9092"

@@ -90,8 +90,12 @@ def build_app(
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.encode(), settings.registry_token.encode()
+        # an empty configured token (dev mode allows it) lets nobody write: without this check
+        # a bare "Authorization: Bearer " matched it
+        if (
+            scheme.lower() != "bearer"
+            or not settings.registry_token
+            or not hmac.compare_digest(token.encode(), settings.registry_token.encode())
         ):
             raise Unauthorized(
                 "a valid bearer token is required for writes", headers={"WWW-Authenticate": "Bearer"}

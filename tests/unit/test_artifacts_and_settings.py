@@ -53,7 +53,35 @@ def test_placeholder_secrets_are_refused_outside_dev_mode(
     monkeypatch.setenv("CTLOOP_SIGNING_KEY", "a-real-signing-key-0123456789")
     RegistrySettings()  # real secrets: fine
     monkeypatch.setenv(variable, value)
-    with pytest.raises(ValidationError, match=f"{variable} is a placeholder"):
+    with pytest.raises(ValidationError, match=f"{variable} is a placeholder") as refused:
         RegistrySettings()
+    # the error names the variable, never a secret's value (pydantic echoed its input)
+    assert "input_value" not in str(refused.value)
+    for secret in ("a-real-token", "a-real-signing", f"'{value}'"):
+        assert secret not in str(refused.value)
     monkeypatch.setenv("CTLOOP_DEV_MODE", "true")
     RegistrySettings()  # dev mode allows them
+
+
+@pytest.mark.parametrize("configured", ["", "a-real-token-0123456789"])
+def test_an_empty_bearer_token_never_writes_to_the_registry(tmp_path: Path, configured: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from services.registry.app import build_app
+    from services.registry.artifacts import ArtifactStore
+    from services.registry.migrate import migrate
+    from services.registry.store import RegistryStore
+    from shared.events import Source
+
+    store = RegistryStore(
+        f"sqlite:///{tmp_path / 'r.db'}", Source(service="registry", instance="t"), signer=str
+    )
+    migrate(store.engine)
+    settings = RegistrySettings(registry_token=configured, dev_mode=True)
+    with TestClient(build_app(settings, store, ArtifactStore(tmp_path / "artifacts"))) as client:
+        for header in ("Bearer ", "Bearer", "bearer  ", ""):
+            assert client.get("/v1/auth", headers={"Authorization": header}).status_code == 401, header
+        if configured:
+            assert (
+                client.get("/v1/auth", headers={"Authorization": f"Bearer {configured}"}).status_code == 200
+            )
