@@ -117,9 +117,11 @@ def _train(args: argparse.Namespace) -> int:
 
     from shared.settings import TrainerSettings
 
-    url = args.url or f"http://127.0.0.1:{TrainerSettings().trainer_port}"
+    settings = TrainerSettings()
+    url = args.url or f"http://127.0.0.1:{settings.trainer_port}"
     try:
-        response = httpx.post(f"{url}/v1/runs", timeout=10)
+        auth = {"Authorization": f"Bearer {settings.registry_token}"}
+        response = httpx.post(f"{url}/v1/runs", headers=auth, timeout=10)
     except httpx.HTTPError as exc:
         print(f"trainer at {url} not reachable: {exc}", file=sys.stderr)
         return 1

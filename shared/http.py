@@ -6,13 +6,14 @@ installs the one handler that turns them into `{"detail": ...}` JSON responses.
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -175,6 +176,25 @@ async def _refuse(send: Send, exc: BodyTooLarge) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def bearer_auth(expected: str, what: str) -> Callable[..., None]:
+    """A FastAPI dependency that refuses (401) a request without `Authorization: Bearer
+    <expected>`, compared in constant time. An empty `expected` lets nobody through (a bare
+    `Bearer ` would match it). `what` says in the error what the token is for."""
+
+    def check(authorization: Annotated[str | None, Header()] = None) -> None:
+        scheme, _, token = (authorization or "").partition(" ")
+        if (
+            scheme.lower() != "bearer"
+            or not expected
+            or not hmac.compare_digest(token.encode(), expected.encode())
+        ):
+            raise Unauthorized(
+                f"a valid bearer token is required for {what}", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    return check
 
 
 def create_app(

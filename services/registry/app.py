@@ -10,11 +10,10 @@ the signature in headers for the loader to verify.
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from prometheus_client import Counter
@@ -23,7 +22,7 @@ from starlette.datastructures import UploadFile
 
 from services.registry.artifacts import ArtifactStore
 from services.registry.store import RegistryStore, StoreConflict
-from shared.http import BadRequest, Conflict, NotFound, Unauthorized, Unprocessable, create_app
+from shared.http import BadRequest, Conflict, NotFound, Unprocessable, bearer_auth, create_app
 from shared.registry_api import (
     AliasChange,
     AliasTarget,
@@ -88,20 +87,7 @@ def build_app(
         larger_bodies=[("POST", r"/v1/models/[^/]+/versions", settings.registry_max_artifact_bytes)],
     )
 
-    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
-        scheme, _, token = (authorization or "").partition(" ")
-        # an empty configured token (dev mode allows it) lets nobody write: without this check
-        # a bare "Authorization: Bearer " matched it
-        if (
-            scheme.lower() != "bearer"
-            or not settings.registry_token
-            or not hmac.compare_digest(token.encode(), settings.registry_token.encode())
-        ):
-            raise Unauthorized(
-                "a valid bearer token is required for writes", headers={"WWW-Authenticate": "Bearer"}
-            )
-
-    writes = [Depends(require_token)]
+    writes = [Depends(bearer_auth(settings.registry_token, "writes"))]
 
     @app.get("/v1/auth", tags=["auth"], dependencies=writes)
     def check_token() -> dict[str, bool]:

@@ -150,6 +150,15 @@ def _upload(api: Stack, artifact: bytes, metadata: str, token: str = TOKEN) -> h
     )
 
 
+def test_a_manual_run_needs_the_operator_token(api: Stack) -> None:
+    runs = f"{api.url('trainer')}/v1/runs"
+    for header in ({}, {"Authorization": "Bearer"}, {"Authorization": "Bearer wrong"}):
+        refused = httpx.post(runs, headers=header)
+        assert refused.status_code == 401 and "starting a run" in refused.json()["detail"], header
+    started = httpx.post(runs, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert started.status_code == 202 and started.json()["kind"] == "manual"
+
+
 def test_registry_refuses_what_it_must(api: Stack) -> None:
     good = _good_artifact()
     good_meta = _metadata(digest(good)).model_dump_json()
