@@ -165,7 +165,7 @@ def fill(store: ConsoleStore, versions: int, window_count: int, now: datetime) -
     rng = random.Random(1)
     week = timedelta(days=7)
     start = now - week
-    batch: list[tuple[str, Envelope]] = []
+    batch: list[Envelope] = []
     sources = (
         loops(versions, start, week / (versions + 1)),
         windows(window_count, start, week / window_count, rng),
@@ -174,7 +174,7 @@ def fill(store: ConsoleStore, versions: int, window_count: int, now: datetime) -
     )
     for source in sources:
         for envelope in source:
-            batch.append(("bench", envelope))
+            batch.append(envelope)
             if len(batch) == 2000:
                 store.add(batch)
                 batch = []

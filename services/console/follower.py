@@ -3,7 +3,8 @@ accuracy measurement and dead letter goes into the console's store.
 
 It is an observer: a message that is not a valid event was already dead-lettered by the
 service that owns its topic, so the follower counts it and moves on rather than writing a
-second dead letter. Writes are idempotent (the event id is the key) and the consume loop
+second dead letter. A database that does not answer holds the batch (`TryLater`) rather than
+losing it. Writes are idempotent (the event id is the key) and the consume loop
 commits after them, so nothing is lost or doubled across restarts.
 """
 
@@ -13,10 +14,12 @@ import time
 
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from services.console.store import ConsoleStore
 from shared import topics
 from shared.events import BadEvent, Envelope
+from shared.kafka import TryLater
 
 FOLLOWED = (topics.DRIFT, topics.TRAINING, topics.MODELS, topics.MONITORING, topics.DEADLETTER)
 PRUNE_EVERY_S = 60.0
@@ -32,8 +35,10 @@ class Follower:
         self._pruned_at = 0.0
 
     def handle(self, messages: list[ConsumerRecord]) -> None:
-        """Store a batch (the consume loop commits after this returns)."""
-        decoded: list[tuple[str, Envelope]] = []
+        """Store a batch (the consume loop commits after this returns). A database that does
+        not answer is a cause outside the messages: the loop holds the batch until it does
+        (and `/healthz` says so) instead of dead-lettering the history."""
+        valid: list[tuple[str, Envelope]] = []
         for message in messages:
             try:
                 event = Envelope.decode(message.value)
@@ -41,9 +46,13 @@ class Follower:
             except BadEvent:
                 SKIPPED.labels(message.topic).inc()
                 continue
-            decoded.append((message.topic, event))
-            STORED.labels(message.topic).inc()
-        self.store.add(decoded)
-        if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
-            self._pruned_at = time.monotonic()
-            self.store.prune_dead_letters(self.dead_letters_keep)
+            valid.append((message.topic, event))
+        try:
+            self.store.add(event for _, event in valid)
+            if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
+                self._pruned_at = time.monotonic()
+                self.store.prune_dead_letters(self.dead_letters_keep)
+        except (OperationalError, InterfaceError) as exc:
+            raise TryLater(f"the console's database: {exc}") from exc
+        for topic, _ in valid:
+            STORED.labels(topic).inc()

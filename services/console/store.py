@@ -191,8 +191,8 @@ class ConsoleStore:
 
     # --- writes (the follower) ----------------------------------------------------------
 
-    def add(self, envelopes: Iterable[tuple[str, Envelope]]) -> int:
-        """Store (topic, event) pairs in one transaction; returns how many were offered."""
+    def add(self, envelopes: Iterable[Envelope]) -> None:
+        """Store valid events in one transaction; events already stored are skipped."""
         rows: dict[Table, list[dict[str, Any]]] = {
             events: [],
             windows: [],
@@ -200,15 +200,12 @@ class ConsoleStore:
             quality: [],
             dead_letters: [],
         }
-        offered = 0
-        for _topic, event in envelopes:
-            offered += 1
+        for event in envelopes:
             self._rows(event, rows)
         with self.engine.begin() as conn:
             for table, table_rows in rows.items():
                 if table_rows:
                     conn.execute(_insert(self.engine, table), table_rows)
-        return offered
 
     def _rows(self, event: Envelope, rows: dict[Table, list[dict[str, Any]]]) -> None:
         at = event.occurred_at.timestamp()

@@ -200,8 +200,10 @@ class RegistryStore:
             try:
                 with self._write_lock, self.engine.begin() as conn:
                     return change(conn)
-            except (IntegrityError, OperationalError, _AliasRaced):
+            except (IntegrityError, OperationalError, _AliasRaced) as exc:
                 if attempt == attempts - 1:
+                    if isinstance(exc, _AliasRaced):  # a 409 to the caller, not a 500
+                        raise StoreConflict("the alias kept moving under other writers; try again") from exc
                     raise
             time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
         raise AssertionError("unreachable")

@@ -113,6 +113,10 @@ class Swapper:
                 number, cause = version.version, None
                 if current is not None and current.number == number:
                     return
+                champion = self.holder.current
+                if alias == Alias.CHALLENGER and champion is not None and champion.number == number:
+                    self.holder.drop_challenger()  # as above: nothing to shadow
+                    return
             swap = self.holder.swap_to(version, alias)
         except (SwapRefused, RegistryError) as exc:
             log.error("%s v%d refused, v%s stays: %s", alias, number, previous, exc)

@@ -253,6 +253,8 @@ class Trainer:
                 return self._champion_model[1]
             model = load_model(self.registry.artifact(self.schema.name, version), version.digest)
         except (RegistryError, ArtifactError) as exc:
+            if self._champion_model and self._champion_model[0] == self.champion_version:
+                return self._champion_model[1]  # the registry is away: the champion loaded last
             log.warning("cannot load champion v%s for comparison: %s", self.champion_version, exc)
             return None
         self._champion_model = (self.champion_version, model)

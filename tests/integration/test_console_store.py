@@ -41,8 +41,8 @@ def test_history_is_kept_once_read_by_every_page_query_and_survives_a_restart(ur
         envelope(measured, 40, "q"),
     ]
     store = ConsoleStore(url)
-    store.add(("t", e) for e in events)
-    store.add(("t", e) for e in events)  # a batch read again after a restart or rebalance
+    store.add(events)
+    store.add(events)  # a batch read again after a restart or rebalance
     store.record_action("token:abc", "rollback", "Roll back", "because", "done")
     store.close()
 

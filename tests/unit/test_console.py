@@ -155,7 +155,7 @@ def window(
 
 def stored(events: list[Envelope]) -> list[history.StoredEvent]:
     store = ConsoleStore("sqlite://")
-    store.add(("t", e) for e in events)
+    store.add(events)
     return store.of_types(list(history.STEP_NAMES))
 
 
@@ -289,11 +289,11 @@ def test_every_page_works_before_there_is_any_model_and_says_what_to_do(
 
 def test_pages_show_the_history(console: tuple[TestClient, ConsoleStore]) -> None:
     client, store = console
-    store.add(("t", e) for e in [*a_loop(), window(10, 0.3, drifted=True), window(20, 0.05)])
+    store.add([*a_loop(), window(10, 0.3, drifted=True), window(20, 0.05)])
     quality = QualityMeasured(
         model_name="demo", model_version=2, labelled=50, correct=45, first_event_time=T0, last_event_time=T0
     )
-    store.add([("t", envelope(quality, 30, "q"))])
+    store.add([envelope(quality, 30, "q")])
     loops = client.get("/loops").text
     assert "/loops/drift-1" in loops and "v2 serving" in loops
     chain = client.get("/loops/drift-1").text
@@ -334,8 +334,8 @@ def test_what_the_data_says_is_shown_as_text_never_as_html(console: tuple[TestCl
     )
     store.add(
         [
-            ("t", envelope(letter, 1, "d")),
-            ("t", window(5, 0.5, feature=evil, drifted=True, category=f"c</script>{evil}")),
+            envelope(letter, 1, "d"),
+            window(5, 0.5, feature=evil, drifted=True, category=f"c</script>{evil}"),
         ]
     )
     for path in ("/dead-letters", "/drift", "/drift/windows/w-5"):
@@ -356,7 +356,7 @@ def test_a_bad_parameter_gets_a_page_naming_it(console: tuple[TestClient, Consol
 
 def test_a_reader_sees_no_action_and_cannot_act(console: tuple[TestClient, ConsoleStore]) -> None:
     client, store = console
-    store.add(("t", e) for e in a_loop())
+    store.add(a_loop())
     for path in ("/", "/models"):
         assert "/actions/" not in client.get(path).text
     response = client.post("/actions/rollback", data={"reason": "because", "csrf": "x"})
@@ -371,7 +371,7 @@ def test_an_operator_action_is_confirmed_with_what_the_operator_saw(
 
     client, store = console
     first = ModelRegistered(model_name="demo", version=1, digest=DIGEST, metrics={"accuracy": 0.9})
-    store.add(("t", e) for e in [envelope(first, -10, "first"), *a_loop()])
+    store.add([envelope(first, -10, "first"), *a_loop()])
     session_id, session = client.app.state.sessions.open("operator-token")  # type: ignore[attr-defined]
     client.cookies.set(SESSION_COOKIE, session_id)
     models = client.get("/models").text
@@ -402,3 +402,41 @@ def test_a_sign_in_the_registry_cannot_check_is_refused(console: tuple[TestClien
     response = client.post("/login", data={"token": "whatever"})
     assert response.status_code == 503 and "did not answer" in response.text
     assert "ctloop_console_session" not in response.headers.get("set-cookie", "")
+
+
+def test_a_database_that_does_not_answer_holds_the_batch_and_loses_nothing(tmp_path: Path) -> None:
+    from kafka.consumer.fetcher import ConsumerRecord
+    from sqlalchemy import create_engine
+
+    from services.console.follower import Follower
+    from shared.kafka import TryLater
+
+    store = ConsoleStore(f"sqlite:///{tmp_path / 'console.db'}")
+    follower = Follower(store, dead_letters_keep=1000)
+
+    def message(offset: int, value: bytes) -> ConsumerRecord:
+        return ConsumerRecord(
+            topic="ctloop.models.v1",
+            partition=0,
+            leader_epoch=0,
+            offset=offset,
+            timestamp=0,
+            timestamp_type=0,
+            key=b"demo",
+            value=value,
+            headers=[],
+            checksum=None,
+            serialized_key_size=4,
+            serialized_value_size=len(value),
+            serialized_header_size=0,
+        )
+
+    messages = [message(i, e.encode()) for i, e in enumerate(a_loop())] + [message(9, b"not an event")]
+    working = store.engine
+    store.engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/gone")  # nothing listens
+    with pytest.raises(TryLater, match="console's database"):
+        follower.handle(messages)  # held (the consume loop retries it), not dead-lettered
+    store.engine = working
+    follower.handle(messages)  # the database is back: the same batch goes in
+    assert len(store.loop_events(["drift-1"])) == 6
+    store.close()
