@@ -53,7 +53,7 @@ def raw_limit(bootstrap: str, items: list[dict], tuned: bool) -> float:
     return len(items) / elapsed
 
 
-def http_ingest(url: str, items: list[dict], batch: int, clients: int) -> float:
+def http_ingest(url: str, token: str, items: list[dict], batch: int, clients: int) -> float:
     bodies = [json.dumps({"records": items[i : i + batch]}).encode() for i in range(0, len(items), batch)]
     accepted = [0] * clients
     failures: list[str] = []
@@ -62,7 +62,9 @@ def http_ingest(url: str, items: list[dict], batch: int, clients: int) -> float:
         with httpx.Client(timeout=60) as http:
             for body in bodies[k::clients]:
                 response = http.post(
-                    f"{url}/v1/records", content=body, headers={"content-type": "application/json"}
+                    f"{url}/v1/records",
+                    content=body,
+                    headers={"content-type": "application/json", "Authorization": f"Bearer {token}"},
                 )
                 if response.status_code != 200:
                     failures.append(response.text[:200])
@@ -125,7 +127,13 @@ def main(argv: list[str] | None = None) -> None:
             raw.append(raw_limit(stack.bootstrap, records(args.records, f"l{run}"), tuned=False))
             tuned.append(raw_limit(stack.bootstrap, records(args.records, f"k{run}"), tuned=True))
             http.append(
-                http_ingest(stack.url("ingest"), records(args.records, f"h{run}"), args.batch, args.clients)
+                http_ingest(
+                    stack.url("ingest"),
+                    stack.token("producer"),
+                    records(args.records, f"h{run}"),
+                    args.batch,
+                    args.clients,
+                )
             )
             path.append(raw_topic_path(stack.bootstrap, records(args.records, f"t{run}")))
             ratios.append(http[-1] / raw[-1])

@@ -47,9 +47,8 @@ def ctloop(config: DemoConfig) -> tuple[DemoReport, dict[str, float], dict[str, 
         idle["whole stack"] = sum(idle.values())
         sampler = RssSampler(pids)
         sampler.start()
-        urls = {s: stack.url(s) for s in SERVICES}
         try:
-            report = run_demo(urls, stack.bootstrap, config, say=lambda _: None)
+            report = run_demo(stack, config, say=lambda _: None)
         finally:
             sampler.done.set()
             sampler.join(5)

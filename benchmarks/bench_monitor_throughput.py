@@ -35,7 +35,6 @@ from shared.schema import DatasetSchema
 from shared.settings import CommonSettings
 from shared.validation import Record
 
-TOKEN = "bench-monitor-token-0123456789"
 FEATURES = [f"f{i}" for i in range(10)]
 SCHEMA = {
     "name": "bench",
@@ -160,11 +159,10 @@ def one_run(count: int, schema_path: str) -> tuple[Rates, Rates]:
     )
     with bench_stack(
         ("registry",),
-        CTLOOP_REGISTRY_TOKEN=TOKEN,
         CTLOOP_SCHEMA=schema_path,
         CTLOOP_MONITOR_COOLDOWN_S="0",
     ) as stack:
-        register(stack, schema, artifact, digest, TOKEN, profile)
+        register(stack, schema, artifact, digest, stack.token("trainer"), profile)
         fill_records(stack.bootstrap, count)
         bare = bare_rates(stack, count)
         full = monitor_rates(stack, count)

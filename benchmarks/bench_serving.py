@@ -45,7 +45,6 @@ from shared.registry_api import GateReport, Lineage, ModelVersion
 from shared.schema import DatasetSchema
 from shared.serialization import load_model
 
-TOKEN = "bench-serving-token-0123456789"
 FEATURES = [f"f{i}" for i in range(20)]
 SCHEMA = {
     "name": "bench",
@@ -224,7 +223,7 @@ def lua(folder: Path, body: dict[str, object] | bytes, header_length: int | None
 
 
 def upload(stack: Stack, schema: DatasetSchema, artifact: bytes, digest: str) -> None:
-    register(stack, schema, artifact, digest, TOKEN)
+    register(stack, schema, artifact, digest, stack.token("trainer"))
 
 
 def wait_for_version(stack: Stack, version: int) -> None:
@@ -241,7 +240,6 @@ def wait_for_version(stack: Stack, version: int) -> None:
 def ctloop_stack(schema_path: Path, max_batch_rows: str) -> object:
     return bench_stack(
         ("registry", "serving"),
-        CTLOOP_REGISTRY_TOKEN=TOKEN,
         CTLOOP_SCHEMA=str(schema_path),
         CTLOOP_SERVING_MAX_BATCH_ROWS=max_batch_rows,
         CTLOOP_SERVING_SHADOW_FRACTION="0",

@@ -29,6 +29,7 @@ from shared.kafka import EventPublisher
 from shared.registry_client import RegistryClient
 from shared.schema import load_schema
 from shared.settings import DEFAULT_SCHEMA, TrainerSettings
+from shared.signing import Verifier
 from shared.sklearn_speedups import skip_absent_pandas
 from shared.supervision import Supervisor
 
@@ -102,7 +103,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         schema = load_schema(DEFAULT_SCHEMA)
         registry = RegistryClient(
-            stack.url("registry"), settings.registry_token, timeout_s=120, signing_key=settings.signing_key
+            stack.url("registry"),
+            stack.token("trainer"),
+            timeout_s=120,
+            verifier=Verifier(stack.env["CTLOOP_SIGNING_PUBLIC_KEY"]),
         )
         trainer = Trainer(settings, schema, EventPublisher(settings, "bench-trainer"), registry)
         # No cold start (the runs are the bench's own triggers), and nothing to load for the

@@ -3,7 +3,9 @@
 ctloop run {registry,ingest,trainer,monitor,serving,console}   one service in this process
 ctloop up [--free-ports]                broker + the five services and the console, Ctrl-C stops
 ctloop demo [--keep]                    up + a drifting stream, prints the loop (--keep: stay up)
-ctloop train [--url URL]                               ask the trainer for a run now
+ctloop train [--url URL]                ask the trainer for a run now (CTLOOP_OPERATOR_TOKEN)
+ctloop models ...                       look at and change the registry
+ctloop credentials [--out FILE]         a new set of role tokens and signing keys
 """
 
 from __future__ import annotations
@@ -71,8 +73,7 @@ def _demo(args: argparse.Namespace) -> int:
             return 1
         print(f"ctloop demo: the console is at {stack.url('console')}", flush=True)
         try:
-            urls = {s: stack.url(s) for s in SERVICES}
-            report = run_demo(urls, stack.bootstrap, config, say=lambda line: print(line, flush=True))
+            report = run_demo(stack, config, say=lambda line: print(line, flush=True))
         except BaseException:
             stack.stop()
             raise
@@ -120,7 +121,7 @@ def _train(args: argparse.Namespace) -> int:
     settings = TrainerSettings()
     url = args.url or f"http://127.0.0.1:{settings.trainer_port}"
     try:
-        auth = {"Authorization": f"Bearer {settings.registry_token}"}
+        auth = {"Authorization": f"Bearer {settings.token('operator')}"}
         response = httpx.post(f"{url}/v1/runs", headers=auth, timeout=10)
     except httpx.HTTPError as exc:
         print(f"trainer at {url} not reachable: {exc}", file=sys.stderr)
@@ -148,6 +149,22 @@ def _probe(args: argparse.Namespace) -> int:
     return 0 if response.status_code == 200 else 1
 
 
+def _credentials(args: argparse.Namespace) -> int:
+    from shared import credentials
+
+    made = credentials.generate()
+    if args.out:
+        try:
+            credentials.write(Path(args.out), made)
+        except FileExistsError:
+            print(f"{args.out} exists; not overwriting credentials", file=sys.stderr)
+            return 1
+        print(f"wrote {args.out} (readable only by you); each service needs only some (docs/security.md)")
+    else:
+        print("\n".join(f"{name}={value}" for name, value in made.items()))
+    return 0
+
+
 def _config_reference(_: argparse.Namespace) -> int:
     from services.config_reference import render
 
@@ -160,7 +177,7 @@ def _models(args: argparse.Namespace) -> int:
     from shared.settings import CommonSettings
 
     settings = CommonSettings()
-    client = RegistryClient(args.url or settings.registry_url, settings.registry_token)
+    client = RegistryClient(args.url or settings.registry_url, settings.token("operator"))
     name: str = getattr(args, "name", "")
     version: int = getattr(args, "version", None) or 0  # required where an action takes one
     calls: dict[str, Callable[[], object]] = {
@@ -223,11 +240,17 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("--ready", action="store_true", help="check readiness (/healthz), not liveness")
     probe.set_defaults(func=_probe)
 
+    creds = sub.add_parser(
+        "credentials", help="make a new set of role tokens and the registry's signing key pair"
+    )
+    creds.add_argument("--out", help="write them to this new file (mode 0600) instead of printing them")
+    creds.set_defaults(func=_credentials)
+
     reference = sub.add_parser("config-reference", help="print every setting as Markdown")
     reference.set_defaults(func=_config_reference)
 
     models = sub.add_parser(
-        "models", help="look at and change the registry (writes need CTLOOP_REGISTRY_TOKEN)"
+        "models", help="look at and change the registry (writes need CTLOOP_OPERATOR_TOKEN)"
     )
     models.add_argument("--url", help="registry URL (default: CTLOOP_REGISTRY_URL)")
     actions = models.add_subparsers(dest="action", required=True)

@@ -21,8 +21,9 @@ from typing import TextIO
 
 import httpx
 
+from shared import credentials
 from shared.broker import EmbeddedBroker, free_port
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, Role
 from shared.topics import ensure_topics
 
 LOOP_SERVICES = ("registry", "ingest", "trainer", "monitor", "serving")
@@ -78,6 +79,18 @@ class Stack:
             free_port() if free_ports else int(self.env.get("CTLOOP_SERVING_GRPC_PORT", DEFAULT_GRPC_PORT))
         )
         self._print_lock = threading.Lock()
+        self.credentials_file: Path | None = None
+
+    def token(self, role: Role) -> str:
+        """The bearer token of `role` that this stack's services run with."""
+        value = self.env.get(credentials.token_variable(role), "")
+        dev = self.env.get("CTLOOP_DEV_MODE", "").lower() in ("1", "true", "yes", "on")
+        return value or (f"dev-{role}-token" if dev and role != "reader" else "")
+
+    def auth(self, role: Role = "reader") -> dict[str, str]:
+        """An Authorization header with `role`'s token (none when the role has no token)."""
+        token = self.token(role)
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _configured_port(self, service: str) -> int:
         return int(self.env.get(f"CTLOOP_{service.upper()}_PORT", DEFAULT_PORTS[service]))
@@ -120,6 +133,13 @@ class Stack:
             self.broker = EmbeddedBroker().start()
             self.env["CTLOOP_KAFKA_BOOTSTRAP"] = self.broker.bootstrap
             self._say("ctloop", f"embedded broker (Tansu) on {self.broker.bootstrap}")
+        data_dir = Path(self.env.get("CTLOOP_DATA_DIR", "var"))
+        if not data_dir.is_absolute():
+            data_dir = (self.cwd or Path.cwd()) / data_dir
+        found, self.credentials_file = credentials.for_run(self.env, data_dir)
+        self.env.update(found)
+        if self.credentials_file is not None:
+            self._say("ctloop", f"credentials of this run (tokens, signing keys): {self.credentials_file}")
         settings = CommonSettings(kafka_bootstrap=self.bootstrap)
         ensure_topics(self.bootstrap, int(self.env.get("CTLOOP_TOPIC_PARTITIONS", settings.topic_partitions)))
         for service in SERVICES:
@@ -136,7 +156,7 @@ class Stack:
         """Start (or restart) one service process."""
         process = subprocess.Popen(
             [*self.launcher, "run", service],
-            env=self.env,
+            env=credentials.for_service(self.env, service),
             cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

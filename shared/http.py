@@ -10,10 +10,10 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -51,6 +51,10 @@ class Conflict(ServiceError):
 
 class Unauthorized(ServiceError):
     status_code = 401
+
+
+class Forbidden(ServiceError):
+    status_code = 403
 
 
 class Unavailable(ServiceError):
@@ -172,29 +176,69 @@ async def _drain(receive: Receive, budget: int) -> None:
 
 
 async def _refuse(send: Send, exc: BodyTooLarge) -> None:
-    body = json.dumps({"detail": exc.detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await _respond(send, 413, exc.detail, [])
+
+
+async def _respond(send: Send, status: int, detail: object, extra: list[tuple[bytes, bytes]]) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-def bearer_auth(expected: str, what: str) -> Callable[..., None]:
-    """A FastAPI dependency that refuses (401) a request without `Authorization: Bearer
-    <expected>`, compared in constant time. An empty `expected` lets nobody through (a bare
-    `Bearer ` would match it). `what` says in the error what the token is for."""
+RoleRule = tuple[str, str, tuple[str, ...], str]
+"""(HTTP method, path regex, roles allowed, what for): a guarded route. The first rule that
+matches a request decides; a request no rule matches is open."""
 
-    def check(authorization: Annotated[str | None, Header()] = None) -> None:
-        scheme, _, token = (authorization or "").partition(" ")
-        if (
-            scheme.lower() != "bearer"
-            or not expected
-            or not hmac.compare_digest(token.encode(), expected.encode())
-        ):
-            raise Unauthorized(
-                f"a valid bearer token is required for {what}", headers={"WWW-Authenticate": "Bearer"}
-            )
 
-    return check
+class RoleGuard:
+    """ASGI middleware: a guarded route needs `Authorization: Bearer <token>` of one of its
+    roles, checked before any of the body is read. A token that is no role's gets 401; a role
+    the route does not allow gets 403 naming it. The role that matched is `request.state.role`
+    for routes that decide more finely (the registry lets the monitor promote only its
+    challenger). Tokens are compared in constant time; an unset (empty) token is no role's, so
+    a bare `Bearer ` matches nothing."""
+
+    def __init__(self, app: ASGIApp, tokens: dict[str, str], rules: Sequence[RoleRule]) -> None:
+        self.app = app
+        self.tokens = {role: token.encode() for role, token in tokens.items() if token}
+        self.rules = [(method, re.compile(path), roles, what) for method, path, roles, what in rules]
+
+    def role_of(self, authorization: bytes) -> str | None:
+        scheme, _, token = authorization.partition(b" ")
+        if scheme.lower() != b"bearer" or not token:
+            return None
+        found = None
+        for role, expected in self.tokens.items():  # every one compared: no early exit to time
+            if hmac.compare_digest(token, expected):
+                found = role
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for method, path, roles, what in self.rules:
+            if scope["method"] == method and path.fullmatch(scope["path"]):
+                headers = dict(scope["headers"])
+                role = self.role_of(headers.get(b"authorization", b""))
+                if role is None or role not in roles:
+                    if _closes_after(headers):
+                        await _drain(receive, DRAIN_BYTES)
+                    await _refuse_role(send, role, roles, what)
+                    return
+                scope.setdefault("state", {})["role"] = role
+                break
+        await self.app(scope, receive, send)
+
+
+async def _refuse_role(send: Send, role: str | None, roles: tuple[str, ...], what: str) -> None:
+    allowed = " or ".join(roles)
+    if role is None:
+        status, detail = 401, f"{what} needs a valid bearer token ({allowed})"
+    else:
+        status, detail = 403, f"the {role} role may not do {what} ({allowed} only)"
+    await _respond(send, status, detail, [(b"www-authenticate", b"Bearer")] if status == 401 else [])
 
 
 def create_app(
@@ -204,13 +248,16 @@ def create_app(
     *,
     max_body_bytes: int,
     larger_bodies: Sequence[LargerBody] = (),
+    tokens: dict[str, str] | None = None,
+    guarded: Sequence[RoleRule] = (),
     **kwargs: object,
 ) -> FastAPI:
     """A FastAPI app with `GET /livez` (200 while the process serves), `GET /healthz`
     (readiness: 200 when `health()["ready"]` and every background task of `supervisor` runs,
     else 503 with the state and `down`: the names of the tasks that do not) and `GET /metrics`
     (Prometheus text format). Request bodies are bounded by `max_body_bytes` (`BodyLimit`),
-    except on the routes of `larger_bodies`, which have their own bound."""
+    except on the routes of `larger_bodies`, which have their own bound. The `guarded` routes
+    need a bearer token of one of their roles (`RoleGuard`; `tokens`: role -> token)."""
     # 422 bodies are ctloop's field errors (ServiceError), not only FastAPI's validation errors:
     # the documented schema says so, for clients and for the fuzz test that checks responses.
     app = FastAPI(
@@ -219,6 +266,8 @@ def create_app(
         **kwargs,  # type: ignore[arg-type]
     )
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, larger=larger_bodies)
+    if guarded:  # outermost: a request without the role is refused before anything else
+        app.add_middleware(RoleGuard, tokens=tokens or {}, rules=guarded)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:

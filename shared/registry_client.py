@@ -1,6 +1,7 @@
 """The one typed client of the registry's HTTP API, used by the trainer (upload), serving
 (artifacts), the monitor (reference profiles, promotions and rollbacks) and `ctloop models`.
-It verifies every artifact's digest and signature before handing it out.
+It verifies every artifact's digest and the registry's signature over the version before
+handing it out.
 
 Errors: `RegistryUnavailable` when the registry cannot answer now (unreachable, 5xx: try
 again later), `RegistryRefused` when it answered no (4xx: trying again will not help).
@@ -25,7 +26,7 @@ from shared.registry_api import (
     VersionMetadata,
 )
 from shared.serialization import ArtifactError, digest
-from shared.signing import verify
+from shared.signing import SignatureRefused, Verifier
 from shared.vocabulary import Alias
 
 DIGEST_HEADER = "X-Ctloop-Digest"
@@ -55,7 +56,7 @@ class RegistryRefused(RegistryError):
 class ModelVersions(Protocol):
     """What the trainer and serving read from the registry (tests implement it with fakes)."""
 
-    signing_key: str | None
+    verifier: Verifier | None
 
     def version(self, name: str, version: int) -> ModelVersion | None: ...
 
@@ -67,12 +68,17 @@ class ModelVersions(Protocol):
 
 
 class RegistryClient:
-    """`signing_key` is needed to download artifacts: every artifact's signature is checked."""
+    """`token`: the caller's role token (any role's may read). `verifier` is needed to download
+    artifacts: every version's signature is checked."""
 
     def __init__(
-        self, base_url: str, token: str | None = None, timeout_s: float = 10.0, signing_key: str | None = None
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        verifier: Verifier | None = None,
     ) -> None:
-        self.signing_key = signing_key
+        self.verifier = verifier
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
 
@@ -110,15 +116,21 @@ class RegistryClient:
         data = response.content
         if digest(data) != version.digest or response.headers.get(DIGEST_HEADER) != version.digest:
             raise ArtifactError(f"artifact of {name} v{version.version} does not match its digest")
-        if self.signing_key is None:
-            raise ArtifactError("no signing key configured: artifacts cannot be verified")
-        if not verify(self.signing_key, version.digest, version.signature) or not verify(
-            self.signing_key, version.digest, response.headers.get(SIGNATURE_HEADER)
-        ):
-            raise ArtifactError(
-                f"artifact of {name} v{version.version} is unsigned or its signature is wrong"
-            )
+        check_signature(self.verifier, name, version)
+        if response.headers.get(SIGNATURE_HEADER) != version.signature:
+            raise ArtifactError(f"artifact of {name} v{version.version} came with another signature")
         return data
+
+    def role_of(self, token: str) -> str | None:
+        """The registry's answer to whose `token` this is (a role), None when it is no role's."""
+        try:
+            response = self._request("GET", "/v1/auth", headers={"Authorization": f"Bearer {token}"})
+        except RegistryRefused as exc:
+            if exc.status_code in (401, 403):
+                return None
+            raise
+        role = response.json().get("role") if response.status_code == 200 else None
+        return role if isinstance(role, str) else None
 
     # --- writes --------------------------------------------------------------------------
 
@@ -194,6 +206,25 @@ class RegistryClient:
         if response.status_code == 404:
             raise RegistryRefused(f"POST {path}: {_detail(response)}", 404)
         return ModelVersion.model_validate_json(response.content)
+
+
+def check_signature(verifier: Verifier | None, name: str, version: ModelVersion) -> None:
+    """ArtifactError unless `version` carries the registry's signature over exactly it (its
+    name, number, digest and input schema)."""
+    if verifier is None:
+        raise ArtifactError("no signing public key configured: versions cannot be verified")
+    if version.name != name:
+        raise ArtifactError(f"asked for {name}, the registry answered a version of {version.name}")
+    try:
+        verifier.check(
+            name,
+            version.version,
+            version.digest,
+            version.input_schema.model_dump(mode="json"),
+            version.signature,
+        )
+    except SignatureRefused as exc:
+        raise ArtifactError(str(exc)) from None
 
 
 def _detail(response: httpx.Response) -> str:

@@ -18,10 +18,39 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.signing import BadKey, Signer, Verifier, dev_keypair
+
 PLACEHOLDER_TOKENS = {"", "changeme", "change-me", "secret", "dev-token", "dev-signing-key"}
+Role = Literal["producer", "trainer", "operator", "monitor", "reader"]
+ROLES: tuple[Role, ...] = ("producer", "trainer", "operator", "monitor", "reader")
+RETIRED_VARIABLES = {
+    "CTLOOP_REGISTRY_TOKEN": "one token per role now (CTLOOP_TRAINER_TOKEN, CTLOOP_OPERATOR_TOKEN, "
+    "CTLOOP_MONITOR_TOKEN, CTLOOP_PRODUCER_TOKEN, CTLOOP_READER_TOKEN)",
+    "CTLOOP_SIGNING_KEY": "versions are signed with Ed25519 now (CTLOOP_SIGNING_PRIVATE_KEY on the "
+    "registry, CTLOOP_SIGNING_PUBLIC_KEY on loaders; to re-sign old versions once, "
+    "CTLOOP_LEGACY_SIGNING_KEY)",
+}
+
+
+REQUIRED_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    "registry": ("trainer", "operator", "monitor", "private_key"),
+    "ingest": ("producer",),
+    "trainer": ("trainer", "public_key"),
+    "monitor": ("monitor",),
+    "serving": ("public_key",),
+    "console": (),
+}
+"""The credentials each service refuses to start without (outside dev mode): role tokens, and
+the registry's private or public key. The reader token is optional everywhere."""
+
+
+class CredentialsError(ValueError):
+    """A service was started without the credentials its role needs (or with placeholders)."""
+
+
 DEFAULT_SCHEMA = Path(__file__).parent / "schemas" / "demo.yaml"
 
 
@@ -58,15 +87,48 @@ class CommonSettings(BaseSettings):
     registry_url: str = "http://127.0.0.1:8002"
     """Base URL of the registry's HTTP API (artifacts and metadata)."""
 
-    registry_token: str = "dev-token"
-    """Bearer token for writes to the registry. Placeholders are refused unless `dev_mode`."""
+    producer_token: SecretStr = SecretStr("")
+    """Bearer token of the `producer` role: writes to ingest (`POST /v1/records`,
+    `POST /v1/labels`). Ingest needs it; so do the clients that send records over HTTP."""
 
-    signing_key: str = "dev-signing-key"
-    """Key of the HMAC that signs artifacts (the registry signs, serving and the trainer verify).
-    Placeholders are refused unless `dev_mode`."""
+    trainer_token: SecretStr = SecretStr("")
+    """Bearer token of the `trainer` role: uploads of new versions to the registry (and reads).
+    The trainer and the registry need it."""
 
-    dev_mode: bool = True
-    """Local development: allows a placeholder registry token. Turn off in any deployment."""
+    operator_token: SecretStr = SecretStr("")
+    """Bearer token of the `operator` role: promote, approve, roll back, archive and move
+    aliases in the registry, start a training run by hand, sign in to the console. Only the
+    registry holds it (the trainer and the console ask the registry whether a caller's token
+    is an operator's); people and `ctloop models`/`ctloop train` present it."""
+
+    monitor_token: SecretStr = SecretStr("")
+    """Bearer token of the `monitor` role: the loop's own changes to aliases, and no others —
+    rolling back a champion, and making the current challenger champion after it won its
+    shadow comparison. The monitor and the registry need it."""
+
+    reader_token: SecretStr = SecretStr("")
+    """Bearer token of the `reader` role, optional. When set, the registry's reads (versions,
+    reference profiles with their training rows, artifacts) and the monitor's drift reads need
+    it or any role's token; when unset they stay open. Serving and the console need it when
+    set."""
+
+    signing_private_key: SecretStr = SecretStr("")
+    """The registry's Ed25519 private key (base64 of 32 bytes; `ctloop credentials` makes a
+    pair): it signs every version. Only the registry holds it."""
+
+    signing_public_key: str = ""
+    """The registry's Ed25519 public key (base64 of 32 bytes): serving and the trainer check
+    every version's signature with it."""
+
+    legacy_signing_key: SecretStr = SecretStr("")
+    """The retired HMAC key (the old `CTLOOP_SIGNING_KEY`), set once on the registry to
+    re-sign versions registered before Ed25519 (docs/security.md); unset it afterwards."""
+
+    dev_mode: bool = False
+    """Local development only: an unset credential falls back to a public placeholder
+    (`dev-<role>-token`, and a key pair from a public seed). Never in a deployment;
+    `ctloop up` and `ctloop demo` generate real credentials instead (`credentials.env` in the
+    data folder)."""
 
     instance: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     """This process's instance name, carried in every event's `source`."""
@@ -95,20 +157,85 @@ class CommonSettings(BaseSettings):
                 raise ValueError(f"expected host:port[,host:port], got {value!r}")
         return value
 
-    @model_validator(mode="after")
-    def _no_placeholder_secrets_outside_dev(self) -> CommonSettings:
-        if self.dev_mode:
-            return self
-        for variable, value in (
-            ("CTLOOP_REGISTRY_TOKEN", self.registry_token),
-            ("CTLOOP_SIGNING_KEY", self.signing_key),
+    def token(self, role: Role) -> str:
+        """The role's token; in dev mode an unset one (but the optional reader's) is the
+        role's public placeholder."""
+        value = self._secret(role).get_secret_value().strip()
+        if not value and self.dev_mode and role != "reader":
+            return f"dev-{role}-token"
+        return value
+
+    def _secret(self, role: Role) -> SecretStr:
+        secret = getattr(self, f"{role}_token")
+        assert isinstance(secret, SecretStr)
+        return secret
+
+    def signer(self) -> Signer:
+        """The registry's signer (the development key pair in dev mode when none is set)."""
+        private = self.signing_private_key.get_secret_value().strip()
+        return Signer(private or dev_keypair()[0])
+
+    def verifier(self) -> Verifier:
+        """What loaders check signatures with (the development public key in dev mode when
+        none is set)."""
+        return Verifier(self.signing_public_key.strip() or dev_keypair()[1])
+
+    def require_for(self, service: str) -> None:
+        """`require` what `service` needs (REQUIRED_CREDENTIALS)."""
+        needs = REQUIRED_CREDENTIALS[service]
+        roles = [role for role in ROLES if role in needs]
+        self.require(*roles, private_key="private_key" in needs, public_key="public_key" in needs)
+
+    def require(self, *roles: Role, private_key: bool = False, public_key: bool = False) -> None:
+        """Refuse to start (CredentialsError naming each variable and why, never a value)
+        without the credentials a service needs, or with a placeholder, outside dev mode."""
+        problems = [
+            f"{retired} is retired: {instead}"
+            for retired, instead in RETIRED_VARIABLES.items()
+            if retired in os.environ
+        ]
+        if not self.dev_mode:
+            for role in roles:
+                value = self.token(role)
+                variable = f"CTLOOP_{role.upper()}_TOKEN"
+                if not value:
+                    problems.append(f"{variable} is not set")
+                elif _placeholder(value):
+                    problems.append(f"{variable} is a placeholder or shorter than 16 characters")
+            dev_private, dev_public = dev_keypair()
+            for wanted, variable, value, dev_value in (
+                (
+                    private_key,
+                    "CTLOOP_SIGNING_PRIVATE_KEY",
+                    self.signing_private_key.get_secret_value(),
+                    dev_private,
+                ),
+                (public_key, "CTLOOP_SIGNING_PUBLIC_KEY", self.signing_public_key, dev_public),
+            ):
+                if wanted and not value.strip():
+                    problems.append(f"{variable} is not set")
+                elif wanted and value.strip() == dev_value:
+                    problems.append(f"{variable} is the public development key")
+        for wanted, variable, make in (
+            (private_key, "CTLOOP_SIGNING_PRIVATE_KEY", self.signer),
+            (public_key, "CTLOOP_SIGNING_PUBLIC_KEY", self.verifier),
         ):
-            if value.strip().lower() in PLACEHOLDER_TOKENS or len(value.strip()) < 16:
-                raise ValueError(
-                    f"{variable} is a placeholder or shorter than 16 characters; set a real secret "
-                    "or CTLOOP_DEV_MODE=true"
-                )
-        return self
+            if wanted:
+                try:
+                    make()
+                except BadKey as exc:
+                    problems.append(f"{variable} is not a valid key: {exc}")
+        if problems:
+            raise CredentialsError(
+                "; ".join(problems)
+                + " (generate a set with `ctloop credentials`, or CTLOOP_DEV_MODE=true for local"
+                " development; docs/security.md)"
+            )
+
+
+def _placeholder(value: str) -> bool:
+    lowered = value.strip().lower()
+    return lowered in PLACEHOLDER_TOKENS or lowered.startswith("dev-") or len(lowered) < 16
 
 
 class HTTPServiceSettings(CommonSettings):

@@ -20,6 +20,7 @@ def main() -> None:
 
     settings = ConsoleSettings()
     setup_logging("console", settings.log_level)
+    settings.require_for("console")  # nothing required; refuses retired variables
     schema = load_schema(settings.schema_path)
     topics.ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     root = settings.data_dir / "console"

@@ -1,4 +1,4 @@
-"""Who may act in the console: operators sign in with a registry write token, which the
+"""Who may act in the console: operators sign in with the operator token, which the
 registry checks (`GET /v1/auth`) and the console then uses for their actions, so the registry
 stays the one place that decides who may change a model. A reader (no session) sees no action.
 

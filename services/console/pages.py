@@ -111,7 +111,9 @@ def build_app(
         )
 
     def fetch(url: str, token: str | None = None, method: str = "GET", body: Any = None) -> tuple[int, Any]:
-        """(status, JSON or error text) of a call to another service; 0 when it did not answer."""
+        """(status, JSON or error text) of a call to another service (with the operator's token,
+        or the reader's when one is configured); 0 when it did not answer."""
+        token = token or settings.token("reader")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             response = client.request(method, url, headers=headers, json=body, timeout=DETAIL_TIMEOUT_S)
@@ -411,8 +413,10 @@ def build_app(
     def login(
         request: Request, token: Annotated[str, Form(max_length=500, pattern=TOKEN_PATTERN)]
     ) -> Response:
-        """Sign in with a registry write token; the registry says whether it is one."""
+        """Sign in with the operator token; the registry says whether it is one."""
         status_code, answer = fetch(f"{registry}/v1/auth", token=token)
+        if status_code == 200 and not (isinstance(answer, dict) and answer.get("role") == "operator"):
+            status_code = 403  # another role's token (the trainer's, the monitor's): not a person's
         if status_code != 200:
             error = "the registry refused this token" if status_code in (401, 403) else str(answer)
             return page(

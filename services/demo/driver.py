@@ -22,6 +22,7 @@ import httpx
 from pydantic import BaseModel, Field
 
 from services.demo.stream import ConceptStream
+from services.supervisor import SERVICES, Stack
 from shared import topics
 from shared.events import BadEvent, Envelope
 from shared.kafka import make_consumer
@@ -162,26 +163,27 @@ def _accuracy(rows: list[_Served]) -> float | None:
     return sum(r.correct for r in rows) / len(rows) if rows else None
 
 
-def run_demo(
-    urls: dict[str, str], bootstrap: str, config: DemoConfig, say: Callable[[str], None] = print
-) -> DemoReport:
-    watcher = EventWatcher(bootstrap, say)
+def run_demo(stack: Stack, config: DemoConfig, say: Callable[[str], None] = print) -> DemoReport:
+    """Drive the demo stream through a running stack (ingest's writes with its producer's
+    token) and report what the loop did."""
+    urls, producer_token = {s: stack.url(s) for s in SERVICES}, stack.token("producer")
+    watcher = EventWatcher(stack.bootstrap, say)
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     try:
-        return _drive(urls, config, say, watcher)
+        return _drive(urls, config, say, watcher, producer_token)
     finally:
         watcher.stop()
         thread.join(5)
 
 
 def _drive(
-    urls: dict[str, str], config: DemoConfig, say: Callable[[str], None], watcher: EventWatcher
+    urls: dict[str, str], config: DemoConfig, say: Callable[[str], None], watcher: EventWatcher, token: str
 ) -> DemoReport:
     stream = ConceptStream(seed=config.seed, drift_at=config.warmup + config.drift_at)
     drift_index = config.warmup + config.drift_at
     deadline = time.monotonic() + config.timeout_s
-    http = httpx.Client(timeout=30.0)
+    http = httpx.Client(timeout=30.0, headers={"Authorization": f"Bearer {token}"} if token else {})
     say(f"cold start: {config.warmup} labelled records through ingest")
     for done in range(0, config.warmup, 200):
         batch = [{**r, "label": y} for r, y in stream.take(min(200, config.warmup - done))]

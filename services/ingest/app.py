@@ -75,6 +75,11 @@ def build_app(
         health=lambda: {"ready": ready(), "service": "ingest"},
         supervisor=supervisor,
         max_body_bytes=settings.ingest_max_body_bytes,
+        tokens={"producer": settings.token("producer")},
+        guarded=[
+            ("POST", r"/v1/records", ("producer",), "sending records"),
+            ("POST", r"/v1/labels", ("producer",), "sending labels"),
+        ],
     )
     # NOTE: one thread validates and sends for every request. With a thread per request, the
     # threads fought kafka-python's per-partition locks and the GIL (35% of samples at 4

@@ -19,6 +19,7 @@ def main() -> None:
 
     settings = IngestSettings()
     setup_logging("ingest", settings.log_level)
+    settings.require_for("ingest")
     schema = load_schema(settings.schema_path)
     topics.ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     recent = RecentIds(settings.ingest_dedupe_window_s, settings.ingest_dedupe_capacity)

@@ -21,7 +21,7 @@ from shared.http import create_app
 from shared.kafka import EventPublisher, faust_broker_config
 from shared.registry_client import RegistryClient
 from shared.schema import DatasetSchema
-from shared.settings import MonitorSettings
+from shared.settings import ROLES, MonitorSettings
 from shared.supervision import Supervisor
 from shared.vocabulary import Alias
 
@@ -47,7 +47,7 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> MonitorApp:
     state = app.monitor_state = MonitorState(settings, schema)
     joins = JoinStore(settings.monitor_join_ttl_s)
     JOIN_WAITING.set_function(lambda: len(joins))
-    registry = RegistryClient(settings.registry_url, settings.registry_token)
+    registry = RegistryClient(settings.registry_url, settings.token("monitor"))
     link = RegistryLink(
         registry, schema.name, lambda request, version: agents.apply_reference(state, request, version)
     )
@@ -90,6 +90,8 @@ def build(settings: MonitorSettings, schema: DatasetSchema) -> MonitorApp:
         },
         supervisor=supervisor,
         max_body_bytes=settings.http_max_body_bytes,
+        tokens={role: settings.token(role) for role in ROLES},
+        guarded=[("GET", r"/v1/.*", ROLES, "reading drift")] if settings.token("reader") else (),
     )
 
     @http.get("/v1/drift/status", tags=["drift"])

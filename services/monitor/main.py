@@ -17,6 +17,7 @@ def main() -> None:
     tune_gc(MONITOR_YOUNG)  # see there: the young generation at 700 cost ~4 us of ~25 us per record
     settings = MonitorSettings()
     setup_logging("monitor", settings.log_level)
+    settings.require_for("monitor")
     schema = load_schema(settings.schema_path)
     ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     app = build(settings, schema)

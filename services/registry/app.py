@@ -1,11 +1,14 @@
 """The registry's HTTP API: models, versions, artifacts, aliases, promotion, rollback, lineage.
 
-Writes need `Authorization: Bearer <CTLOOP_REGISTRY_TOKEN>`. An upload is refused unless its
-bytes match the declared digest, it loads under ctloop's skops allow-list, and it carries an
-input schema. A candidate whose gates passed gets the alias of the promotion policy (`auto`:
-champion, `shadow`: challenger, `manual`: none until approved) in the transaction that
-registers it. Every version is signed (HMAC over its digest); downloads carry the digest and
-the signature in headers for the loader to verify.
+Writes need a role's bearer token (docs/security.md): uploads the `trainer`'s; alias changes the
+`operator`'s, or the `monitor`'s for the loop's own two (rolling back the champion, making its
+challenger champion). When a `reader` token is configured, reads need it or any role's token.
+An upload is refused unless its bytes match the declared digest, it loads under ctloop's skops
+allow-list, and it carries an input schema. A candidate whose gates passed gets the alias of the
+promotion policy (`auto`: champion, `shadow`: challenger, `manual`: none until approved) in the
+transaction that registers it. Every version is signed (Ed25519 over its name, number, digest
+and input schema, with a key only the registry holds); downloads carry the digest and the
+signature in headers for the loader to verify.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from prometheus_client import Counter
@@ -22,7 +25,7 @@ from starlette.datastructures import UploadFile
 
 from services.registry.artifacts import ArtifactStore
 from services.registry.store import RegistryStore, StoreConflict
-from shared.http import BadRequest, Conflict, NotFound, Unprocessable, bearer_auth, create_app
+from shared.http import BadRequest, Conflict, Forbidden, NotFound, RoleRule, Unprocessable, create_app
 from shared.registry_api import (
     AliasChange,
     AliasTarget,
@@ -39,7 +42,7 @@ from shared.registry_api import (
 from shared.registry_client import DIGEST_HEADER, SIGNATURE_HEADER
 from shared.schema import NAME_PATTERN
 from shared.serialization import ArtifactError, digest, load_model
-from shared.settings import RegistrySettings
+from shared.settings import ROLES, RegistrySettings
 from shared.supervision import Supervisor
 
 UPLOADS = Counter("ctloop_registry_uploads_total", "Model uploads by outcome", ["outcome"])
@@ -72,6 +75,20 @@ UPLOAD_FORM: dict[str, object] = {
 }
 """The upload's body, documented by hand: the route reads its form itself (after the token)."""
 
+MODEL = r"/v1/models/[^/]+"
+GUARDED_WRITES: list[RoleRule] = [
+    ("POST", MODEL + r"/versions", ("trainer",), "uploading a version"),
+    ("POST", MODEL + r"/versions/[^/]+/promote", ("operator", "monitor"), "promoting"),
+    ("POST", MODEL + r"/versions/[^/]+/approve", ("operator",), "approving"),
+    ("POST", MODEL + r"/versions/[^/]+/archive", ("operator",), "archiving"),
+    ("POST", MODEL + r"/aliases/[^/]+", ("operator",), "moving an alias"),
+    ("POST", MODEL + r"/rollback", ("operator", "monitor"), "rolling back"),
+    ("GET", r"/v1/auth", ROLES, "checking a token"),
+]
+"""Who may write what. The monitor's promotions are narrowed further in the route."""
+READS: RoleRule = ("GET", r"/v1/.*", ROLES, "reading the registry")
+"""Guarded only when a reader token is configured."""
+
 
 def build_app(
     settings: RegistrySettings,
@@ -85,15 +102,15 @@ def build_app(
         supervisor=supervisor,
         max_body_bytes=settings.http_max_body_bytes,
         larger_bodies=[("POST", r"/v1/models/[^/]+/versions", settings.registry_max_artifact_bytes)],
+        tokens={role: settings.token(role) for role in ROLES},
+        guarded=[*GUARDED_WRITES, READS] if settings.token("reader") else GUARDED_WRITES,
     )
 
-    writes = [Depends(bearer_auth(settings.registry_token, "writes"))]
-
-    @app.get("/v1/auth", tags=["auth"], dependencies=writes)
-    def check_token() -> dict[str, bool]:
-        """Whether the bearer token may write (401 otherwise): how the console checks an
-        operator's sign-in without changing anything."""
-        return {"writes": True}
+    @app.get("/v1/auth", tags=["auth"])
+    def check_token(request: Request) -> dict[str, str]:
+        """The role of the bearer token (401 when it is no role's): how the console and the
+        trainer check an operator's token without holding the operator token themselves."""
+        return {"role": request.state.role}
 
     def version_or_404(name: str, version: int) -> ModelVersion:
         found = store.version(name, version)
@@ -130,7 +147,6 @@ def build_app(
         response_model=ModelVersion,
         status_code=201,
         tags=["versions"],
-        dependencies=writes,
         openapi_extra=UPLOAD_FORM,
     )
     async def upload_version(name: ModelName, request: Request) -> ModelVersion:
@@ -238,20 +254,34 @@ def build_app(
         "/v1/models/{name}/versions/{version}/promote",
         response_model=ModelVersion,
         tags=["aliases"],
-        dependencies=writes,
     )
-    def promote(name: ModelName, version: VersionNumber, body: PromoteRequest | None = None) -> ModelVersion:
+    def promote(
+        name: ModelName, version: VersionNumber, request: Request, body: PromoteRequest | None = None
+    ) -> ModelVersion:
         """Point an alias (default `champion`) at this version (`replaces`: only if it points at
         that version now, else 409; a version rolled back from champion needs
-        `override_rollback`)."""
-        request = body or PromoteRequest()
-        return set_alias(name, version, request.alias, request.reason, request)
+        `override_rollback`). The `monitor` role may only make the current challenger champion,
+        in place of a named champion, with no override."""
+        change = body or PromoteRequest()
+        if request.state.role == "monitor":
+            challenger = store.alias(name, "challenger")
+            if (
+                change.alias != "champion"
+                or change.replaces is None
+                or change.override_rollback
+                or challenger is None
+                or challenger.version != version
+            ):
+                raise Forbidden(
+                    "the monitor role may only make the current challenger champion, in place of "
+                    "the champion it compared it with (replaces), without an override"
+                )
+        return set_alias(name, version, change.alias, change.reason, change)
 
     @app.post(
         "/v1/models/{name}/versions/{version}/approve",
         response_model=ModelVersion,
         tags=["aliases"],
-        dependencies=writes,
     )
     def approve(name: ModelName, version: VersionNumber, body: ApproveRequest | None = None) -> ModelVersion:
         """A person's approval (policies `manual` and `shadow`): the version becomes champion
@@ -263,21 +293,21 @@ def build_app(
         "/v1/models/{name}/aliases/{alias}",
         response_model=ModelVersion,
         tags=["aliases"],
-        dependencies=writes,
     )
     def move_alias(name: ModelName, alias: Alias, body: AliasTarget) -> ModelVersion:
         """Point `alias` at `{"version": v}` (conditions as for a promotion)."""
         return set_alias(name, body.version, alias, body.reason, body)
 
-    @app.post(
-        "/v1/models/{name}/rollback", response_model=ModelVersion, tags=["aliases"], dependencies=writes
-    )
-    def rollback(name: ModelName, body: RollbackRequest | None = None) -> ModelVersion:
+    @app.post("/v1/models/{name}/rollback", response_model=ModelVersion, tags=["aliases"])
+    def rollback(name: ModelName, request: Request, body: RollbackRequest | None = None) -> ModelVersion:
         """Make the previous champion the champion again, in one call (`replaces`: only if the
-        champion is that version now, else 409, so two callers at once make one rollback)."""
-        request = body or RollbackRequest()
+        champion is that version now, else 409, so two callers at once make one rollback; the
+        `monitor` role must name it)."""
+        change = body or RollbackRequest()
+        if request.state.role == "monitor" and change.replaces is None:
+            raise Forbidden("the monitor role must name the champion it rolls back (replaces)")
         try:
-            result = store.rollback(name, request.reason, replaces=request.replaces)
+            result = store.rollback(name, change.reason, replaces=change.replaces)
         except StoreConflict as exc:
             raise Conflict(str(exc)) from exc
         if result is None:
@@ -289,7 +319,6 @@ def build_app(
         "/v1/models/{name}/versions/{version}/archive",
         response_model=ModelVersion,
         tags=["versions"],
-        dependencies=writes,
     )
     def archive(name: ModelName, version: VersionNumber) -> ModelVersion:
         """Retire a version no alias points at: it can no longer be promoted."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import REGISTRY
 
 from shared.events import Source
@@ -9,9 +11,10 @@ from shared.http import serve
 from shared.kafka import make_producer
 from shared.logs import setup_logging
 from shared.settings import RegistrySettings
-from shared.signing import sign
 from shared.supervision import Supervisor
 from shared.topics import ensure_topics
+
+log = logging.getLogger(__name__)
 
 
 def main() -> None:
@@ -24,15 +27,24 @@ def main() -> None:
 
     settings = RegistrySettings()
     setup_logging("registry", settings.log_level)
+    settings.require_for("registry")
     root = settings.data_dir / "registry"
     root.mkdir(parents=True, exist_ok=True)
     db_url = settings.registry_db_url or f"sqlite:///{(root / 'registry.db').resolve()}"
     store = RegistryStore(
         db_url,
         Source(service="registry", instance=settings.instance),
-        signer=lambda digest: sign(settings.signing_key, digest),
+        signer=settings.signer(),
     )
     migrate(store.engine)
+    if legacy := settings.legacy_signing_key.get_secret_value():
+        resigned, kept = store.resign_legacy(legacy)
+        log.warning(
+            "re-signed %d versions signed with the retired HMAC key; %d did not verify under it "
+            "and stay refused by every loader. Unset CTLOOP_LEGACY_SIGNING_KEY now.",
+            resigned,
+            kept,
+        )
     REGISTRY.register(AliasCollector(store))
     ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     supervisor = Supervisor("registry")

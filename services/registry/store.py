@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from shared import topics
 from shared.events import ModelPromoted, ModelRegistered, Source, encode_event
 from shared.registry_api import AliasChange, ModelSummary, ModelVersion, VersionMetadata
+from shared.signing import PREFIX, Signer, legacy_hmac_valid
 
 metadata_obj = MetaData()
 
@@ -49,7 +50,7 @@ versions = Table(
     Column("model_name", String(64), nullable=False),
     Column("version", Integer, nullable=False),
     Column("digest", String(80), nullable=False),
-    Column("signature", String(80), nullable=False),
+    Column("signature", String(128), nullable=False),
     Column("status", String(16), nullable=False, server_default="active"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("metadata", Text, nullable=False),
@@ -103,10 +104,10 @@ class _AliasRaced(Exception):
 
 
 class RegistryStore:
-    def __init__(self, url: str, source: Source, signer: Callable[[str], str]) -> None:
+    def __init__(self, url: str, source: Source, signer: Signer) -> None:
         self.engine: Engine = create_engine(url)
         self.source = source
-        self.sign = signer
+        self.signer = signer
         # NOTE: serializes this process's writes (SQLite has one writer anyway); writers in
         # other processes are kept apart by the unique keys and a retry.
         self._write_lock = threading.Lock()
@@ -192,6 +193,30 @@ class RegistryStore:
         return [r.value for r in reversed(rows)]
 
     # --- writes --------------------------------------------------------------------------
+
+    def _sign(self, name: str, number: int, meta: VersionMetadata) -> str:
+        return self.signer.sign(name, number, meta.digest, meta.input_schema.model_dump(mode="json"))
+
+    def resign_legacy(self, legacy_key: str) -> tuple[int, int]:
+        """Re-sign, with the Ed25519 key, every version whose signature is the retired HMAC
+        one and verifies under `legacy_key`; (re-signed, left as they were). A version whose
+        HMAC does not verify keeps it, and every loader refuses it (its row was edited, or the
+        key is not the one it was signed with)."""
+        resigned = kept = 0
+        with self._write_lock, self.engine.begin() as conn:
+            rows = conn.execute(select(versions).where(~versions.c.signature.startswith(PREFIX))).all()
+            for row in rows:
+                if not legacy_hmac_valid(legacy_key, row.digest, row.signature):
+                    kept += 1
+                    continue
+                meta = VersionMetadata.model_validate_json(row.metadata)
+                conn.execute(
+                    update(versions)
+                    .where(versions.c.id == row.id)
+                    .values(signature=self._sign(row.model_name, row.version, meta))
+                )
+                resigned += 1
+        return resigned, kept
 
     def _retrying(self, change: Callable[[Connection], T], attempts: int = 10) -> T:
         """Run `change` in one transaction; retry when another writer won a race, after a
@@ -304,7 +329,7 @@ class RegistryStore:
                     model_name=name,
                     version=number,
                     digest=meta.digest,
-                    signature=self.sign(meta.digest),
+                    signature=self._sign(name, number, meta),
                     created_at=datetime.now(UTC),
                     metadata=meta.model_dump_json(),
                 )

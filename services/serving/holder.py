@@ -24,10 +24,9 @@ from services.serving.model import LoadedModel
 from services.serving.perf_check import Budget, RecentRows, check
 from shared.events import SwapCheck
 from shared.registry_api import ModelVersion
-from shared.registry_client import ModelVersions
+from shared.registry_client import ModelVersions, check_signature
 from shared.schema import DatasetSchema
 from shared.serialization import load_model
-from shared.signing import verify
 from shared.vocabulary import Alias
 
 log = logging.getLogger(__name__)
@@ -87,8 +86,8 @@ class ModelHolder:
         self._compatible(version)
         if data is None:
             data = self.registry.artifact(self.schema.name, version)
-        elif not verify(self.registry.signing_key or "", version.digest, version.signature):
-            raise SwapRefused(f"v{version.version}: cached artifact is unsigned or its signature is wrong")
+        else:
+            check_signature(self.registry.verifier, self.schema.name, version)
         candidate = LoadedModel(version=version, pipeline=load_model(data, version.digest))
         candidate.warm_up()
         return candidate, data

@@ -32,12 +32,13 @@ def main() -> None:
 
     settings = ServingSettings()
     setup_logging("serving", settings.log_level)
+    settings.require_for("serving")
     schema = load_schema(settings.schema_path)
     topics.ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     publisher = EventPublisher(settings, "serving")
     holder = ModelHolder(
         schema,
-        RegistryClient(settings.registry_url, signing_key=settings.signing_key),
+        RegistryClient(settings.registry_url, settings.token("reader"), verifier=settings.verifier()),
         cache_dir=settings.data_dir / "serving" / "cache" / schema.name,
         budget=Budget(settings.serving_swap_p99_ratio, settings.serving_swap_p99_slack_ms)
         if settings.serving_swap_check

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Header
 
 from services.trainer.run import RunReport, Trigger
 from services.trainer.service import Trainer
-from shared.http import NotFound, bearer_auth, create_app
+from shared.http import Forbidden, NotFound, Unauthorized, Unavailable, create_app
+from shared.registry_client import RegistryUnavailable
 from shared.supervision import Supervisor
 from shared.vocabulary import TriggerKind
 
 
-def build_app(trainer: Trainer, ready: Callable[[], bool], supervisor: Supervisor | None = None) -> FastAPI:
+def build_app(
+    trainer: Trainer,
+    ready: Callable[[], bool],
+    role_of: Callable[[str], str | None],
+    supervisor: Supervisor | None = None,
+) -> FastAPI:
+    """`role_of(token)` is the registry's answer to whose token a caller presents: the trainer
+    holds no operator token to compare with."""
     app = create_app(
         "ctloop trainer",
         health=lambda: {
@@ -31,14 +40,29 @@ def build_app(trainer: Trainer, ready: Callable[[], bool], supervisor: Superviso
         """Every run of this trainer, newest first, with phases, metrics and gate report."""
         return list(reversed(trainer.runs))
 
-    # NOTE: the registry's write token until issue 22's roles: a run changes what may become
-    # champion, and anyone looping this endpoint kept a fit running for ever.
-    operator = [Depends(bearer_auth(trainer.settings.registry_token, "starting a run"))]
+    def operator_only(authorization: Annotated[str | None, Header()] = None) -> None:
+        # A run changes what may become champion, and anyone looping this endpoint kept a fit
+        # running for ever: operators only (the route has no body to read first).
+        scheme, _, token = (authorization or "").partition(" ")
+        try:
+            role = role_of(token) if scheme.lower() == "bearer" and token else None
+        except RegistryUnavailable as exc:
+            raise Unavailable(
+                f"the registry, which knows the operators' token, cannot answer: {exc}"
+            ) from exc
+        if role is None:
+            raise Unauthorized(
+                "starting a run needs the operator's bearer token", {"WWW-Authenticate": "Bearer"}
+            )
+        if role != "operator":
+            raise Forbidden(f"the {role} role may not start a run (operator only)")
+
+    operator = [Depends(operator_only)]
 
     @app.post("/v1/runs", response_model=Trigger, status_code=202, tags=["runs"], dependencies=operator)
     def trigger_run() -> Trigger:
         """Ask for a run now on the sliding window of examples (merged into any waiting one).
-        Needs `Authorization: Bearer <CTLOOP_REGISTRY_TOKEN>`."""
+        Needs `Authorization: Bearer <CTLOOP_OPERATOR_TOKEN>`."""
         return trainer.trigger(Trigger(kind=TriggerKind.MANUAL))
 
     @app.get("/v1/runs/{run_id}", response_model=RunReport, tags=["runs"])

@@ -24,14 +24,11 @@ def main() -> None:
 
     settings = TrainerSettings()
     setup_logging("trainer", settings.log_level)
+    settings.require_for("trainer")
     schema = load_schema(settings.schema_path)
     topics.ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
-    trainer = Trainer(
-        settings,
-        schema,
-        EventPublisher(settings, "trainer"),
-        RegistryClient(settings.registry_url, settings.registry_token, signing_key=settings.signing_key),
-    )
+    registry = RegistryClient(settings.registry_url, settings.token("trainer"), verifier=settings.verifier())
+    trainer = Trainer(settings, schema, EventPublisher(settings, "trainer"), registry)
     # NOTE: the example store lives in memory, so it is rebuilt from the tail of `examples` at
     # every start (that consumer commits nothing); drift and model events are consumed once,
     # by a group that commits.
@@ -60,7 +57,7 @@ def main() -> None:
     supervisor.start()
     try:
         serve(
-            build_app(trainer, lambda: examples.ready() and events.ready(), supervisor),
+            build_app(trainer, lambda: examples.ready() and events.ready(), registry.role_of, supervisor),
             settings.host,
             settings.trainer_port,
             settings.log_level,

@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from shared.credentials import generate
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -22,9 +24,10 @@ def _binary() -> Path:
 
 
 COMPOSE_BINARY = _binary()
+CREDENTIALS = {k: v for k, v in generate().items() if k != "CTLOOP_READER_TOKEN"}
+"""A set from `ctloop credentials`, without the optional reader token."""
 SECRETS = {
-    "CTLOOP_REGISTRY_TOKEN": "compose-test-token-0123456789",
-    "CTLOOP_SIGNING_KEY": "compose-test-signing-key-0123456789",
+    **CREDENTIALS,
     "POSTGRES_PASSWORD": "compose-test-password",
     "GRAFANA_ADMIN_PASSWORD": "compose-test-grafana",
 }

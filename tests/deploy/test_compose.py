@@ -14,6 +14,7 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from services.supervisor import SERVICES
+from shared import credentials
 from shared.settings import (
     ConsoleSettings,
     IngestSettings,
@@ -22,7 +23,7 @@ from shared.settings import (
     ServingSettings,
     TrainerSettings,
 )
-from tests.deploy.compose import ROOT, SECRETS, compose_config, run_compose
+from tests.deploy.compose import CREDENTIALS, ROOT, SECRETS, compose_config, run_compose
 
 SETTINGS: dict[str, type[BaseSettings]] = {
     "serving": ServingSettings,
@@ -65,8 +66,11 @@ def test_each_service_settings_validate_from_its_compose_environment(
         monkeypatch.delenv(name)
     for name, value in spec["environment"].items():
         monkeypatch.setenv(name, value)
-    settings = SETTINGS[service]()  # raises on a renamed setting's bad value or a placeholder secret
+    settings = SETTINGS[service]()  # raises on a renamed setting's bad value
     assert settings.dev_mode is False  # type: ignore[attr-defined]
+    settings.require_for(service)  # type: ignore[attr-defined]  # what it refuses to start without
+    held = {name for name in spec["environment"] if name in credentials.VARIABLES}
+    assert held <= credentials.NEEDS[service], f"{service} holds credentials it does not need"
     assert [p["target"] for p in spec["ports"]] == _ports(settings, service), (
         f"{service} publishes a port it does not listen on"
     )
@@ -100,11 +104,7 @@ def test_dependencies_start_everything_in_an_order_that_works(config: dict[str, 
     assert services["registry"]["environment"]["CTLOOP_REGISTRY_DB_URL"].startswith("postgresql+psycopg://")
 
 
-K8S_SECRETS = {
-    "CTLOOP_REGISTRY_TOKEN": SECRETS["CTLOOP_REGISTRY_TOKEN"],
-    "CTLOOP_SIGNING_KEY": SECRETS["CTLOOP_SIGNING_KEY"],
-    "POSTGRES_PASSWORD": SECRETS["POSTGRES_PASSWORD"],
-}
+K8S_SECRETS = {**CREDENTIALS, "POSTGRES_PASSWORD": SECRETS["POSTGRES_PASSWORD"]}
 
 
 def _k8s_environment(
@@ -120,7 +120,9 @@ def _k8s_environment(
         if "value" in item:
             env[item["name"]] = item["value"]
         else:
-            env[item["name"]] = secrets[item["valueFrom"]["secretKeyRef"]["key"]]
+            reference = item["valueFrom"]["secretKeyRef"]
+            if reference["key"] in secrets or not reference.get("optional"):
+                env[item["name"]] = secrets[reference["key"]]
     return env
 
 
@@ -136,7 +138,9 @@ def test_each_k8s_deployment_settings_validate_from_its_configmap_and_secret(
     example = (k8s / "secrets.env.example").read_text()
     keys = [line.split("=", 1)[0] for line in example.splitlines() if line and not line.startswith("#")]
     secrets = {
-        key: K8S_SECRETS.get(key, "postgresql+psycopg://ctloop:pw@postgres:5432/ctloop") for key in keys
+        key: K8S_SECRETS.get(key, "postgresql+psycopg://ctloop:pw@postgres:5432/ctloop")
+        for key in keys
+        if key in K8S_SECRETS or key == "CTLOOP_REGISTRY_DB_URL"  # the reader token stays unset
     }
     deployment = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == service)
     container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -146,6 +150,9 @@ def test_each_k8s_deployment_settings_validate_from_its_configmap_and_secret(
         monkeypatch.setenv(name, value)
     settings = SETTINGS[service]()
     assert settings.dev_mode is False  # type: ignore[attr-defined]
+    settings.require_for(service)  # type: ignore[attr-defined]
+    held = {item["name"] for item in container.get("env", []) if item["name"] in credentials.VARIABLES}
+    assert held <= credentials.NEEDS[service], f"{service} holds credentials it does not need"
     assert [p["containerPort"] for p in container["ports"]] == _ports(settings, service)
     assert container["command"] == ["ctloop", "run", service]
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"

@@ -71,8 +71,10 @@ def test_compose_runs_each_service_with_a_real_command() -> None:
 def test_compose_requires_its_secrets() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     for secret in (
-        "CTLOOP_REGISTRY_TOKEN",
-        "CTLOOP_SIGNING_KEY",
+        "CTLOOP_TRAINER_TOKEN",
+        "CTLOOP_OPERATOR_TOKEN",
+        "CTLOOP_SIGNING_PRIVATE_KEY",
+        "CTLOOP_SIGNING_PUBLIC_KEY",
         "POSTGRES_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
     ):

@@ -177,5 +177,5 @@ def test_each_service_starts_from_the_image_with_the_compose_environment(
 
         wait_for(healthy, f"{service}'s compose healthcheck ({shlex.join(command[1:])})", timeout_s=120)
     # the registry runs on PostgreSQL, with its migrations applied at start-up
-    assert httpx.get(f"{stack.url('registry')}/v1/models", timeout=10).json() == []
+    assert httpx.get(f"{stack.url('registry')}/v1/models", timeout=10, headers=stack.auth()).json() == []
     assert "postgresql" in stack.env["CTLOOP_REGISTRY_DB_URL"]

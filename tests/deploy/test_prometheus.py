@@ -29,7 +29,6 @@ from tests.integration.conftest import start_stack, stop_stack, upload_demo, wai
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
-TOKEN = "prometheus-test-token-0123456789"
 
 
 def tool(name: str) -> str:
@@ -93,7 +92,7 @@ def metric_names(expression: str) -> set[str]:
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
     folder = tmp_path_factory.mktemp("prometheus")
-    stack = start_stack(folder, SERVICES, CTLOOP_REGISTRY_TOKEN=TOKEN)
+    stack = start_stack(folder, SERVICES)
     port = free_port()
     config = config_beside_its_rules(folder, {s: f"127.0.0.1:{stack.ports[s]}" for s in SERVICES})
     prometheus = subprocess.Popen(
@@ -134,7 +133,7 @@ def test_a_real_prometheus_scrapes_every_service_and_every_expression_evaluates(
 
     wait_for(targets_up, "Prometheus to scrape every service", timeout_s=120)
     # traffic, so that the request and model series exist: a model, predictions, a bad record
-    upload_demo(stack.url("registry"), TOKEN)
+    upload_demo(stack)
     wait_for(lambda: httpx.get(f"{stack.url('serving')}/healthz").status_code == 200, "serving to load v1")
     for _ in range(5):
         httpx.post(f"{stack.url('serving')}/v1/predict", json={"features": {"x1": 0.1}})  # a 422

@@ -149,8 +149,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def upload_demo(
-    registry_url: str,
-    token: str,
+    stack: Stack,
     name: str = "demo",
     seed: int = 1,
     rows: int = 200,
@@ -160,7 +159,8 @@ def upload_demo(
     estimator: str = "sklearn.linear_model.LogisticRegression",
     params: dict[str, object] | None = None,
 ) -> dict:
-    """Register a small trained demo model through the registry's HTTP API; the version as JSON."""
+    """Register a small trained demo model through the stack's registry's HTTP API (with the
+    trainer's token, as the trainer uploads); the version as JSON."""
     artifact, digest = demo_artifact(rows=rows, seed=seed, estimator=estimator, params=params)
     meta = VersionMetadata(
         digest=digest,
@@ -170,8 +170,8 @@ def upload_demo(
         lineage=Lineage(run_id=f"run-{seed}", trigger=trigger, correlation_id=correlation),
     )
     response = httpx.post(
-        f"{registry_url}/v1/models/{name}/versions",
-        headers={"Authorization": f"Bearer {token}"},
+        f"{stack.url('registry')}/v1/models/{name}/versions",
+        headers={"Authorization": f"Bearer {stack.token('trainer')}"},
         files={"artifact": ("model.skops", artifact)},
         data={"metadata": meta.model_dump_json()},
     )

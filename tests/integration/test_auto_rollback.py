@@ -19,19 +19,15 @@ from tests.integration.conftest import start_stack, stop_stack, upload_demo, wai
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "rollback-test-token-0123456789"
-
 
 def test_worse_champion_is_rolled_back(tmp_path_factory: pytest.TempPathFactory) -> None:
-    stack = start_stack(
-        tmp_path_factory.mktemp("rollback"), services=("registry", "monitor"), CTLOOP_REGISTRY_TOKEN=TOKEN
-    )
+    stack = start_stack(tmp_path_factory.mktemp("rollback"), services=("registry", "monitor"))
     try:
         registry = stack.url("registry")
         publisher = EventPublisher(CommonSettings(kafka_bootstrap=stack.bootstrap), "test")
 
         def upload(seed: int) -> int:
-            return int(upload_demo(registry, TOKEN, seed=seed)["version"])
+            return int(upload_demo(stack, seed=seed)["version"])
 
         def serve(version: int, accuracy: float, count: int, seed: int) -> None:
             rng, now = random.Random(seed), datetime.now(UTC)
@@ -61,7 +57,9 @@ def test_worse_champion_is_rolled_back(tmp_path_factory: pytest.TempPathFactory)
 
         def monitor_reference() -> int | None:
             try:
-                return httpx.get(f"{stack.url('monitor')}/v1/drift/status").json()["reference_version"]
+                return httpx.get(f"{stack.url('monitor')}/v1/drift/status", headers=stack.auth()).json()[
+                    "reference_version"
+                ]
             except httpx.HTTPError:
                 return None
 
@@ -70,7 +68,10 @@ def test_worse_champion_is_rolled_back(tmp_path_factory: pytest.TempPathFactory)
         serve(first, accuracy=0.85, count=300, seed=2)
         wait_for(
             lambda: (
-                httpx.get(f"{stack.url('monitor')}/v1/drift/status").json()["labelled_predictions"] >= 200
+                httpx.get(f"{stack.url('monitor')}/v1/drift/status", headers=stack.auth()).json()[
+                    "labelled_predictions"
+                ]
+                >= 200
             ),
             "the monitor to join v1's predictions with their labels",
             120,
@@ -80,10 +81,14 @@ def test_worse_champion_is_rolled_back(tmp_path_factory: pytest.TempPathFactory)
         serve(second, accuracy=0.5, count=260, seed=4)
 
         def champion() -> int:
-            return int(httpx.get(f"{registry}/v1/models/demo/aliases/champion").json()["version"])
+            return int(
+                httpx.get(f"{registry}/v1/models/demo/aliases/champion", headers=stack.auth()).json()[
+                    "version"
+                ]
+            )
 
         wait_for(lambda: champion() == first, "the registry to roll back to v1", 120)
-        history = httpx.get(f"{registry}/v1/models/demo/history").json()
+        history = httpx.get(f"{registry}/v1/models/demo/history", headers=stack.auth()).json()
         assert history[-1]["version"] == first and history[-1]["reason"].startswith(
             f"auto rollback: v{second}"
         )

@@ -29,8 +29,6 @@ from tests.integration.proxy import Proxy
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "recovery-test-token-0123456789"
-
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[EmbeddedBroker]:
@@ -158,9 +156,7 @@ def test_a_consume_loop_that_fails_is_restarted_named_by_healthz_and_reads_its_b
 def test_the_monitor_keeps_a_registry_call_until_the_registry_answers(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    stack = start_stack(
-        tmp_path_factory.mktemp("recovery"), services=("registry", "monitor"), CTLOOP_REGISTRY_TOKEN=TOKEN
-    )
+    stack = start_stack(tmp_path_factory.mktemp("recovery"), services=("registry", "monitor"))
     proxy = Proxy(stack.ports["registry"]).up()
     try:
         # the monitor reaches the registry through a proxy that the test takes down
@@ -181,7 +177,7 @@ def test_the_monitor_keeps_a_registry_call_until_the_registry_answers(
 
         wait_for(lambda: (r := healthz()) is not None and r.status_code == 200, "the monitor", timeout_s=120)
         proxy.down()
-        upload_demo(stack.url("registry"), TOKEN, seed=1, rows=300)  # promoted: the monitor is told
+        upload_demo(stack, seed=1, rows=300)  # promoted: the monitor is told
         wait_for(
             lambda: (
                 (r := healthz()) is not None
@@ -191,11 +187,16 @@ def test_the_monitor_keeps_a_registry_call_until_the_registry_answers(
             "/healthz to name the registry link while the registry is unreachable",
             timeout_s=120,
         )
-        status = httpx.get(f"{monitor}/v1/drift/status", timeout=5).json()
+        status = httpx.get(f"{monitor}/v1/drift/status", timeout=5, headers=stack.auth()).json()
         assert status["reference_version"] is None
         proxy.up()
         wait_for(
-            lambda: httpx.get(f"{monitor}/v1/drift/status", timeout=5).json()["reference_version"] == 1,
+            lambda: (
+                httpx.get(f"{monitor}/v1/drift/status", timeout=5, headers=stack.auth()).json()[
+                    "reference_version"
+                ]
+                == 1
+            ),
             "the reference fetched once the registry answers",
             timeout_s=120,
         )

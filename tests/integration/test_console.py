@@ -50,13 +50,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def loop(stack: Stack) -> list[Envelope]:
     """The demo's loop run to its swap; the `models` events it made."""
-    urls = {s: stack.url(s) for s in SERVICES}
-    report = run_demo(
-        urls,
-        stack.bootstrap,
-        DemoConfig(warmup=1000, drift_at=1500, after_swap=300, timeout_s=300),
-        say=print,
-    )
+    report = run_demo(stack, DemoConfig(warmup=1000, drift_at=1500, after_swap=300, timeout_s=300), say=print)
     assert report.closed, report.reason
     # a record whose feature value is HTML: refused by ingest, shown on the dead-letters page
     response = httpx.post(
@@ -64,6 +58,7 @@ def loop(stack: Stack) -> list[Envelope]:
         json={
             "records": [{"id": "r-evil", "features": {"x1": 1, "x2": 2, "x3": 3, "amount": 1, "color": EVIL}}]
         },
+        headers={"Authorization": f"Bearer {stack.token('producer')}"},
         timeout=30,
     )
     assert response.json()["rejected"], response.text
@@ -212,7 +207,12 @@ def test_an_operator_rolls_back_in_the_console_and_serving_answers_with_the_prev
     ]
     problems.clear()  # the browser logs the refused sign-in's 401: expected, and nothing else
 
-    page.fill("input[name=token]", "dev-token")  # the stack's dev-mode registry token
+    page.fill("input[name=token]", stack.token("trainer"))  # a valid token, but not a person's
+    page.click("button[type=submit]")
+    assert "refused" in page.locator(".error").inner_text()
+    problems.clear()  # its 403, expected
+
+    page.fill("input[name=token]", stack.token("operator"))
     page.click("button[type=submit]")
     page.wait_for_url(console + "/")
     rollback = page.locator("form.action:has(button[data-action=rollback])")
@@ -238,6 +238,8 @@ def test_an_operator_rolls_back_in_the_console_and_serving_answers_with_the_prev
     page.goto(console + "/")
     recorded = page.locator("table").last.inner_text()
     assert "console test: <b>roll back</b>" in recorded and "done" in recorded
-    history = httpx.get(f"{stack.url('registry')}/v1/models/demo/history", timeout=10).json()
+    history = httpx.get(
+        f"{stack.url('registry')}/v1/models/demo/history", timeout=10, headers=stack.auth()
+    ).json()
     assert history[-1]["reason"] == "console test: <b>roll back</b>"
     assert not problems, problems

@@ -21,7 +21,7 @@ import pytest
 
 from services.demo.driver import DemoConfig, run_demo
 from services.demo.stream import ConceptStream
-from services.supervisor import SERVICES, Stack
+from services.supervisor import Stack
 from shared import topics
 from shared.events import DriftDetected, Source, encode_event
 from shared.kafka import make_producer
@@ -31,7 +31,6 @@ from tests.integration.proxy import Proxy
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "faults-test-token-0123456789"
 GOOD = {"x1": 0.3, "x2": -1.0, "x3": 2.0, "amount": 12.5, "color": "red"}
 
 
@@ -51,7 +50,12 @@ def send_until_accepted(stack: Stack, batch: list[dict]) -> int:
     deadline = time.monotonic() + 180
     while True:
         with contextlib.suppress(httpx.HTTPError):  # a refused connection is one more failed try
-            response = httpx.post(f"{stack.url('ingest')}/v1/records", json={"records": batch}, timeout=30)
+            response = httpx.post(
+                f"{stack.url('ingest')}/v1/records",
+                json={"records": batch},
+                timeout=30,
+                headers=stack.auth("producer"),
+            )
             if response.status_code == 200:
                 body = response.json()
                 assert not body["rejected"], body
@@ -72,7 +76,6 @@ def served_version(stack: Stack) -> int | None:
 def stack(tmp_path: Path) -> Iterator[Stack]:
     running = start_stack(
         tmp_path,
-        CTLOOP_REGISTRY_TOKEN=TOKEN,
         CTLOOP_TRAINER_MIN_EXAMPLES="300",
         CTLOOP_TRAINER_MIN_POST_DRIFT="200",
         CTLOOP_MONITOR_COOLDOWN_S="0",
@@ -119,7 +122,9 @@ def test_sigkill_each_service_loses_and_doubles_nothing(stack: Stack) -> None:
 
     # models: numbers never reused, each artifact complete and named by its digest
     wait_for(lambda: served_version(stack), "a first model to be served")
-    versions = httpx.get(f"{stack.url('registry')}/v1/models/demo/versions", timeout=10).json()
+    versions = httpx.get(
+        f"{stack.url('registry')}/v1/models/demo/versions", timeout=10, headers=stack.auth()
+    ).json()
     numbers = [v["version"] for v in versions]
     assert len(numbers) == len(set(numbers)) >= 1
     # artifacts are filed as <2 hex>/<64 hex>, written to a temporary name then moved
@@ -134,13 +139,13 @@ def test_sigkill_each_service_loses_and_doubles_nothing(stack: Stack) -> None:
 
     # and after all that, the loop still closes: a concept drift ends in a new served model
     config = DemoConfig(seed=3, warmup=200, drift_at=1500, after_swap=300, timeout_s=240)
-    report = run_demo({s: stack.url(s) for s in SERVICES}, stack.bootstrap, config, say=lambda _: None)
+    report = run_demo(stack, config, say=lambda _: None)
     assert report.closed, report.reason
     assert report.failed_requests == 0
 
 
 def test_broker_paused_past_the_session_timeout(stack: Stack) -> None:
-    upload_demo(stack.url("registry"), TOKEN, seed=1, rows=300)
+    upload_demo(stack, seed=1, rows=300)
     wait_for(lambda: served_version(stack) == 1, "serving to load v1")
     assert stack.broker is not None
     stack.broker.pause()
@@ -151,6 +156,7 @@ def test_broker_paused_past_the_session_timeout(stack: Stack) -> None:
             f"{stack.url('ingest')}/v1/records",
             json={"records": [{"id": "p-1", "features": GOOD, "label": 1}]},
             timeout=60,
+            headers=stack.auth("producer"),
         )
         assert refused.status_code == 503 and "retry-after" in refused.headers
         # serving keeps answering from the model in memory
@@ -169,12 +175,12 @@ def test_broker_paused_past_the_session_timeout(stack: Stack) -> None:
     wait_for(
         lambda: (metric(stack, "trainer", "ctloop_trainer_examples") or 0) >= 1, "the trainer to read it"
     )
-    upload_demo(stack.url("registry"), TOKEN, seed=2, rows=300)
+    upload_demo(stack, seed=2, rows=300)
     wait_for(lambda: served_version(stack) == 2, "serving to follow the promotion after the pause", 120)
 
 
 def test_registry_unreachable_during_a_swap_then_the_swap_completes(stack: Stack) -> None:
-    upload_demo(stack.url("registry"), TOKEN, seed=1, rows=300)
+    upload_demo(stack, seed=1, rows=300)
     wait_for(lambda: served_version(stack) == 1, "serving to load v1")
     # serving reaches the registry through a proxy that the test takes down
     proxy = Proxy(stack.ports["registry"]).up()
@@ -187,7 +193,7 @@ def test_registry_unreachable_during_a_swap_then_the_swap_completes(stack: Stack
         stack.env["CTLOOP_REGISTRY_URL"] = stack.url("registry")
     wait_for(lambda: served_version(stack) == 1, "serving to come back with v1")
     proxy.down()
-    upload_demo(stack.url("registry"), TOKEN, seed=2, rows=300)  # promoted: serving is told, cannot fetch
+    upload_demo(stack, seed=2, rows=300)  # promoted: serving is told, cannot fetch
     answers: list[int] = []
     failures = [0]
     stop = threading.Event()

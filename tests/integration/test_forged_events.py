@@ -16,8 +16,6 @@ from tests.integration.conftest import read_topic, start_stack, stop_stack, uplo
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "forged-events-token-0123456789"
-
 
 def served(stack: Stack) -> object:
     try:
@@ -27,17 +25,19 @@ def served(stack: Stack) -> object:
 
 
 def reference(stack: Stack) -> object:
-    return httpx.get(f"{stack.url('monitor')}/v1/drift/status", timeout=5).json().get("reference_version")
+    return (
+        httpx.get(f"{stack.url('monitor')}/v1/drift/status", timeout=5, headers=stack.auth())
+        .json()
+        .get("reference_version")
+    )
 
 
 def test_a_forged_promotion_changes_nothing(tmp_path_factory: pytest.TempPathFactory) -> None:
-    stack = start_stack(
-        tmp_path_factory.mktemp("forged"), ("registry", "serving", "monitor"), CTLOOP_REGISTRY_TOKEN=TOKEN
-    )
+    stack = start_stack(tmp_path_factory.mktemp("forged"), ("registry", "serving", "monitor"))
     try:
-        registry, auth = stack.url("registry"), {"Authorization": f"Bearer {TOKEN}"}
-        upload_demo(registry, TOKEN, seed=1)
-        second = upload_demo(registry, TOKEN, seed=2)
+        registry, auth = stack.url("registry"), {"Authorization": f"Bearer {stack.token('operator')}"}
+        upload_demo(stack, seed=1)
+        second = upload_demo(stack, seed=2)
         wait_for(lambda: served(stack) == 2 and reference(stack) == 2, "serving and the monitor on v2", 120)
         rolled = httpx.post(f"{registry}/v1/models/demo/rollback", json={"replaces": 2}, headers=auth)
         assert rolled.json()["version"] == 1
@@ -57,7 +57,7 @@ def test_a_forged_promotion_changes_nothing(tmp_path_factory: pytest.TempPathFac
         producer.close()
         # A real change after it: once serving answers with v3, it has handled the forged event
         # (one partition per model: in order).
-        upload_demo(registry, TOKEN, seed=3)
+        upload_demo(stack, seed=3)
         wait_for(lambda: served(stack) == 3 and reference(stack) == 3, "serving and the monitor on v3", 120)
 
         swaps = read_topic(

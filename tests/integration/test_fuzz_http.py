@@ -22,14 +22,13 @@ from tests.integration.conftest import start_stack, stop_stack, upload_demo, wai
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "fuzz-test-token-0123456789"
 EXAMPLES = os.environ.get("CTLOOP_FUZZ_EXAMPLES", "25")
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(tmp_path_factory.mktemp("fuzz"), SERVICES, CTLOOP_REGISTRY_TOKEN=TOKEN)
-    upload_demo(running.url("registry"), TOKEN, seed=1, rows=300)
+    running = start_stack(tmp_path_factory.mktemp("fuzz"), SERVICES)
+    upload_demo(running, seed=1, rows=300)
     wait_for(
         lambda: httpx.get(f"{running.url('serving')}/healthz", timeout=5).status_code == 200,
         "serving to load a model",
@@ -65,7 +64,8 @@ def schemathesis(url: str, folder: Path, *extra: str) -> str:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_no_input_makes_a_server_error(stack: Stack, service: str, tmp_path: Path) -> None:
-    auth = ["--header", f"Authorization: Bearer {TOKEN}"]
+    role = {"ingest": "producer", "registry": "operator", "trainer": "operator"}.get(service, "reader")
+    auth = ["--header", f"Authorization: Bearer {stack.token(role)}"]
     report = schemathesis(stack.url(service), tmp_path, *auth)
     if service == "registry":
         report += schemathesis(stack.url(service), tmp_path)  # and every write without a token

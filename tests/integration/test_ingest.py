@@ -50,7 +50,9 @@ def test_each_rule_has_a_code(ingest: Stack) -> None:
         {"features": GOOD, "event_time": "2026-11-21T00:00:00"},
         {"features": GOOD},
     ]
-    body = httpx.post(f"{ingest.url('ingest')}/v1/records", json={"records": batch}).json()
+    body = httpx.post(
+        f"{ingest.url('ingest')}/v1/records", json={"records": batch}, headers=ingest.auth("producer")
+    ).json()
     assert [(e["index"], e["code"]) for e in body["rejected"]] == [
         (0, "missing"),
         (1, "unknown_field"),
@@ -71,7 +73,9 @@ def test_each_rule_has_a_code(ingest: Stack) -> None:
 def test_body_limit(ingest: Stack) -> None:
     big = json.dumps({"records": [{"features": GOOD}] * 2000})
     response = httpx.post(
-        f"{ingest.url('ingest')}/v1/records", content=big, headers={"content-type": "application/json"}
+        f"{ingest.url('ingest')}/v1/records",
+        content=big,
+        headers={"content-type": "application/json", **ingest.auth("producer")},
     )
     assert response.status_code == 413 and "limit of 65536" in response.json()["detail"]
 
@@ -99,22 +103,25 @@ def test_paused_broker_means_503_and_nothing_lost(ingest: Stack) -> None:
     url = f"{ingest.url('ingest')}/v1/records"
     before = [{"id": f"bp-a{i}", "features": GOOD} for i in range(20)]
     during = [{"id": f"bp-b{i}", "features": GOOD} for i in range(20)]
-    assert len(httpx.post(url, json={"records": before}).json()["accepted"]) == 20
+    assert (
+        len(httpx.post(url, json={"records": before}, headers=ingest.auth("producer")).json()["accepted"])
+        == 20
+    )
 
     assert ingest.broker is not None
     ingest.broker.pause()
     try:
-        refused = httpx.post(url, json={"records": during}, timeout=30)
+        refused = httpx.post(url, json={"records": during}, timeout=30, headers=ingest.auth("producer"))
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "5"
         assert "did not acknowledge" in refused.json()["detail"]
-        again = httpx.post(url, json={"records": during}, timeout=30)
+        again = httpx.post(url, json={"records": during}, timeout=30, headers=ingest.auth("producer"))
         assert again.status_code == 503  # still in flight: not sent a second time
     finally:
         ingest.broker.resume()
 
     def retried() -> dict | None:
-        response = httpx.post(url, json={"records": during}, timeout=30)
+        response = httpx.post(url, json={"records": during}, timeout=30, headers=ingest.auth("producer"))
         return response.json() if response.status_code == 200 else None
 
     body = wait_for(retried, "ingest to accept the retry after the broker resumed")
@@ -148,13 +155,15 @@ def test_a_record_too_large_for_the_broker_is_refused_alone_and_its_id_freed(tmp
         url = f"{stack.url('ingest')}/v1/records"
         huge = {"id": "r-huge", "features": {**GOOD, "color": "x" * 1_200_000}}
         batch = [{"id": "r-small-1", "features": GOOD}, huge, {"id": "r-small-2", "features": GOOD}]
-        answer = httpx.post(url, json={"records": batch}, timeout=60)
+        answer = httpx.post(url, json={"records": batch}, timeout=60, headers=stack.auth("producer"))
         assert answer.status_code == 200, answer.text
         assert [a["id"] for a in answer.json()["accepted"]] == ["r-small-1", "r-small-2"]
         rejected = answer.json()["rejected"]
         assert [(r["id"], r["code"]) for r in rejected] == [("r-huge", "too_large")]
         # its id is not held: the same id with a sane record goes through at once
-        again = httpx.post(url, json={"id": "r-huge", "features": GOOD}, timeout=30)
+        again = httpx.post(
+            url, json={"id": "r-huge", "features": GOOD}, timeout=30, headers=stack.auth("producer")
+        )
         assert again.status_code == 200 and again.json()["accepted"][0]["id"] == "r-huge", again.text
 
         producer = KafkaProducer(bootstrap_servers=stack.bootstrap, max_request_size=4 * 1024 * 1024)

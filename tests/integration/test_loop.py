@@ -42,7 +42,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 def test_served_version_changes_after_the_drift_and_accuracy_recovers(stack: Stack) -> None:
     urls = {s: stack.url(s) for s in ("registry", "ingest", "trainer", "monitor", "serving")}
     config = DemoConfig(warmup=1000, drift_at=1500, after_swap=600, timeout_s=300)
-    report = run_demo(urls, stack.bootstrap, config, say=print)
+    report = run_demo(stack, config, say=print)
     print(report.model_dump_json(indent=2))
 
     assert report.closed, report.reason
@@ -67,13 +67,15 @@ def test_served_version_changes_after_the_drift_and_accuracy_recovers(stack: Sta
         assert step in kinds, (step, report.trace)
 
     # The registry's lineage ties the new version to the drift that caused it.
-    version = httpx.get(f"{urls['registry']}/v1/models/demo/versions/{report.new_version}").json()
+    version = httpx.get(
+        f"{urls['registry']}/v1/models/demo/versions/{report.new_version}", headers=stack.auth()
+    ).json()
     assert version["lineage"]["trigger"] == "drift"
     assert version["lineage"]["trigger_event_id"] and version["lineage"]["correlation_id"]
     assert "champion" in version["aliases"] or version["version"] < report.versions_seen[-1]
 
     runs = httpx.get(f"{urls['trainer']}/v1/runs").json()
     assert any(r["trigger"]["kind"] == "drift" and r["status"] == "completed" for r in runs)
-    status = httpx.get(f"{urls['monitor']}/v1/drift/status").json()
+    status = httpx.get(f"{urls['monitor']}/v1/drift/status", headers=stack.auth()).json()
     assert status["last_alarm"] is not None
     assert status["reference_version"] >= report.new_version

@@ -17,14 +17,10 @@ from tests.integration.conftest import start_stack, stop_stack, upload_demo, wai
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "monitor-replicas-token-0123456789"
-
 
 @pytest.fixture
 def two_monitors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, list[str]]]:
-    stack = start_stack(
-        tmp_path_factory.mktemp("monitors"), ("registry", "monitor"), CTLOOP_REGISTRY_TOKEN=TOKEN
-    )
+    stack = start_stack(tmp_path_factory.mktemp("monitors"), ("registry", "monitor"))
     port = free_port()
     log = (tmp_path_factory.mktemp("monitor-2") / "monitor-2.log").open("w")
     second = subprocess.Popen(
@@ -51,9 +47,9 @@ def ready(url: str) -> bool:
         return False  # not listening yet
 
 
-def status(url: str) -> dict[str, object] | None:
+def status(stack: Stack, url: str) -> dict[str, object] | None:
     try:
-        response = httpx.get(f"{url}/v1/drift/status", timeout=5)
+        response = httpx.get(f"{url}/v1/drift/status", timeout=5, headers=stack.auth())
     except httpx.HTTPError:
         return None
     found: dict[str, object] = response.json()
@@ -64,12 +60,13 @@ def test_every_monitor_worker_follows_every_promotion(two_monitors: tuple[Stack,
     stack, urls = two_monitors
     for url in urls:
         wait_for(lambda url=url: ready(url), f"{url} ready", 180)
-    registry = stack.url("registry")
     for expected, seed in ((1, 1), (2, 2)):
-        assert upload_demo(registry, TOKEN, seed=seed)["version"] == expected
+        assert upload_demo(stack, seed=seed)["version"] == expected
         for url in urls:
             wait_for(
-                lambda url=url, expected=expected: (status(url) or {}).get("reference_version") == expected,
+                lambda url=url, expected=expected: (
+                    (status(stack, url) or {}).get("reference_version") == expected
+                ),
                 f"{url} to take v{expected} as its reference",
                 120,
             )

@@ -23,7 +23,6 @@ from tests.integration.conftest import read_all, read_topic, start_stack, stop_s
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "poison-test-token-0123456789"
 JOIN_TTL_S = 20
 JSON = {"content-type": "application/json"}
 FEATURES = {"x1": 0.3, "x2": -1.0, "x3": 2.0, "amount": 12.5, "color": "red"}
@@ -110,7 +109,6 @@ CONSUMERS = {
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running = start_stack(
         tmp_path_factory.mktemp("poison"),
-        CTLOOP_REGISTRY_TOKEN=TOKEN,
         CTLOOP_MONITOR_JOIN_TTL_S=str(JOIN_TTL_S),
         CTLOOP_CONSUMER_RETRY_BACKOFF_S="0.2",
     )
@@ -136,7 +134,7 @@ def test_every_consumer_dead_letters_poison_and_goes_on(stack: Stack) -> None:
     producer.flush(60)
     producer.close()
 
-    upload_demo(stack.url("registry"), TOKEN, seed=1, rows=300)  # a valid `models` event
+    upload_demo(stack, seed=1, rows=300)  # a valid `models` event
 
     # ingest validated the raw record after the poison; the monitor joined both examples
     read_topic(
@@ -155,7 +153,10 @@ def test_every_consumer_dead_letters_poison_and_goes_on(stack: Stack) -> None:
     )
     wait_for(
         lambda: (
-            httpx.get(f"{stack.url('monitor')}/v1/drift/status", timeout=5).json()["reference_version"] == 1
+            httpx.get(f"{stack.url('monitor')}/v1/drift/status", timeout=5, headers=stack.auth()).json()[
+                "reference_version"
+            ]
+            == 1
         ),
         "the monitor to take v1's reference",
     )
@@ -217,7 +218,10 @@ def test_odd_http_input_gets_a_4xx_naming_what_was_wrong(stack: Stack) -> None:
     huge = json.dumps({"features": {**FEATURES, "x1": 10**400}, "id": "r-huge"})
     good = json.dumps({"features": FEATURES, "id": "r-beside-huge"})
     response = httpx.post(
-        f"{ingest}/v1/records", content=f'{{"records": [{huge}, {good}]}}', headers=JSON, timeout=30
+        f"{ingest}/v1/records",
+        content=f'{{"records": [{huge}, {good}]}}',
+        headers={**JSON, **stack.auth("producer")},
+        timeout=30,
     )
     assert response.status_code == 200, response.text
     assert [a["id"] for a in response.json()["accepted"]] == ["r-beside-huge"]  # the valid one went on
@@ -232,7 +236,9 @@ def test_odd_http_input_gets_a_4xx_naming_what_was_wrong(stack: Stack) -> None:
         (b"[" * 5000 + b"]" * 5000, "nested deeper than 200 levels"),
         (b'{"records": [{"features": {"x1": ' + b"9" * 5000 + b"}}]}", "out of range"),
     ]:
-        answer = httpx.post(f"{ingest}/v1/records", content=body, headers=JSON, timeout=30)
+        answer = httpx.post(
+            f"{ingest}/v1/records", content=body, headers={**JSON, **stack.auth("producer")}, timeout=30
+        )
         assert answer.status_code == 400 and words in answer.json()["detail"], answer.text
 
     wait_for(

@@ -1,6 +1,8 @@
-"""The registry process on the embedded broker: loaders refuse tampered and unsigned
-artifacts, events survive a paused broker (outbox), approve/rollback/archive/lineage over HTTP,
-and the `ctloop models` CLI."""
+"""The registry process on the embedded broker, with generated credentials: loaders refuse
+tampered artifacts and every signature that is not the registry's over exactly that version
+(another key, an edited schema, swapped digests, the retired HMAC); each role may do only its
+part; events survive a paused broker (outbox); approve/rollback/archive/lineage over HTTP; and
+the `ctloop models` CLI."""
 
 from __future__ import annotations
 
@@ -16,62 +18,120 @@ import pytest
 
 from services.supervisor import Stack
 from shared import topics
+from shared.registry_api import VersionMetadata
 from shared.registry_client import RegistryClient
 from shared.serialization import ArtifactError
+from shared.signing import Verifier, generate_keypair
 from tests.integration.conftest import read_all, start_stack, stop_stack, upload_demo
 
 pytestmark = pytest.mark.integration
-
-TOKEN = "registry-test-token-0123456789"
-KEY = "registry-test-signing-key-0123"
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("registry")
-    running = start_stack(
-        folder,
-        services=("registry",),
-        CTLOOP_REGISTRY_TOKEN=TOKEN,
-        CTLOOP_SIGNING_KEY=KEY,
-        CTLOOP_DEV_MODE="false",
-    )
+    running = start_stack(folder, services=("registry",))  # generated credentials, dev mode off
     running.folder = folder  # type: ignore[attr-defined]
     yield running
     stop_stack(running)
 
 
 def upload(stack: Stack, name: str = "demo", seed: int = 1, correlation: str | None = None) -> dict:
-    return upload_demo(
-        stack.url("registry"), TOKEN, name=name, seed=seed, correlation=correlation, trigger="drift"
-    )
+    return upload_demo(stack, name=name, seed=seed, correlation=correlation, trigger="drift")
 
 
-def client(stack: Stack, key: str = KEY) -> RegistryClient:
-    return RegistryClient(stack.url("registry"), TOKEN, signing_key=key)
+def client(stack: Stack, public_key: str | None = None) -> RegistryClient:
+    key = public_key or stack.env["CTLOOP_SIGNING_PUBLIC_KEY"]
+    return RegistryClient(stack.url("registry"), stack.token("reader"), verifier=Verifier(key))
+
+
+def edit_row(stack: Stack, version: int, **columns: str) -> None:
+    """Change a version's row in the registry's database, as someone with access to it could."""
+    database = stack.folder / "registry" / "registry.db"  # type: ignore[attr-defined]
+    with sqlite3.connect(database) as conn:
+        for column, value in columns.items():
+            conn.execute(
+                f"UPDATE versions SET {column} = ? WHERE model_name = 'demo' AND version = ?",
+                (value, version),
+            )
 
 
 def test_loaders_verify_digest_and_signature(registry: Stack) -> None:
     created = upload(registry, seed=1)
     version = client(registry).version("demo", created["version"])
-    assert version is not None and version.signature.startswith("hmac-sha256:")
+    assert version is not None and version.signature.startswith("ed25519:")
     assert client(registry).artifact("demo", version)  # verified
-    with pytest.raises(ArtifactError, match="unsigned or its signature is wrong"):
-        client(registry, key="another-key-entirely-000").artifact("demo", version)
+    with pytest.raises(ArtifactError, match="does not match this version"):  # another key's view
+        client(registry, public_key=generate_keypair()[1]).artifact("demo", version)
 
-    database = registry.folder / "registry" / "registry.db"  # type: ignore[attr-defined]
-    with sqlite3.connect(database) as conn:  # someone edits the row: the signature no longer fits
-        conn.execute(
-            "UPDATE versions SET signature = 'hmac-sha256:00' WHERE version = ?", (created["version"],)
-        )
-    with pytest.raises(ArtifactError, match="unsigned or its signature is wrong"):
-        client(registry).artifact("demo", client(registry).version("demo", created["version"]))  # type: ignore[arg-type]
+    def fetch(number: int) -> bytes:
+        found = client(registry).version("demo", number)
+        assert found is not None
+        return client(registry).artifact("demo", found)
 
+    # someone edits the row: the category order (the encoding) of the input schema
+    meta = json.loads(version.model_dump_json(include=set(VersionMetadata.model_fields)))
+    color = next(f for f in meta["input_schema"]["features"] if f.get("categories"))
+    color["categories"].reverse()
+    edit_row(registry, version.version, metadata=json.dumps(meta))
+    with pytest.raises(ArtifactError, match="does not match this version"):
+        fetch(version.version)
+
+    # two versions' digests and signatures swapped: each artifact is intact, but not that version
     second = upload(registry, seed=2)
-    path = registry.folder / "registry" / "artifacts" / second["digest"][7:9] / second["digest"][7:]  # type: ignore[attr-defined]
+    edit_row(registry, second["version"], digest=created["digest"], signature=created["signature"])
+    with pytest.raises(ArtifactError, match="does not match this version"):
+        fetch(second["version"])
+
+    # an HMAC signature of the retired scheme is refused with the way out
+    third = upload(registry, seed=3)
+    edit_row(registry, third["version"], signature="hmac-sha256:" + "0" * 64)
+    with pytest.raises(ArtifactError, match="retired HMAC signature"):
+        fetch(third["version"])
+
+    fourth = upload(registry, seed=4)
+    path = registry.folder / "registry" / "artifacts" / fourth["digest"][7:9] / fourth["digest"][7:]  # type: ignore[attr-defined]
     path.write_bytes(path.read_bytes()[:-5] + b"xxxxx")  # tampered on disk
     with pytest.raises(ArtifactError, match="does not match its digest"):
-        client(registry).artifact("demo", client(registry).version("demo", second["version"]))  # type: ignore[arg-type]
+        fetch(fourth["version"])
+
+
+def test_each_role_may_do_only_its_part(registry: Stack) -> None:
+    url = registry.url("registry")
+    first, second = upload(registry, name="roles", seed=8), upload(registry, name="roles", seed=9)
+    promote_first = f"{url}/v1/models/roles/versions/{first['version']}/promote"
+    replaces = {"replaces": second["version"]}
+
+    refused = httpx.post(promote_first, json=replaces, headers=registry.auth("trainer"))
+    assert refused.status_code == 403 and "the trainer role may not do promoting" in refused.json()["detail"]
+    for role in ("reader", "producer"):  # the producer's token is no registry role at all
+        assert httpx.post(promote_first, json=replaces, headers=registry.auth(role)).status_code in (401, 403)
+    assert httpx.post(f"{url}/v1/models/roles/rollback", headers=registry.auth("trainer")).status_code == 403
+
+    # the monitor: only the loop's own changes (make its challenger champion, roll back a named champion)
+    not_challenger = httpx.post(promote_first, json=replaces, headers=registry.auth("monitor"))
+    assert not_challenger.status_code == 403 and "only make the current challenger" in not_challenger.text
+    unnamed = httpx.post(f"{url}/v1/models/roles/rollback", json={}, headers=registry.auth("monitor"))
+    assert unnamed.status_code == 403 and "must name the champion" in unnamed.text
+    rolled = httpx.post(f"{url}/v1/models/roles/rollback", json=replaces, headers=registry.auth("monitor"))
+    assert rolled.status_code == 200 and rolled.json()["version"] == first["version"]
+    archive = f"{url}/v1/models/roles/versions/{second['version']}/archive"
+    assert httpx.post(archive, headers=registry.auth("monitor")).status_code == 403
+    assert httpx.post(archive, headers=registry.auth("operator")).json()["status"] == "archived"
+
+    # uploads are the trainer's alone; a write is refused before its body is read
+    for role in ("operator", "monitor", "reader"):
+        assert httpx.post(f"{url}/v1/models/roles/versions", headers=registry.auth(role)).status_code == 403
+    big = httpx.post(f"{url}/v1/models/roles/versions", content=b"x" * 3_000_000)
+    assert big.status_code == 401
+
+    # reads need a token once a reader token is configured (the generated set has one)
+    artifact = f"{url}/v1/models/roles/versions/{first['version']}/artifact"
+    assert httpx.get(artifact).status_code == 401 and httpx.get(f"{url}/v1/models").status_code == 401
+    for role in ("reader", "trainer", "operator", "monitor"):
+        assert httpx.get(artifact, headers=registry.auth(role)).status_code == 200
+    assert httpx.get(f"{url}/v1/auth", headers=registry.auth("operator")).json() == {"role": "operator"}
+    assert httpx.get(f"{url}/livez").status_code == 200  # probes stay open
 
 
 def test_events_survive_a_paused_broker(registry: Stack) -> None:
@@ -93,9 +153,12 @@ def test_events_survive_a_paused_broker(registry: Stack) -> None:
 
 
 def test_approve_rollback_archive_lineage(registry: Stack) -> None:
-    url, auth = registry.url("registry"), {"Authorization": f"Bearer {TOKEN}"}
+    url, auth = registry.url("registry"), registry.auth("operator")
     first, second = upload(registry, name="flow", seed=4), upload(registry, name="flow", seed=5)
-    assert httpx.get(f"{url}/v1/models/flow/aliases/champion").json()["version"] == second["version"]
+    assert (
+        httpx.get(f"{url}/v1/models/flow/aliases/champion", headers=auth).json()["version"]
+        == second["version"]
+    )
     rolled = httpx.post(f"{url}/v1/models/flow/rollback", json={"reason": "worse live"}, headers=auth)
     assert rolled.status_code == 200 and rolled.json()["version"] == first["version"]
     assert httpx.post(f"{url}/v1/models/flow/rollback", headers={}).status_code == 401
@@ -117,20 +180,24 @@ def test_approve_rollback_archive_lineage(registry: Stack) -> None:
     assert archived.json()["status"] == "archived"
     refused = httpx.post(f"{url}/v1/models/flow/versions/{first['version']}/promote", headers=auth)
     assert refused.status_code == 409 and "archived" in refused.json()["detail"]
-    lineage = httpx.get(f"{url}/v1/models/flow/versions/{second['version']}/lineage").json()
+    lineage = httpx.get(f"{url}/v1/models/flow/versions/{second['version']}/lineage", headers=auth).json()
     assert lineage["run_id"] == "run-5" and [p["reason"] for p in lineage["promotions"]] == [
         "policy: champion on upload",
         "worse live",
         "approved",
     ]
-    events = httpx.get(f"{url}/v1/models/flow/events").json()
+    events = httpx.get(f"{url}/v1/models/flow/events", headers=auth).json()
     assert [e["type"] for e in events].count("model.promoted") == 4
 
 
 def test_models_cli(registry: Stack) -> None:
     upload(registry, name="cli", seed=6)
     upload(registry, name="cli", seed=7)
-    env = {**os.environ, "CTLOOP_REGISTRY_URL": registry.url("registry"), "CTLOOP_REGISTRY_TOKEN": TOKEN}
+    env = {
+        **os.environ,
+        "CTLOOP_REGISTRY_URL": registry.url("registry"),
+        "CTLOOP_OPERATOR_TOKEN": registry.token("operator"),
+    }
 
     def ctloop(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

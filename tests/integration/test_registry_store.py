@@ -4,6 +4,8 @@ replicas (separate engines) and the outbox claimed by several relays."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -16,13 +18,13 @@ from services.registry.migrate import migrate
 from services.registry.store import RegistryStore, StoreConflict
 from shared.events import Envelope, Source
 from shared.registry_api import GateReport, Lineage, VersionMetadata
-from shared.signing import sign, verify
+from shared.signing import LEGACY_PREFIX, SignatureRefused, Signer, Verifier, generate_keypair
 from tests.fixtures import demo_schema
 from tests.integration.conftest import postgres_database
 
 pytestmark = pytest.mark.integration
 
-KEY = "test-signing-key-0123456789"
+PRIVATE, PUBLIC = generate_keypair()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -35,7 +37,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def store_for(url: str, instance: str = "t") -> RegistryStore:
-    store = RegistryStore(url, Source(service="registry", instance=instance), signer=lambda d: sign(KEY, d))
+    store = RegistryStore(url, Source(service="registry", instance=instance), signer=Signer(PRIVATE))
     migrate(store.engine)
     return store
 
@@ -58,7 +60,7 @@ def test_migrations_create_the_schema(url: str) -> None:
     tables = set(inspect(store.engine).get_table_names())
     assert {"versions", "aliases", "alias_history", "outbox", "alembic_version"} <= tables
     with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
 
 
 def test_versions_aliases_history_rollback_archive(url: str) -> None:
@@ -67,7 +69,7 @@ def test_versions_aliases_history_rollback_archive(url: str) -> None:
     v2 = store.create_version("demo", metadata(2, "loop-2"), promote_to="champion")
     v3 = store.create_version("demo", metadata(3), promote_to="challenger")
     assert [v.version for v in (v1, v2, v3)] == [1, 2, 3]
-    assert verify(KEY, v2.digest, v2.signature)
+    Verifier(PUBLIC).check("demo", 2, v2.digest, v2.input_schema.model_dump(mode="json"), v2.signature)
     assert store.alias("demo", "champion").version == 2  # type: ignore[union-attr]
     assert store.alias("demo", "challenger").version == 3  # type: ignore[union-attr]
 
@@ -244,3 +246,37 @@ def test_the_outbox_keeps_unsent_events_and_the_newest_sent_ones(url: str) -> No
         ("model.registered", 6),
         ("model.promoted", 6),
     ]
+
+
+def test_versions_signed_with_the_retired_hmac_key_are_re_signed_once(url: str) -> None:
+    store = store_for(url)
+    good, edited = (store.create_version("demo", metadata(n), promote_to=None) for n in (11, 12))
+    old_key = "the-old-hmac-signing-key-0123"
+    with store.engine.begin() as conn:  # as a registry before Ed25519 left them
+        for version, signed_digest in ((good, good.digest), (edited, "sha256:" + "f" * 64)):
+            legacy = (
+                LEGACY_PREFIX + hmac.new(old_key.encode(), signed_digest.encode(), hashlib.sha256).hexdigest()
+            )
+            conn.execute(
+                text("UPDATE versions SET signature = :s WHERE version = :v"),
+                {"s": legacy, "v": version.version},
+            )
+    check = Verifier(PUBLIC)
+    stale = store.version("demo", good.version)
+    assert stale is not None
+    with pytest.raises(SignatureRefused, match="retired HMAC signature; restart the registry once"):
+        check.check(
+            "demo", stale.version, stale.digest, stale.input_schema.model_dump(mode="json"), stale.signature
+        )
+
+    assert store.resign_legacy(old_key) == (1, 1)  # the edited row's HMAC does not verify: kept
+    for version, valid in ((good, True), (edited, False)):
+        found = store.version("demo", version.version)
+        assert found is not None
+        schema = found.input_schema.model_dump(mode="json")
+        if valid:
+            check.check("demo", found.version, found.digest, schema, found.signature)
+        else:
+            with pytest.raises(SignatureRefused):
+                check.check("demo", found.version, found.digest, schema, found.signature)
+    assert store.resign_legacy(old_key) == (0, 1)  # idempotent

@@ -21,7 +21,9 @@ def test_cold_start_and_predictions_on_the_credit_schema(tmp_path_factory: pytes
         records = [{"id": e.record_id, "features": e.features, "label": e.label} for e in examples]
         for start in range(0, len(records), 200):
             response = httpx.post(
-                f"{stack.url('ingest')}/v1/records", json={"records": records[start : start + 200]}
+                f"{stack.url('ingest')}/v1/records",
+                json={"records": records[start : start + 200]},
+                headers=stack.auth("producer"),
             )
             assert response.status_code == 200 and not response.json()["rejected"], response.text
         schema = httpx.get(f"{stack.url('ingest')}/v1/schema").json()
@@ -39,7 +41,9 @@ def test_cold_start_and_predictions_on_the_credit_schema(tmp_path_factory: pytes
         assert prediction["prediction"] in ("no", "yes")
         assert set(prediction["probabilities"]) == {"no", "yes"}
 
-        version = httpx.get(f"{stack.url('registry')}/v1/models/credit/aliases/champion").json()
+        version = httpx.get(
+            f"{stack.url('registry')}/v1/models/credit/aliases/champion", headers=stack.auth()
+        ).json()
         assert version["input_schema"]["name"] == "credit" and version["lineage"]["trigger"] == "cold_start"
         assert version["metrics"]["accuracy"] > 0.8
     finally:

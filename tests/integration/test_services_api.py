@@ -22,7 +22,6 @@ from tests.integration.conftest import read_topic, start_stack, stop_stack, wait
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "test-token-not-a-placeholder"
 GOOD = {"x1": 0.3, "x2": -1.0, "x3": 2.0, "amount": 12.5, "color": "red"}
 
 
@@ -32,7 +31,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         tmp_path_factory.mktemp("api"),
         CTLOOP_INGEST_MAX_BATCH="50",
         CTLOOP_TRAINER_MIN_EXAMPLES="100000",
-        CTLOOP_REGISTRY_TOKEN=TOKEN,
     )
     yield running
     stop_stack(running)
@@ -46,7 +44,7 @@ def test_mixed_batch_and_idempotent_retry(api: Stack) -> None:
             {"id": "mix-3", "features": GOOD},
         ]
     }
-    first = httpx.post(f"{api.url('ingest')}/v1/records", json=batch)
+    first = httpx.post(f"{api.url('ingest')}/v1/records", json=batch, headers=api.auth("producer"))
     assert first.status_code == 200
     body = first.json()
     assert [a["id"] for a in body["accepted"]] == ["mix-1", "mix-3"]
@@ -59,7 +57,7 @@ def test_mixed_batch_and_idempotent_retry(api: Stack) -> None:
             "id": "mix-2",
         }
     ]
-    retry = httpx.post(f"{api.url('ingest')}/v1/records", json=batch).json()
+    retry = httpx.post(f"{api.url('ingest')}/v1/records", json=batch, headers=api.auth("producer")).json()
     assert retry["accepted"] == [] and [d["id"] for d in retry["duplicates"]] == ["mix-1", "mix-3"]
 
     records = read_topic(
@@ -79,31 +77,47 @@ def test_mixed_batch_and_idempotent_retry(api: Stack) -> None:
 
 def test_labels_ndjson_and_limits(api: Stack) -> None:
     url = api.url("ingest")
+    # label poisoning needs the producer's token (ingest knows no other role's: 401 for those)
+    for header, status in (({}, 401), (api.auth("trainer"), 401)):
+        poisoned = httpx.post(
+            f"{url}/v1/labels", json={"labels": [{"id": "mix-1", "label": 0}]}, headers=header
+        )
+        assert poisoned.status_code == status, poisoned.text
     labels = httpx.post(
-        f"{url}/v1/labels", json={"labels": [{"id": "mix-1", "label": 1}, {"id": "x", "label": 7}]}
+        f"{url}/v1/labels",
+        json={"labels": [{"id": "mix-1", "label": 1}, {"id": "x", "label": 7}]},
+        headers=api.auth("producer"),
     )
     assert labels.json()["rejected"][0]["reason"] == "7 is not one of the classes [0, 1]"
     ndjson = "\n".join(json.dumps({"id": f"nd-{i}", "features": GOOD}) for i in range(3))
     response = httpx.post(
-        f"{url}/v1/records", content=ndjson, headers={"content-type": "application/x-ndjson"}
+        f"{url}/v1/records",
+        content=ndjson,
+        headers={"content-type": "application/x-ndjson", **api.auth("producer")},
     )
     assert len(response.json()["accepted"]) == 3
     broken = httpx.post(
-        f"{url}/v1/records", content=b'{"records": [1, 2', headers={"content-type": "application/json"}
+        f"{url}/v1/records",
+        content=b'{"records": [1, 2',
+        headers={"content-type": "application/json", **api.auth("producer")},
     )
     assert broken.status_code == 400 and "malformed JSON at line 1, column" in broken.json()["detail"]
     broken_line = httpx.post(
-        f"{url}/v1/records", content=ndjson + "\n{oops", headers={"content-type": "application/x-ndjson"}
+        f"{url}/v1/records",
+        content=ndjson + "\n{oops",
+        headers={"content-type": "application/x-ndjson", **api.auth("producer")},
     )
     assert broken_line.status_code == 400
     assert broken_line.json()["detail"].startswith("malformed JSON on line 4, column 2")
     latin1 = httpx.post(
         f"{url}/v1/records",
         content='{"records": ["caf\u00e9"]}'.encode("latin-1"),
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", **api.auth("producer")},
     )
     assert latin1.status_code == 400 and "is not UTF-8" in latin1.json()["detail"]
-    big = httpx.post(f"{url}/v1/records", json={"records": [{"features": GOOD}] * 51})
+    big = httpx.post(
+        f"{url}/v1/records", json={"records": [{"features": GOOD}] * 51}, headers=api.auth("producer")
+    )
     assert big.status_code == 413 and "batch limit of 50" in big.json()["detail"]
     schema = httpx.get(f"{url}/v1/schema").json()
     assert schema["name"] == "demo" and schema["features"][0]["name"] == "x1"
@@ -141,7 +155,8 @@ def _good_artifact() -> bytes:
     return demo_artifact(rows=300)[0]
 
 
-def _upload(api: Stack, artifact: bytes, metadata: str, token: str = TOKEN) -> httpx.Response:
+def _upload(api: Stack, artifact: bytes, metadata: str, token: str | None = None) -> httpx.Response:
+    token = api.token("trainer") if token is None else token
     return httpx.post(
         f"{api.url('registry')}/v1/models/demo/versions",
         headers={"Authorization": f"Bearer {token}"} if token else {},
@@ -155,7 +170,10 @@ def test_a_manual_run_needs_the_operator_token(api: Stack) -> None:
     for header in ({}, {"Authorization": "Bearer"}, {"Authorization": "Bearer wrong"}):
         refused = httpx.post(runs, headers=header)
         assert refused.status_code == 401 and "starting a run" in refused.json()["detail"], header
-    started = httpx.post(runs, headers={"Authorization": f"Bearer {TOKEN}"})
+    for role in ("trainer", "monitor", "reader"):  # real tokens, but not a person's
+        refused = httpx.post(runs, headers=api.auth(role))
+        assert refused.status_code == 403 and "operator only" in refused.json()["detail"], role
+    started = httpx.post(runs, headers=api.auth("operator"))
     assert started.status_code == 202 and started.json()["kind"] == "manual"
 
 
@@ -177,7 +195,7 @@ def test_registry_refuses_what_it_must(api: Stack) -> None:
     missing = _upload(api, good, json.dumps(no_schema))
     assert missing.status_code == 422 and missing.json()["detail"][0]["field"] == "metadata.input_schema"
 
-    traversal = httpx.get(f"{api.url('registry')}/v1/models/..%2Fetc/versions")
+    traversal = httpx.get(f"{api.url('registry')}/v1/models/..%2Fetc/versions", headers=api.auth())
     assert traversal.status_code in (404, 422)
 
 
@@ -212,7 +230,9 @@ def test_serving_cold_start_then_first_swap(api: Stack) -> None:
     assert created.status_code == 201, created.text
     version = created.json()["version"]
     assert created.json()["aliases"] == ["champion"]
-    artifact = httpx.get(f"{api.url('registry')}/v1/models/demo/versions/{version}/artifact")
+    artifact = httpx.get(
+        f"{api.url('registry')}/v1/models/demo/versions/{version}/artifact", headers=api.auth()
+    )
     assert artifact.headers["x-ctloop-digest"] == created.json()["digest"]
 
     wait_for(lambda: httpx.get(f"{serving}/healthz").status_code == 200, "serving to load the champion")

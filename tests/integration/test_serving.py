@@ -24,21 +24,20 @@ from tests.integration.conftest import read_topic, start_stack, stop_stack, uplo
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "serving-test-token-0123456789"
 GOOD = {"x1": 0.3, "x2": -1.0, "x3": 2.0, "amount": 12.5, "color": "red"}
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("serving")
-    running = start_stack(folder, services=("registry", "serving"), CTLOOP_REGISTRY_TOKEN=TOKEN)
+    running = start_stack(folder, services=("registry", "serving"))
     running.folder = folder  # type: ignore[attr-defined]
     yield running
     stop_stack(running)
 
 
 def upload(stack: Stack, seed: int, passed: bool = True) -> dict:
-    return upload_demo(stack.url("registry"), TOKEN, seed=seed, rows=300, passed=passed)
+    return upload_demo(stack, seed=seed, rows=300, passed=passed)
 
 
 def served_version(stack: Stack) -> int | None:
@@ -184,7 +183,7 @@ def test_corrupted_artifact_is_refused_and_the_old_model_keeps_serving(stack: St
     path.write_bytes(path.read_bytes()[:-3] + b"bad")
     promoted = httpx.post(
         f"{stack.url('registry')}/v1/models/demo/versions/{candidate['version']}/promote",
-        headers={"Authorization": f"Bearer {TOKEN}"},
+        headers={"Authorization": f"Bearer {stack.token('operator')}"},
     )
     assert promoted.status_code == 200
     events = read_topic(
@@ -388,8 +387,7 @@ def test_a_new_champion_much_slower_than_the_current_one_is_refused_before_it_ta
     for _ in range(10):  # recent real rows for the check
         httpx.post(f"{stack.url('serving')}/v1/predict", json={"records": [{"features": GOOD}] * 4})
     slow = upload_demo(
-        stack.url("registry"),
-        TOKEN,
+        stack,
         seed=41,
         rows=300,
         estimator="sklearn.ensemble.RandomForestClassifier",

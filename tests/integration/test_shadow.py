@@ -18,14 +18,11 @@ from tests.integration.conftest import read_topic, start_stack, stop_stack, uplo
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "shadow-test-token-0123456789"
-
 
 def test_challenger_is_shadowed_then_promoted(tmp_path_factory: pytest.TempPathFactory) -> None:
     stack = start_stack(
         tmp_path_factory.mktemp("shadow"),
         services=("registry", "monitor", "serving"),
-        CTLOOP_REGISTRY_TOKEN=TOKEN,
         CTLOOP_REGISTRY_PROMOTION_POLICY="shadow",
         CTLOOP_MONITOR_SHADOW_MIN_LABELS="100",
     )
@@ -33,7 +30,7 @@ def test_challenger_is_shadowed_then_promoted(tmp_path_factory: pytest.TempPathF
         registry, serving, monitor = stack.url("registry"), stack.url("serving"), stack.url("monitor")
 
         def upload(seed: int) -> dict:
-            return upload_demo(registry, TOKEN, seed=seed, rows=400)
+            return upload_demo(stack, seed=seed, rows=400)
 
         first = upload(seed=1)
         assert first["aliases"] == ["champion"]  # cold start: nothing to shadow against
@@ -55,7 +52,10 @@ def test_challenger_is_shadowed_then_promoted(tmp_path_factory: pytest.TempPathF
             120,
         )
         wait_for(
-            lambda: httpx.get(f"{monitor}/v1/drift/status").json()["challenger_version"] == second["version"],
+            lambda: (
+                httpx.get(f"{monitor}/v1/drift/status", headers=stack.auth()).json()["challenger_version"]
+                == second["version"]
+            ),
             "the monitor to follow the challenger",
             120,
         )
@@ -81,10 +81,14 @@ def test_challenger_is_shadowed_then_promoted(tmp_path_factory: pytest.TempPathF
         publisher.close()
 
         def champion() -> int:
-            return int(httpx.get(f"{registry}/v1/models/demo/aliases/champion").json()["version"])
+            return int(
+                httpx.get(f"{registry}/v1/models/demo/aliases/champion", headers=stack.auth()).json()[
+                    "version"
+                ]
+            )
 
         wait_for(lambda: champion() == second["version"], "the registry to promote the challenger", 120)
-        reason = httpx.get(f"{registry}/v1/models/demo/history").json()[-1]["reason"]
+        reason = httpx.get(f"{registry}/v1/models/demo/history", headers=stack.auth()).json()[-1]["reason"]
         assert reason.startswith(f"shadow: v{second['version']}")
         wait_for(
             lambda: health("model_version") == second["version"] and health("challenger_version") is None,

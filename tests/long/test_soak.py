@@ -21,7 +21,7 @@ import pytest
 from benchmarks.common import RssSampler
 from services.demo.driver import DemoConfig, run_demo
 from services.demo.stream import ConceptStream
-from services.supervisor import SERVICES, Stack
+from services.supervisor import Stack
 from tests.integration.conftest import start_stack, stop_stack, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
@@ -68,7 +68,11 @@ def test_sustained_load_with_a_drift_and_a_swap(stack: Stack) -> None:
         with httpx.Client(timeout=30) as http:
             while not stop.is_set():
                 batch = [record for record, _ in stream.take(100)]
-                response = http.post(f"{stack.url('ingest')}/v1/records", json={"records": batch})
+                response = http.post(
+                    f"{stack.url('ingest')}/v1/records",
+                    json={"records": batch},
+                    headers=stack.auth("producer"),
+                )
                 ingest_stats["batches"] += 1
                 ingest_stats["failed"] += response.status_code != 200
                 stop.wait(1.0)  # 100 records/s beside the demo's 300
@@ -78,7 +82,7 @@ def test_sustained_load_with_a_drift_and_a_swap(stack: Stack) -> None:
     half = RECORDS // 2
     try:
         config = DemoConfig(drift_at=half, after_swap=half, timeout_s=RECORDS / 300 * 2 + 300)
-        report = run_demo({s: stack.url(s) for s in SERVICES}, stack.bootstrap, config, say=lambda _: None)
+        report = run_demo(stack, config, say=lambda _: None)
     finally:
         stop.set()
         writer.join(60)

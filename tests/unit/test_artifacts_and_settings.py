@@ -1,16 +1,16 @@
 """The artifact store on a local folder and an fsspec URL (no half-written artifact after a
-crash), and start-up refusal of placeholder secrets outside dev mode."""
+crash), and start-up refusal of missing or placeholder credentials outside dev mode."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from services.registry.artifacts import ArtifactStore
 from shared.serialization import digest
-from shared.settings import RegistrySettings
+from shared.settings import CredentialsError, RegistrySettings
+from shared.signing import Signer, dev_keypair, generate_keypair
 
 
 @pytest.mark.parametrize("where", ["folder", "memory"])
@@ -37,30 +37,50 @@ def test_a_crash_mid_write_leaves_no_artifact(tmp_path: Path, monkeypatch: pytes
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # neither the artifact nor a temp file
 
 
+REAL = {
+    "CTLOOP_TRAINER_TOKEN": "a-real-trainer-token-0123456789",
+    "CTLOOP_OPERATOR_TOKEN": "a-real-operator-token-0123456789",
+    "CTLOOP_MONITOR_TOKEN": "a-real-monitor-token-0123456789",
+}
+
+
 @pytest.mark.parametrize(
-    ("variable", "value"),
+    ("variable", "value", "reason"),
     [
-        ("CTLOOP_REGISTRY_TOKEN", "dev-token"),
-        ("CTLOOP_REGISTRY_TOKEN", "short"),
-        ("CTLOOP_SIGNING_KEY", "dev-signing-key"),
+        ("CTLOOP_TRAINER_TOKEN", "dev-token", "is a placeholder"),
+        ("CTLOOP_OPERATOR_TOKEN", "short", "is a placeholder"),
+        ("CTLOOP_MONITOR_TOKEN", "dev-monitor-token", "is a placeholder"),
+        ("CTLOOP_MONITOR_TOKEN", "", "is not set"),
+        ("CTLOOP_SIGNING_PRIVATE_KEY", dev_keypair()[0], "is the public development key"),
+        ("CTLOOP_SIGNING_PRIVATE_KEY", "", "is not set"),
+        ("CTLOOP_SIGNING_PRIVATE_KEY", "bm90IGEga2V5", "is not a valid key"),
+        ("CTLOOP_REGISTRY_TOKEN", "a-real-old-token-0123456789", "is retired"),
     ],
 )
-def test_placeholder_secrets_are_refused_outside_dev_mode(
-    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+def test_missing_or_placeholder_credentials_are_refused_outside_dev_mode(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, reason: str
 ) -> None:
-    monkeypatch.setenv("CTLOOP_DEV_MODE", "false")
-    monkeypatch.setenv("CTLOOP_REGISTRY_TOKEN", "a-real-token-0123456789")
-    monkeypatch.setenv("CTLOOP_SIGNING_KEY", "a-real-signing-key-0123456789")
-    RegistrySettings()  # real secrets: fine
+    private, _ = generate_keypair()
+    for name, real in {**REAL, "CTLOOP_SIGNING_PRIVATE_KEY": private}.items():
+        monkeypatch.setenv(name, real)
+    registry = ("trainer", "operator", "monitor")
+    RegistrySettings().require(*registry, private_key=True)  # real credentials: fine
+    assert not RegistrySettings().dev_mode  # the default
     monkeypatch.setenv(variable, value)
-    with pytest.raises(ValidationError, match=f"{variable} is a placeholder") as refused:
-        RegistrySettings()
-    # the error names the variable, never a secret's value (pydantic echoed its input)
-    assert "input_value" not in str(refused.value)
-    for secret in ("a-real-token", "a-real-signing", f"'{value}'"):
+    with pytest.raises(CredentialsError, match=f"{variable} {reason}") as refused:
+        RegistrySettings().require(*registry, private_key=True)
+    # the error names the variable, never a secret's value
+    for secret in (*REAL.values(), private, *([value] if len(value) > 5 else [])):
         assert secret not in str(refused.value)
-    monkeypatch.setenv("CTLOOP_DEV_MODE", "true")
-    RegistrySettings()  # dev mode allows them
+    if reason not in ("is retired", "is not a valid key"):  # wrong in any mode
+        monkeypatch.setenv("CTLOOP_DEV_MODE", "true")
+        RegistrySettings().require(*registry, private_key=True)  # dev mode allows them
+
+
+def test_dev_mode_falls_back_to_public_placeholders() -> None:
+    settings = RegistrySettings(dev_mode=True)
+    assert settings.token("trainer") == "dev-trainer-token" and settings.token("reader") == ""
+    assert RegistrySettings().token("trainer") == ""  # outside dev mode: nothing to fall back to
 
 
 @pytest.mark.parametrize("configured", ["", "a-real-token-0123456789"])
@@ -74,14 +94,18 @@ def test_an_empty_bearer_token_never_writes_to_the_registry(tmp_path: Path, conf
     from shared.events import Source
 
     store = RegistryStore(
-        f"sqlite:///{tmp_path / 'r.db'}", Source(service="registry", instance="t"), signer=str
+        f"sqlite:///{tmp_path / 'r.db'}",
+        Source(service="registry", instance="t"),
+        signer=Signer(generate_keypair()[0]),
     )
     migrate(store.engine)
-    settings = RegistrySettings(registry_token=configured, dev_mode=True)
+    settings = RegistrySettings(trainer_token=configured)
     with TestClient(build_app(settings, store, ArtifactStore(tmp_path / "artifacts"))) as client:
         for header in ("Bearer ", "Bearer", "bearer  ", ""):
             assert client.get("/v1/auth", headers={"Authorization": header}).status_code == 401, header
-        if configured:
             assert (
-                client.get("/v1/auth", headers={"Authorization": f"Bearer {configured}"}).status_code == 200
+                client.post("/v1/models/demo/versions", headers={"Authorization": header}).status_code == 401
             )
+        if configured:
+            answer = client.get("/v1/auth", headers={"Authorization": f"Bearer {configured}"})
+            assert answer.status_code == 200 and answer.json() == {"role": "trainer"}

@@ -10,14 +10,14 @@ import pytest
 
 from services.serving.holder import ModelHolder
 from shared.registry_api import GateReport, Lineage, ModelVersion
-from shared.signing import sign
+from shared.signing import Signer, Verifier, generate_keypair
 from tests.fixtures import demo_artifact, demo_schema
 
-KEY = "cache-test-signing-key-0123"
+PRIVATE, PUBLIC = generate_keypair()
 
 
 class _Registry:
-    signing_key = KEY
+    verifier = Verifier(PUBLIC)
 
 
 def version(digest: str, signature: str) -> ModelVersion:
@@ -33,12 +33,18 @@ def version(digest: str, signature: str) -> ModelVersion:
     )
 
 
-@pytest.mark.parametrize("damage", ["none", "bytes", "signature"])
+@pytest.mark.parametrize("damage", ["none", "bytes", "signature", "schema"])
 def test_cached_model_is_verified_when_loaded(tmp_path: Path, damage: str) -> None:
     artifact, digest = demo_artifact()
     writer = ModelHolder(demo_schema(), _Registry(), cache_dir=tmp_path)  # type: ignore[arg-type]
-    signature = sign(KEY, digest) if damage != "signature" else sign("another-key-altogether", digest)
-    writer._save_cache(version(digest, signature), artifact)
+    signer = Signer(PRIVATE if damage != "signature" else generate_keypair()[0])
+    signed = version(digest, "")
+    signature = signer.sign("demo", 4, digest, signed.input_schema.model_dump(mode="json"))
+    cached = version(digest, signature)
+    if damage == "schema":  # the categories' order (the encoding) edited in the cached metadata
+        categories = next(c for f in cached.input_schema.features if (c := getattr(f, "categories", None)))
+        categories.reverse()
+    writer._save_cache(cached, artifact)
     if damage == "bytes":
         (tmp_path / "artifact.skops").write_bytes(artifact[:-4] + b"evil")
     reader = ModelHolder(demo_schema(), _Registry(), cache_dir=tmp_path)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from shared.events import EVENT_TYPES, Example, Payload
 from shared.ids import new_id
 from shared.registry_api import ModelVersion, VersionMetadata
 from shared.settings import TrainerSettings
+from shared.signing import Verifier
 from shared.vocabulary import Alias
 from tests.fixtures import credit_schema
 
@@ -26,7 +27,7 @@ from tests.fixtures import credit_schema
 class FakeRegistry:
     """A `ModelVersions` that keeps uploads in memory and has no champion to hand out."""
 
-    signing_key: str | None = None
+    verifier: Verifier | None = None
 
     def __init__(self) -> None:
         self.uploads: list[tuple[bytes, VersionMetadata]] = []

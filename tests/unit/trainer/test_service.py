@@ -139,7 +139,7 @@ def test_a_run_event_kafka_did_not_take_is_sent_after_the_worker_restarts(tmp_pa
     trainer.prepare()
     supervisor = Supervisor("trainer", backoff_s=2.0)  # long enough for the test to see it down
     supervisor.add(trainer)
-    health = TestClient(build_app(trainer, lambda: True, supervisor))
+    health = TestClient(build_app(trainer, lambda: True, lambda token: None, supervisor))
     trainer.trigger(Trigger(kind="manual"))
     supervisor.start()
     try:
