@@ -183,13 +183,16 @@ def _models(args: argparse.Namespace) -> int:
     calls: dict[str, Callable[[], object]] = {
         "list": client.models,
         "show": lambda: client.version(name, version) if version else client.versions(name),
-        "history": lambda: client.history(name),
+        "history": lambda: client.history(name, args.environment),
+        "environments": client.environments,
         "lineage": lambda: client.lineage(name, version),
         "promote": lambda: client.promote(
-            name, version, args.alias, args.reason, args.replaces, args.override_rollback
+            name, version, args.alias, args.reason, args.replaces, args.override_rollback, args.to
         ),
-        "approve": lambda: client.approve(name, version, args.replaces, args.override_rollback),
-        "rollback": lambda: client.rollback(name, args.reason, args.replaces),
+        "approve": lambda: client.approve(
+            name, version, args.replaces, args.override_rollback, args.environment, args.reason
+        ),
+        "rollback": lambda: client.rollback(name, args.reason, args.replaces, args.environment),
     }
     try:
         result = calls[args.action]()
@@ -263,13 +266,18 @@ def main(argv: list[str] | None = None) -> int:
     lineage_cmd.add_argument("version", type=int)
     replaces_help = "only if the alias points at this version now (else the registry refuses: 409)"
     override_help = "make champion a version that was once rolled back from champion"
-    approve_cmd = actions.add_parser("approve", help="make a version champion (policies manual and shadow)")
+    approve_cmd = actions.add_parser(
+        "approve", help="approve a version for an environment (default production: it becomes champion)"
+    )
     approve_cmd.add_argument("name")
     approve_cmd.add_argument("version", type=int)
+    approve_cmd.add_argument("--environment", default="production")
+    approve_cmd.add_argument("--reason", default="approved (cli)", help="recorded in the history")
     promote_cmd = actions.add_parser("promote", help="point an alias at a version")
     promote_cmd.add_argument("name")
     promote_cmd.add_argument("version", type=int)
     promote_cmd.add_argument("--alias", default="champion")
+    promote_cmd.add_argument("--to", metavar="ENVIRONMENT", help="promote into this environment (its alias)")
     promote_cmd.add_argument("--reason", default="manual (cli)")
     for command in (approve_cmd, promote_cmd):
         command.add_argument("--replaces", type=int, help=replaces_help)
@@ -278,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     rollback_cmd.add_argument("name")
     rollback_cmd.add_argument("--reason", default="manual rollback (cli)")
     rollback_cmd.add_argument("--replaces", type=int, help="only if the champion is this version now")
-    history_cmd = actions.add_parser("history", help="every alias change of a model")
+    rollback_cmd.add_argument("--environment", default="production")
+    history_cmd = actions.add_parser("history", help="every alias change of a model (who, when, why)")
     history_cmd.add_argument("name")
+    history_cmd.add_argument("--environment", help="only this environment's")
+    actions.add_parser("environments", help="the environments in promotion order, with their rules")
     models.set_defaults(func=_models)
 
     args = parser.parse_args(argv)

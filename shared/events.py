@@ -272,6 +272,8 @@ class DriftDetected(BaseModel):
     severity: Severity = "warning"
     """`critical`: a large effect (twice the minimum, or three features or more) or an error
     rate since the onset 15 points above what validation promised."""
+    environment: str = "production"
+    """The environment whose version the monitor watched; the trainer retrains on production's."""
 
 
 class TrainingEvent(BaseModel):
@@ -341,6 +343,8 @@ class SwapReport(BaseModel):
     reason: str | None = None
     check: SwapCheck | None = None
     """The performance check, when there was a model to compare with."""
+    environment: str = "production"
+    """The environment the serving instance serves (`CTLOOP_SERVING_ENVIRONMENT`)."""
 
 
 class ModelSwapped(SwapReport):

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import Path
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from shared.schema import DatasetSchema
 from shared.validation import FeatureValue
@@ -118,6 +118,47 @@ class AliasChange(BaseModel):
     reason: str
     correlation_id: str | None = None
     at: UtcDatetime
+    environment: str | None = None
+    """The environment whose alias moved (`production` for champion and challenger)."""
+    actor: str | None = None
+    """Who moved it: the role of the token (`operator`, `monitor`, `trainer` for a policy on
+    upload) or `registry` (an environment's `after` rule)."""
+
+
+ENVIRONMENT_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
+PRODUCTION = "production"
+
+
+class EnvironmentRule(BaseModel):
+    """An environment a version passes through before production, and how it gets there."""
+
+    name: str = Field(pattern=ENVIRONMENT_PATTERN)
+    """Also the environment's alias (serving instances with `CTLOOP_SERVING_ENVIRONMENT` set to
+    it follow that alias)."""
+    rule: Literal["auto", "after", "manual"]
+    """`auto`: on upload when the gates passed (first environment), or as soon as the version
+    reaches the previous environment; `after`: automatically once the version has been in the
+    previous environment for `after_s` seconds without being rolled back there; `manual`: an
+    operator promotes it (with a reason, recorded)."""
+    after_s: float = Field(0.0, ge=0, le=90 * 24 * 3600)
+    """For `after`: seconds in the previous environment."""
+
+    @model_validator(mode="after")
+    def _not_reserved(self) -> EnvironmentRule:
+        if self.name in (PRODUCTION, "champion", "challenger"):
+            raise ValueError(f"{self.name!r} is reserved: production is always the last environment")
+        return self
+
+
+class EnvironmentInfo(BaseModel):
+    """One environment as the registry runs it: `GET /v1/environments`, in promotion order."""
+
+    name: str
+    alias: str
+    rule: Literal["auto", "after", "manual", "shadow"]
+    after_s: float = 0.0
+    previous: str | None
+    """The environment a version must have reached first (None: the first one)."""
 
 
 class VersionLineage(BaseModel):
@@ -155,10 +196,14 @@ class ConditionalChange(BaseModel):
 class PromoteRequest(ConditionalChange):
     alias: str = Field("champion", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     reason: str = Field("manual", max_length=200)
+    environment: str | None = Field(None, pattern=ENVIRONMENT_PATTERN)
+    """Promote into this environment (its alias; overrides `alias`)."""
 
 
 class ApproveRequest(ConditionalChange):
     reason: str = Field("approved", max_length=200)
+    environment: str = Field(PRODUCTION, pattern=ENVIRONMENT_PATTERN)
+    """The environment the version is approved for (its alias moves to it)."""
 
 
 class AliasTarget(ConditionalChange):
@@ -168,6 +213,8 @@ class AliasTarget(ConditionalChange):
 
 class RollbackRequest(BaseModel):
     reason: str = Field("manual rollback", max_length=200)
+    environment: str = Field(PRODUCTION, pattern=ENVIRONMENT_PATTERN)
+    """The environment whose alias goes back to the version it named before."""
     replaces: int | None = Field(None, ge=1, le=MAX_VERSION)
     """The champion the caller wants to roll back from; 409 when the champion is another
     version now (e.g. someone rolled back already)."""

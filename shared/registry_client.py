@@ -16,8 +16,10 @@ import httpx
 from pydantic import BaseModel, TypeAdapter
 
 from shared.registry_api import (
+    PRODUCTION,
     AliasChange,
     ApproveRequest,
+    EnvironmentInfo,
     ModelSummary,
     ModelVersion,
     PromoteRequest,
@@ -35,6 +37,7 @@ SIGNATURE_HEADER = "X-Ctloop-Signature"
 _VERSIONS = TypeAdapter(list[ModelVersion])
 _SUMMARIES = TypeAdapter(list[ModelSummary])
 _HISTORY = TypeAdapter(list[AliasChange])
+_ENVIRONMENTS = TypeAdapter(list[EnvironmentInfo])
 
 
 class RegistryError(RuntimeError):
@@ -60,7 +63,7 @@ class ModelVersions(Protocol):
 
     def version(self, name: str, version: int) -> ModelVersion | None: ...
 
-    def alias(self, name: str, alias: Alias = Alias.CHAMPION) -> ModelVersion | None: ...
+    def alias(self, name: str, alias: str = Alias.CHAMPION) -> ModelVersion | None: ...
 
     def artifact(self, name: str, version: ModelVersion) -> bytes: ...
 
@@ -98,7 +101,7 @@ class RegistryClient:
         found = self._find(f"/v1/models/{name}/versions/{version}")
         return None if found is None else ModelVersion.model_validate_json(found)
 
-    def alias(self, name: str, alias: Alias = Alias.CHAMPION) -> ModelVersion | None:
+    def alias(self, name: str, alias: str = Alias.CHAMPION) -> ModelVersion | None:
         """The version an alias points at, or None when it points nowhere (cold start)."""
         found = self._find(f"/v1/models/{name}/aliases/{alias}")
         return None if found is None else ModelVersion.model_validate_json(found)
@@ -106,8 +109,12 @@ class RegistryClient:
     def lineage(self, name: str, version: int) -> VersionLineage:
         return VersionLineage.model_validate_json(self._get(f"/v1/models/{name}/versions/{version}/lineage"))
 
-    def history(self, name: str) -> list[AliasChange]:
-        return _HISTORY.validate_json(self._get(f"/v1/models/{name}/history"))
+    def history(self, name: str, environment: str | None = None) -> list[AliasChange]:
+        query = f"?environment={environment}" if environment else ""
+        return _HISTORY.validate_json(self._get(f"/v1/models/{name}/history{query}"))
+
+    def environments(self) -> list[EnvironmentInfo]:
+        return _ENVIRONMENTS.validate_json(self._get("/v1/environments"))
 
     def artifact(self, name: str, version: ModelVersion) -> bytes:
         response = self._request("GET", f"/v1/models/{name}/versions/{version.version}/artifact")
@@ -149,26 +156,47 @@ class RegistryClient:
         reason: str = "manual",
         replaces: int | None = None,
         override_rollback: bool = False,
+        environment: str | None = None,
     ) -> ModelVersion:
-        """Point `alias` at `version` (`replaces`: only if it points at that version now)."""
+        """Point `alias` (or `environment`'s alias) at `version` (`replaces`: only if it points
+        at that version now)."""
         body = PromoteRequest(
-            alias=alias, reason=reason[:200], replaces=replaces, override_rollback=override_rollback
+            alias=alias,
+            reason=reason[:200],
+            replaces=replaces,
+            override_rollback=override_rollback,
+            environment=environment,
         )
         return self._write(f"/v1/models/{name}/versions/{version}/promote", body)
 
     def approve(
-        self, name: str, version: int, replaces: int | None = None, override_rollback: bool = False
+        self,
+        name: str,
+        version: int,
+        replaces: int | None = None,
+        override_rollback: bool = False,
+        environment: str = PRODUCTION,
+        reason: str = "approved",
     ) -> ModelVersion:
-        """A person's approval (policies `manual` and `shadow`): the version becomes champion."""
-        body = ApproveRequest(replaces=replaces, override_rollback=override_rollback)
+        """A person's approval for an environment (production: the version becomes champion)."""
+        body = ApproveRequest(
+            replaces=replaces,
+            override_rollback=override_rollback,
+            environment=environment,
+            reason=reason[:200],
+        )
         return self._write(f"/v1/models/{name}/versions/{version}/approve", body)
 
     def rollback(
-        self, name: str, reason: str = "manual rollback", replaces: int | None = None
+        self,
+        name: str,
+        reason: str = "manual rollback",
+        replaces: int | None = None,
+        environment: str = PRODUCTION,
     ) -> ModelVersion:
-        """Make the previous champion the champion again (`replaces`: only if the champion is
-        that version now)."""
-        body = RollbackRequest(reason=reason[:200], replaces=replaces)
+        """Make an environment's previous version (production's: the champion) its version
+        again (`replaces`: only if it is that version now)."""
+        body = RollbackRequest(reason=reason[:200], replaces=replaces, environment=environment)
         return self._write(f"/v1/models/{name}/rollback", body)
 
     # --- the wire ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.registry_api import ENVIRONMENT_PATTERN, PRODUCTION, EnvironmentRule
 from shared.signing import BadKey, Signer, Verifier, dev_keypair
 
 PLACEHOLDER_TOKENS = {"", "changeme", "change-me", "secret", "dev-token", "dev-signing-key"}
@@ -45,6 +46,11 @@ REQUIRED_CREDENTIALS: dict[str, tuple[str, ...]] = {
 }
 """The credentials each service refuses to start without (outside dev mode): role tokens, and
 the registry's private or public key. The reader token is optional everywhere."""
+
+
+def alias_of_environment(environment: str) -> str:
+    """Production's alias is `champion`; every other environment's is its name."""
+    return "champion" if environment == PRODUCTION else environment
 
 
 class CredentialsError(ValueError):
@@ -297,6 +303,15 @@ class ServingSettings(HTTPServiceSettings):
     serving_registry_retry_s: float = Field(2.0, gt=0)
     """Seconds between attempts to reach the registry while no model is loaded."""
 
+    serving_environment: str = Field(PRODUCTION, pattern=ENVIRONMENT_PATTERN)
+    """The environment this instance serves: it follows that environment's alias (`champion`
+    for production, the environment's name otherwise) and shadows a challenger only in
+    production."""
+
+    @property
+    def serving_alias(self) -> str:
+        return alias_of_environment(self.serving_environment)
+
 
 class IngestSettings(HTTPServiceSettings):
     """The intake of records and labels."""
@@ -349,10 +364,31 @@ class RegistrySettings(HTTPServiceSettings):
     sent ones are deleted once a minute. Unsent events are never deleted."""
 
     registry_promotion_policy: Literal["auto", "shadow", "manual"] = "auto"
-    """What a candidate whose gates passed becomes: `auto`, the champion at once; `shadow`, the
-    challenger (serving shadows it and the monitor promotes it once enough labelled shadow
-    predictions show it at least as good; the first model of a name becomes champion);
-    `manual`, nothing until `POST …/approve`."""
+    """How a version reaches production (the last environment, alias `champion`) once it is in
+    the environment before it: `auto`, at once; `shadow`, as the challenger (serving shadows it
+    and the monitor promotes it once enough labelled shadow predictions show it at least as
+    good; the first model of a name becomes champion); `manual`, when an operator approves it
+    (`POST …/approve`)."""
+
+    registry_environments: list[EnvironmentRule] = Field(
+        default_factory=lambda: [EnvironmentRule(name="staging", rule="auto")]
+    )
+    """The environments a version passes through before production, in order (JSON: a list of
+    `{"name", "rule", "after_s"}`; rules `auto`, `after`, `manual`, see docs/security.md). A
+    version can reach an environment only after the previous one. `[]`: production only."""
+
+    registry_environment_check_s: float = Field(5.0, ge=0.5, le=3600)
+    """How often the registry looks for versions an `after` rule lets into the next environment."""
+
+    @field_validator("registry_environments")
+    @classmethod
+    def _environments_in_order(cls, value: list[EnvironmentRule]) -> list[EnvironmentRule]:
+        names = [e.name for e in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"environment names must be unique, got {names}")
+        if value and value[0].rule == "after":
+            raise ValueError(f"{value[0].name!r} is first: `after` needs a previous environment")
+        return value
 
 
 class TrainerSettings(HTTPServiceSettings):
@@ -497,6 +533,14 @@ class MonitorSettings(HTTPServiceSettings):
     monitor_shadow_tolerance: float = Field(0.0, ge=0, le=1)
     """The challenger is promoted when its accuracy on those records is at least the
     champion's minus this."""
+
+    monitor_environment: str = Field(PRODUCTION, pattern=ENVIRONMENT_PATTERN)
+    """The environment whose version this monitor watches (its alias: `champion` for
+    production). A monitor of another environment runs in its own consumer group, judges that
+    version's predictions and labels, rolls it back in that environment when it does worse
+    than the one it replaced, and tags its alarms with the environment (the trainer retrains on
+    production's alone); only production's monitor sends the joined examples and compares a
+    challenger."""
 
     monitor_join_ttl_s: float = Field(3600.0, gt=0)
     """How long a prediction waits for its label (and a label for its prediction); also how far

@@ -46,7 +46,7 @@ from shared.events import (
     encode_event,
 )
 from shared.kafka import CONSUMER_LAG, DEAD_LETTERS, TryLater, read_processed
-from shared.registry_api import ModelVersion
+from shared.registry_api import PRODUCTION, ModelVersion
 from shared.schema import DatasetSchema
 from shared.settings import MonitorSettings
 from shared.validation import InvalidField, Label, Record, check_features, check_label
@@ -218,8 +218,8 @@ def install(
             score = max(payload.probabilities.values(), default=0.0)
             await send_drift(state.observe_prediction(payload.prediction, score, payload.event_time, origin))
         await send_measurements()
-        if result.example is not None:
-            await send_example(result.example, envelope)
+        if result.example is not None and settings.monitor_environment == PRODUCTION:
+            await send_example(result.example, envelope)  # one copy: production's monitor sends them
         if result.outcome is not None:
             version, correct, at = result.outcome
             if state.reference is not None and version == state.reference.version:

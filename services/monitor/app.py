@@ -19,6 +19,7 @@ from services.monitor.registry_link import FetchReference, RegistryLink
 from services.monitor.state import MonitorState
 from shared.http import create_app
 from shared.kafka import EventPublisher, faust_broker_config
+from shared.registry_api import PRODUCTION
 from shared.registry_client import RegistryClient
 from shared.schema import DatasetSchema
 from shared.settings import ROLES, MonitorSettings
@@ -43,13 +44,22 @@ class MonitorApp(faust.App):
 
 
 def build(settings: MonitorSettings, schema: DatasetSchema) -> MonitorApp:
-    app = MonitorApp("ctloop-monitor", store="memory://", web_enabled=False, **faust_broker_config(settings))
+    # NOTE: a monitor of another environment is another consumer group: each reads every record
+    group = (
+        "ctloop-monitor"
+        if settings.monitor_environment == PRODUCTION
+        else f"ctloop-monitor-{settings.monitor_environment}"
+    )
+    app = MonitorApp(group, store="memory://", web_enabled=False, **faust_broker_config(settings))
     state = app.monitor_state = MonitorState(settings, schema)
     joins = JoinStore(settings.monitor_join_ttl_s)
     JOIN_WAITING.set_function(lambda: len(joins))
     registry = RegistryClient(settings.registry_url, settings.token("monitor"))
     link = RegistryLink(
-        registry, schema.name, lambda request, version: agents.apply_reference(state, request, version)
+        registry,
+        schema.name,
+        lambda request, version: agents.apply_reference(state, request, version),
+        settings.monitor_environment,
     )
     control = ControlFollower(state, link, EventPublisher(settings, "monitor"))
     control_loop = control.consume_loop(settings)

@@ -26,7 +26,6 @@ from shared import topics
 from shared.events import ModelPromoted, TrainingFailed
 from shared.kafka import ConsumeLoop, EventPublisher, TryLater, decoded, make_consumer
 from shared.settings import MonitorSettings
-from shared.vocabulary import Alias
 
 log = logging.getLogger(__name__)
 HAND_OVER_TIMEOUT_S = 30.0
@@ -73,7 +72,9 @@ class ControlFollower:
                     payload.trigger_event_id,
                     payload.reason,
                 )
-        elif payload.alias in (Alias.CHAMPION, Alias.CHALLENGER):
+        else:
             # the event is a hint: the registry's alias, asked now, says which version it is
             # (a forged or stale event cannot reset the reference to a version no alias names)
-            self.link.ask(FetchReference(Alias(payload.alias), only_if_changed=True))
+            for slot, alias in self.link.aliases.items():
+                if payload.alias == alias:
+                    self.link.ask(FetchReference(slot, only_if_changed=True))

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from services.monitor.comparison import ShadowVerdict, Underperformance
-from shared.registry_api import ModelVersion
+from shared.registry_api import PRODUCTION, ModelVersion
 from shared.registry_client import RegistryClient, RegistryRefused
+from shared.settings import alias_of_environment
 from shared.vocabulary import Alias
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,21 @@ OnReference = Callable[[FetchReference, ModelVersion], None]
 class RegistryLink:
     name = "registry-link"
 
-    def __init__(self, registry: RegistryClient, model_name: str, on_reference: OnReference) -> None:
+    def __init__(
+        self,
+        registry: RegistryClient,
+        model_name: str,
+        on_reference: OnReference,
+        environment: str = PRODUCTION,
+    ) -> None:
         self.registry = registry
         self.model_name = model_name
         self.on_reference = on_reference
+        self.environment = environment
+        # the monitor's slots -> the registry's aliases (no challenger outside production)
+        self.aliases = {Alias.CHAMPION: alias_of_environment(environment)}
+        if environment == PRODUCTION:
+            self.aliases[Alias.CHALLENGER] = Alias.CHALLENGER
         self.loop: asyncio.AbstractEventLoop | None = None
         """Where `on_reference` runs; set by the agent that starts the link."""
         self._queue: deque[Request] = deque()
@@ -99,10 +111,12 @@ class RegistryLink:
         try:
             match request:
                 case FetchReference(alias=alias, version=version):
+                    if version is None and alias not in self.aliases:
+                        return  # this environment has no such slot
                     found = (
                         self.registry.version(self.model_name, version)
                         if version is not None
-                        else self.registry.alias(self.model_name, alias)
+                        else self.registry.alias(self.model_name, self.aliases[alias])
                     )
                     if found is not None:
                         self._hand_back(request, found)
@@ -121,7 +135,12 @@ class RegistryLink:
                     log.warning("%s; asking the registry to roll back", finding.reason)
                     # only from the champion found wanting: another monitor worker (or a person)
                     # who rolled back first makes this one a 409, not a flip back
-                    self.registry.rollback(self.model_name, finding.reason, replaces=finding.current_version)
+                    self.registry.rollback(
+                        self.model_name,
+                        finding.reason,
+                        replaces=finding.current_version,
+                        environment=self.environment,
+                    )
         except (RegistryRefused, ValidationError) as exc:  # asking again would get the same answer
             log.error("registry refused %s, or answered it with something invalid: %s", request, exc)
 

@@ -239,6 +239,7 @@ class MonitorState:
         )
 
     def _alarm(self, drift: DriftDetected) -> DriftDetected:
+        drift.environment = self.settings.monitor_environment
         self.policy.alarm(drift)
         self.reports.append(
             {**drift.model_dump(mode="json", exclude={"features"}), "kind": "alarm", "drift_kind": drift.kind}

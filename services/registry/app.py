@@ -4,11 +4,12 @@ Writes need a role's bearer token (docs/security.md): uploads the `trainer`'s; a
 `operator`'s, or the `monitor`'s for the loop's own two (rolling back the champion, making its
 challenger champion). When a `reader` token is configured, reads need it or any role's token.
 An upload is refused unless its bytes match the declared digest, it loads under ctloop's skops
-allow-list, and it carries an input schema. A candidate whose gates passed gets the alias of the
-promotion policy (`auto`: champion, `shadow`: challenger, `manual`: none until approved) in the
-transaction that registers it. Every version is signed (Ed25519 over its name, number, digest
-and input schema, with a key only the registry holds); downloads carry the digest and the
-signature in headers for the loader to verify.
+allow-list, and it carries an input schema. A candidate whose gates passed enters the
+environments whose rule lets it in at once (`environments.py`: by default staging, then
+production's champion under policy `auto`) in the transaction that registers it; a version
+reaches an environment only after the previous one. Every version is signed (Ed25519 over its
+name, number, digest and input schema, with a key only the registry holds); downloads carry the
+digest and the signature in headers for the loader to verify.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from services.registry.artifacts import ArtifactStore
+from services.registry.environments import Environments, UnknownEnvironment
 from services.registry.store import RegistryStore, StoreConflict
 from shared.http import BadRequest, Conflict, Forbidden, NotFound, RoleRule, Unprocessable, create_app
 from shared.registry_api import (
@@ -31,6 +33,7 @@ from shared.registry_api import (
     AliasTarget,
     ApproveRequest,
     ConditionalChange,
+    EnvironmentInfo,
     ModelSummary,
     ModelVersion,
     PromoteRequest,
@@ -49,8 +52,6 @@ UPLOADS = Counter("ctloop_registry_uploads_total", "Model uploads by outcome", [
 PROMOTIONS = Counter("ctloop_registry_promotions_total", "Alias changes", ["alias"])
 ROLLBACKS = Counter("ctloop_registry_rollbacks_total", "Champion rollbacks")
 
-# Which alias a candidate whose gates passed gets at upload, by promotion policy.
-POLICY_ALIAS = {"auto": "champion", "shadow": "challenger", "manual": None}
 
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="Model (dataset schema) name")]
 Alias = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
@@ -96,6 +97,7 @@ def build_app(
     artifacts: ArtifactStore,
     supervisor: Supervisor | None = None,
 ) -> FastAPI:
+    environments = Environments.from_settings(settings)
     app = create_app(
         "ctloop registry",
         health=lambda: {"ready": True, "service": "registry"},
@@ -197,10 +199,12 @@ def build_app(
             UPLOADS.labels("refused_artifact").inc()
             raise BadRequest(f"artifact refused: {exc}") from exc
         artifacts.put(data)
-        alias = POLICY_ALIAS[settings.registry_promotion_policy] if meta.gate_report.passed else None
-        if alias == "challenger" and store.alias(name, "champion") is None:
-            alias = "champion"  # shadow policy, cold start: there is nothing to shadow against
-        created = store.create_version(name, meta, promote_to=alias)
+        # the environments it enters at once (a shadow production with no champion yet takes it
+        # as champion: there is nothing to shadow against)
+        chain = environments.following(None, store.alias(name, "champion") is not None)
+        created = store.create_version(
+            name, meta, promote_to=chain if meta.gate_report.passed else (), actor="trainer"
+        )
         UPLOADS.labels("registered").inc()
         for name_of_alias in created.aliases:
             PROMOTIONS.labels(name_of_alias).inc()
@@ -232,9 +236,23 @@ def build_app(
             raise NotFound(f"model {name!r} has no {alias}")
         return found
 
+    def alias_of(environment: str) -> str:
+        try:
+            return environments.named(environment).alias
+        except UnknownEnvironment as exc:
+            raise Unprocessable([{"field": "environment", "reason": str(exc.args[0])}]) from exc
+
     def set_alias(
-        name: str, version: int, alias: str, reason: str, condition: ConditionalChange
+        name: str, version: int, alias: str, reason: str, condition: ConditionalChange, actor: str
     ) -> ModelVersion:
+        stage = environments.of_alias(alias)
+        if stage is not None and stage.previous is not None:
+            before = stage.previous
+            if not store.has_been(name, before.alias, version) and store.version(name, version) is not None:
+                raise Conflict(
+                    f"{name} v{version} has not been in {before.name}: {stage.name} takes versions "
+                    f"only from {before.name}"
+                )
         try:
             found = store.promote(
                 name,
@@ -243,6 +261,10 @@ def build_app(
                 reason,
                 replaces=condition.replaces,
                 override_rollback=condition.override_rollback,
+                cascade=environments.following(stage, has_champion=True)
+                if stage and alias != "challenger"
+                else (),
+                actor=actor,
             )
             result = changed(found, name, version)
         except StoreConflict as exc:
@@ -263,6 +285,8 @@ def build_app(
         `override_rollback`). The `monitor` role may only make the current challenger champion,
         in place of a named champion, with no override."""
         change = body or PromoteRequest()
+        if change.environment is not None:
+            change = change.model_copy(update={"alias": alias_of(change.environment)})
         if request.state.role == "monitor":
             challenger = store.alias(name, "challenger")
             if (
@@ -276,42 +300,50 @@ def build_app(
                     "the monitor role may only make the current challenger champion, in place of "
                     "the champion it compared it with (replaces), without an override"
                 )
-        return set_alias(name, version, change.alias, change.reason, change)
+        return set_alias(name, version, change.alias, change.reason, change, request.state.role)
 
     @app.post(
         "/v1/models/{name}/versions/{version}/approve",
         response_model=ModelVersion,
         tags=["aliases"],
     )
-    def approve(name: ModelName, version: VersionNumber, body: ApproveRequest | None = None) -> ModelVersion:
-        """A person's approval (policies `manual` and `shadow`): the version becomes champion
-        (the same conditions as a promotion)."""
-        request = body or ApproveRequest()
-        return set_alias(name, version, "champion", request.reason, request)
+    def approve(
+        name: ModelName, version: VersionNumber, request: Request, body: ApproveRequest | None = None
+    ) -> ModelVersion:
+        """A person's approval of a version for an environment (default production: it becomes
+        champion), for the `manual` rule and a `shadow` production (the same conditions as a
+        promotion)."""
+        change = body or ApproveRequest()
+        return set_alias(
+            name, version, alias_of(change.environment), change.reason, change, request.state.role
+        )
 
     @app.post(
         "/v1/models/{name}/aliases/{alias}",
         response_model=ModelVersion,
         tags=["aliases"],
     )
-    def move_alias(name: ModelName, alias: Alias, body: AliasTarget) -> ModelVersion:
+    def move_alias(name: ModelName, alias: Alias, body: AliasTarget, request: Request) -> ModelVersion:
         """Point `alias` at `{"version": v}` (conditions as for a promotion)."""
-        return set_alias(name, body.version, alias, body.reason, body)
+        return set_alias(name, body.version, alias, body.reason, body, request.state.role)
 
     @app.post("/v1/models/{name}/rollback", response_model=ModelVersion, tags=["aliases"])
     def rollback(name: ModelName, request: Request, body: RollbackRequest | None = None) -> ModelVersion:
-        """Make the previous champion the champion again, in one call (`replaces`: only if the
-        champion is that version now, else 409, so two callers at once make one rollback; the
-        `monitor` role must name it)."""
+        """Make an environment's previous version (default production's: the champion) its
+        version again, in one call (`replaces`: only if it is that version now, else 409, so two
+        callers at once make one rollback; the `monitor` role must name it, in production)."""
         change = body or RollbackRequest()
+        alias = alias_of(change.environment)
         if request.state.role == "monitor" and change.replaces is None:
-            raise Forbidden("the monitor role must name the champion it rolls back (replaces)")
+            raise Forbidden("the monitor role may only roll back the version it names (replaces)")
         try:
-            result = store.rollback(name, change.reason, replaces=change.replaces)
+            result = store.rollback(
+                name, change.reason, replaces=change.replaces, alias=alias, actor=request.state.role
+            )
         except StoreConflict as exc:
             raise Conflict(str(exc)) from exc
         if result is None:
-            raise NotFound(f"model {name!r} has no champion")
+            raise NotFound(f"model {name!r} has no version in {change.environment}")
         ROLLBACKS.inc()
         return result
 
@@ -341,13 +373,26 @@ def build_app(
             correlation_id=found.lineage.correlation_id,
             estimator=found.estimator,
             package_versions=found.package_versions,
-            promotions=store.history(name, version),
+            promotions=placed(store.history(name, version)),
         )
 
+    def placed(changes: list[AliasChange]) -> list[AliasChange]:
+        """The changes with the environment each alias belongs to."""
+        for change in changes:
+            stage = environments.of_alias(change.alias)
+            change.environment = stage.name if stage else None
+        return changes
+
     @app.get("/v1/models/{name}/history", response_model=list[AliasChange], tags=["aliases"])
-    def history(name: ModelName) -> list[AliasChange]:
-        """Every alias change of this model, oldest first."""
-        return store.history(name)
+    def history(name: ModelName, environment: str | None = None) -> list[AliasChange]:
+        """Every alias change of this model, oldest first (`environment`: of that one only)."""
+        changes = placed(store.history(name))
+        return [c for c in changes if c.environment == environment] if environment else changes
+
+    @app.get("/v1/environments", response_model=list[EnvironmentInfo], tags=["aliases"])
+    def list_environments() -> list[EnvironmentInfo]:
+        """The environments in promotion order, each with its alias and rule."""
+        return [stage.info() for stage in environments.stages]
 
     @app.get("/v1/models/{name}/events", tags=["models"])
     def events(name: ModelName, limit: Annotated[int, Query(ge=1, le=500)] = 500) -> list[dict[str, object]]:

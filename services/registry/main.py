@@ -18,8 +18,10 @@ log = logging.getLogger(__name__)
 
 
 def main() -> None:
+    from services.registry.after_rule import AfterRule
     from services.registry.app import build_app
     from services.registry.artifacts import ArtifactStore
+    from services.registry.environments import Environments
     from services.registry.metrics import AliasCollector
     from services.registry.migrate import migrate
     from services.registry.outbox import OutboxRelay
@@ -49,6 +51,9 @@ def main() -> None:
     ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     supervisor = Supervisor("registry")
     supervisor.add(OutboxRelay(store, make_producer(settings), settings.registry_outbox_keep))
+    environments = Environments.from_settings(settings)
+    if environments.after_rules():
+        supervisor.add(AfterRule(store, environments, settings.registry_environment_check_s))
     supervisor.start()
     try:
         serve(

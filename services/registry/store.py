@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -77,6 +77,7 @@ alias_history = Table(
     Column("reason", String(200), nullable=False),
     Column("correlation_id", String(64), nullable=True),
     Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(32), nullable=True),
 )
 
 outbox = Table(
@@ -177,9 +178,40 @@ class RegistryStore:
                 reason=r.reason,
                 correlation_id=r.correlation_id,
                 at=r.at,
+                actor=r.actor,
             )
             for r in rows
         ]
+
+    def has_been(self, name: str, alias: str, version: int) -> bool:
+        """Whether `alias` ever pointed at `version` (history only grows: no race to fear)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(alias_history.c.id).where(
+                    alias_history.c.model_name == name,
+                    alias_history.c.alias == alias,
+                    alias_history.c.version == version,
+                )
+            ).first()
+        return found is not None
+
+    def alias_since(self, name: str, alias: str) -> tuple[int, datetime] | None:
+        """The version `alias` points at and when it was pointed there."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(aliases.c.version, aliases.c.updated_at).where(
+                    aliases.c.model_name == name, aliases.c.alias == alias
+                )
+            ).first()
+        if row is None:
+            return None
+        at = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)  # SQLite
+        return int(row.version), at
+
+    def rolled_back(self, name: str, alias: str, version: int) -> bool:
+        """Whether `version` was ever replaced at `alias` by an older version (a rollback)."""
+        with self.engine.connect() as conn:
+            return self._rolled_back(conn, name, version, alias)
 
     def events(self, name: str, limit: int = 500) -> list[str]:
         """The model's newest `limit` events as written (JSON envelopes), oldest first."""
@@ -266,6 +298,7 @@ class RegistryStore:
         reason: str,
         correlation_id: str | None = None,
         replaces: int | None = None,
+        actor: str | None = None,
     ) -> None:
         """Point `alias` at `version`. With `replaces`, only if the alias points at that version
         now (StoreConflict otherwise: someone moved it since the caller looked)."""
@@ -298,6 +331,7 @@ class RegistryStore:
                 reason=reason[:200],
                 correlation_id=correlation_id or meta.lineage.correlation_id,
                 at=now,
+                actor=actor,
             )
         )
         change = ModelPromoted(
@@ -315,9 +349,16 @@ class RegistryStore:
             select(versions).where(versions.c.model_name == name, versions.c.version == version)
         ).first()
 
-    def create_version(self, name: str, meta: VersionMetadata, promote_to: str | None) -> ModelVersion:
-        """Register a new version (next number for `name`), optionally pointing an alias at it,
-        in one transaction with its events."""
+    def create_version(
+        self,
+        name: str,
+        meta: VersionMetadata,
+        promote_to: Sequence[str] | str | None,
+        actor: str | None = None,
+    ) -> ModelVersion:
+        """Register a new version (next number for `name`), optionally pointing aliases at it
+        (in order: the environments it enters at once), in one transaction with its events."""
+        chain = [promote_to] if isinstance(promote_to, str) else list(promote_to or ())
 
         def change(conn: Connection) -> int:
             latest = conn.execute(
@@ -338,9 +379,9 @@ class RegistryStore:
                 model_name=name, version=number, digest=meta.digest, metrics=meta.metrics
             )
             self._emit(conn, registered, meta)
-            if promote_to:
+            for alias in chain:
                 self._set_alias(
-                    conn, name, promote_to, number, meta, reason=f"policy: {promote_to} on upload"
+                    conn, name, alias, number, meta, reason=f"policy: {alias} on upload", actor=actor
                 )
             return number
 
@@ -358,10 +399,13 @@ class RegistryStore:
         correlation_id: str | None = None,
         replaces: int | None = None,
         override_rollback: bool = False,
+        cascade: Sequence[str] = (),
+        actor: str | None = None,
     ) -> ModelVersion | None:
-        """Point `alias` at `version` (`replaces`: only if it points at that version now). A
-        version once rolled back from champion becomes champion again only with
-        `override_rollback`."""
+        """Point `alias` at `version` (`replaces`: only if it points at that version now), then
+        the `cascade` aliases too (the environments it enters automatically after this one),
+        in one transaction. A version once rolled back from champion becomes champion again
+        only with `override_rollback` (and never by a cascade)."""
 
         def change(conn: Connection) -> bool:
             row = self._row(conn, name, version)
@@ -375,29 +419,45 @@ class RegistryStore:
                     "explicit override (override_rollback)"
                 )
             meta = VersionMetadata.model_validate_json(row.metadata)
-            self._set_alias(conn, name, alias, version, meta, reason, correlation_id, replaces)
+            self._set_alias(conn, name, alias, version, meta, reason, correlation_id, replaces, actor)
+            previous = alias
+            for following in cascade:
+                if following == "champion" and self._rolled_back(conn, name, version):
+                    break
+                if self._aliases_of(conn, name).get(following) != version:
+                    why = f"auto: reached {previous}"
+                    self._set_alias(
+                        conn, name, following, version, meta, why, correlation_id, actor="registry"
+                    )
+                previous = following
             return True
 
         return self.version(name, version) if self._retrying(change) else None
 
     def rollback(
-        self, name: str, reason: str = "manual rollback", replaces: int | None = None
+        self,
+        name: str,
+        reason: str = "manual rollback",
+        replaces: int | None = None,
+        alias: str = "champion",
+        actor: str | None = None,
     ) -> ModelVersion | None:
-        """Point `champion` back at the version it pointed at before the current one was
-        promoted. With `replaces`, only if the champion is that version now (two callers asking
-        at once: one rolls back, the other is refused instead of flipping it back)."""
+        """Point `alias` (an environment's) back at the version it pointed at before the
+        current one was promoted. With `replaces`, only if the alias is that version now (two
+        callers asking at once: one rolls back, the other is refused instead of flipping it
+        back)."""
 
         def change(conn: Connection) -> int | None:
-            current = self._aliases_of(conn, name).get("champion")
+            current = self._aliases_of(conn, name).get(alias)
             if current is None:
                 return None
             if replaces is not None and current != replaces:
                 raise StoreConflict(
-                    f"champion of {name} is v{current} now, not v{replaces}: it moved; look again"
+                    f"{alias} of {name} is v{current} now, not v{replaces}: it moved; look again"
                 )
             rows = conn.execute(
                 select(alias_history.c.version, alias_history.c.previous_version)
-                .where(alias_history.c.model_name == name, alias_history.c.alias == "champion")
+                .where(alias_history.c.model_name == name, alias_history.c.alias == alias)
                 .order_by(alias_history.c.id.desc())
             ).all()
             # The newest promotion that made the current version champion (a move forward, not
@@ -405,24 +465,24 @@ class RegistryStore:
             # rather than returning to the version just rolled back.
             previous = next((p for v, p in rows if v == current and p is not None and p < v), None)
             if previous is None:
-                raise StoreConflict(f"{name} has no earlier champion to roll back to")
+                raise StoreConflict(f"{name} has no earlier {alias} to roll back to")
             row = self._row(conn, name, previous)
             if row is None:  # versions are never deleted; a history naming none is corrupt
-                raise StoreConflict(f"{name} v{previous}, the earlier champion, is not in the registry")
+                raise StoreConflict(f"{name} v{previous}, the earlier {alias}, is not in the registry")
             meta = VersionMetadata.model_validate_json(row.metadata)
-            self._set_alias(conn, name, "champion", previous, meta, reason, replaces=current)
+            self._set_alias(conn, name, alias, previous, meta, reason, replaces=current, actor=actor)
             return int(previous)
 
         target = self._retrying(change)
         return None if target is None else self.version(name, target)
 
-    def _rolled_back(self, conn: Connection, name: str, version: int) -> bool:
-        """Whether `version` was ever replaced as champion by an older version (a rollback, by
-        a person or the monitor)."""
+    def _rolled_back(self, conn: Connection, name: str, version: int, alias: str = "champion") -> bool:
+        """Whether `version` was ever replaced at `alias` by an older version (a rollback, by a
+        person or the monitor)."""
         found = conn.execute(
             select(alias_history.c.id).where(
                 alias_history.c.model_name == name,
-                alias_history.c.alias == "champion",
+                alias_history.c.alias == alias,
                 alias_history.c.previous_version == version,
                 alias_history.c.version < version,
             )

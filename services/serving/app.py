@@ -63,6 +63,7 @@ def build_app(scorer: Scorer, settings: ServingSettings, supervisor: Supervisor 
         return {
             "ready": model is not None,
             "service": "serving",
+            "environment": settings.serving_environment,
             "model_version": model.number if model else None,
             "challenger_version": holder.challenger.number if holder.challenger else None,
             "reason": None if model else "no champion model loaded yet",

@@ -39,12 +39,12 @@ def main() -> None:
     holder = ModelHolder(
         schema,
         RegistryClient(settings.registry_url, settings.token("reader"), verifier=settings.verifier()),
-        cache_dir=settings.data_dir / "serving" / "cache" / schema.name,
+        cache_dir=settings.data_dir / "serving" / "cache" / settings.serving_environment / schema.name,
         budget=Budget(settings.serving_swap_p99_ratio, settings.serving_swap_p99_slack_ms)
         if settings.serving_swap_check
         else None,
     )
-    swapper = Swapper(holder, publisher, settings.serving_registry_retry_s)
+    swapper = Swapper(holder, publisher, settings.serving_registry_retry_s, settings.serving_environment)
     prediction_log = PredictionLog(publisher, settings.serving_log_buffer)
     shadow = ShadowScorer(
         holder, prediction_log, settings.serving_shadow_fraction, settings.serving_shadow_queue

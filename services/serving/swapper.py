@@ -1,8 +1,9 @@
-"""Follows the registry: loads the champion (and the challenger, for shadow scoring) at
+"""Follows the registry: loads the version its environment's alias names (production's
+`champion`, and its challenger for shadow scoring; another environment's alias is its name) at
 start-up, retrying while the registry is not there yet, and swaps whenever either alias moves
-on `models` (to the version the registry's alias names then: the event is only a hint). A
-champion swap, done or refused, is reported as an event carrying the promotion's correlation
-id."""
+on `models` (to the version the registry's alias names then: the event is only a hint). A swap
+of the served model, done or refused, is reported as an event carrying the promotion's
+correlation id and the environment."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from services.serving.holder import ModelHolder, SwapRefused
 from shared import topics
 from shared.events import Envelope, ModelPromoted, ModelSwapFailed, ModelSwapped, SwapCheck
 from shared.kafka import EventPublisher, decoded
+from shared.registry_api import PRODUCTION
 from shared.registry_client import RegistryError
+from shared.settings import alias_of_environment
 from shared.vocabulary import Alias
 
 log = logging.getLogger(__name__)
-
-ALIASES = (Alias.CHAMPION, Alias.CHALLENGER)
 
 
 class Swapper:
@@ -30,11 +31,20 @@ class Swapper:
 
     name = "swapper"
 
-    def __init__(self, holder: ModelHolder, publisher: EventPublisher, retry_s: float) -> None:
+    def __init__(
+        self, holder: ModelHolder, publisher: EventPublisher, retry_s: float, environment: str = PRODUCTION
+    ) -> None:
         self.holder = holder
         self.publisher = publisher
         self.retry_s = retry_s
-        self._wanted: dict[Alias, tuple[int, Envelope | None]] = {}
+        self.environment = environment
+        served = alias_of_environment(environment)
+        # registry alias -> the holder's slot it fills; the champion's first (a promoted
+        # challenger must not be shadowed)
+        self.slots = {served: Alias.CHAMPION}
+        if environment == PRODUCTION:
+            self.slots[Alias.CHALLENGER] = Alias.CHALLENGER
+        self._wanted: dict[str, tuple[int, Envelope | None]] = {}
         self._wake = threading.Condition()
         self._stop = False
 
@@ -43,11 +53,11 @@ class Swapper:
         for _, event, payload in decoded(messages, self.publisher):
             if (
                 isinstance(payload, ModelPromoted)
-                and payload.alias in ALIASES
+                and payload.alias in self.slots
                 and payload.model_name == self.holder.schema.name
             ):
                 with self._wake:
-                    self._wanted[Alias(payload.alias)] = (payload.version, event)
+                    self._wanted[payload.alias] = (payload.version, event)
                     self._wake.notify()
 
     def run(self) -> None:
@@ -64,31 +74,32 @@ class Swapper:
                 if not wanted:
                     self._wake.wait(self.retry_s)
                     continue
-            for alias in ALIASES:  # the champion first: a promoted challenger must not be shadowed
+            for alias in self.slots:
                 if alias in wanted:
                     self._swap(alias, *wanted[alias])
 
     def _reconcile(self) -> None:
-        for alias in ALIASES:
+        for alias in self.slots:
             try:
                 target = self.holder.registry.alias(self.holder.schema.name, alias)
             except RegistryError as exc:
                 log.info("registry not reachable: %s", exc)
                 self.holder.load_cache()  # only acts while nothing is loaded yet
                 return
-            loaded = self.holder.current if alias == Alias.CHAMPION else self.holder.challenger
+            loaded = self.holder.current if self.slots[alias] == Alias.CHAMPION else self.holder.challenger
             if target is None:
-                if alias == Alias.CHALLENGER and loaded is not None:
+                if self.slots[alias] == Alias.CHALLENGER and loaded is not None:
                     self.holder.drop_challenger()
             elif loaded is None or loaded.number != target.version:
                 self._wanted[alias] = (target.version, None)
 
-    def _swap(self, alias: Alias, number: int, cause: Envelope | None) -> None:
-        current = self.holder.current if alias == Alias.CHAMPION else self.holder.challenger
+    def _swap(self, alias: str, number: int, cause: Envelope | None) -> None:
+        slot = self.slots[alias]
+        current = self.holder.current if slot == Alias.CHAMPION else self.holder.challenger
         if current is not None and current.number == number:
             return
         if (
-            alias == Alias.CHALLENGER
+            slot == Alias.CHALLENGER
             and self.holder.current is not None
             and self.holder.current.number == number
         ):
@@ -114,18 +125,18 @@ class Swapper:
                 if current is not None and current.number == number:
                     return
                 champion = self.holder.current
-                if alias == Alias.CHALLENGER and champion is not None and champion.number == number:
+                if slot == Alias.CHALLENGER and champion is not None and champion.number == number:
                     self.holder.drop_challenger()  # as above: nothing to shadow
                     return
-            swap = self.holder.swap_to(version, alias)
+            swap = self.holder.swap_to(version, slot)
         except (SwapRefused, RegistryError) as exc:
             log.error("%s v%d refused, v%s stays: %s", alias, number, previous, exc)
-            if alias == Alias.CHAMPION:
+            if slot == Alias.CHAMPION:
                 check = exc.check if isinstance(exc, SwapRefused) else None
                 self._report(ModelSwapFailed, number, previous, 0.0, cause, str(exc), check)
             return
         log.info("%s v%s -> v%d loaded in %.0f ms", alias, previous, number, swap.seconds * 1000)
-        if alias == Alias.CHAMPION:
+        if slot == Alias.CHAMPION:
             self._report(ModelSwapped, number, previous, swap.seconds * 1000, cause, None, swap.check)
 
     def _report(
@@ -145,6 +156,7 @@ class Swapper:
             duration_ms=ms,
             reason=reason,
             check=check,
+            environment=self.environment,
         )
         self.publisher.publish(topics.MODELS, payload, key=self.holder.schema.name, cause=cause)
 

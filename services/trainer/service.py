@@ -37,6 +37,7 @@ from shared.events import (
 from shared.gc_tuning import cyclic_gc_paused
 from shared.ids import new_id
 from shared.kafka import EventPublisher, decoded
+from shared.registry_api import PRODUCTION
 from shared.registry_client import ModelVersions, RegistryError
 from shared.schema import DatasetSchema
 from shared.serialization import ArtifactError, load_model
@@ -123,7 +124,10 @@ class Trainer:
                     continue
                 self.examples.add(payload, message.partition, message.offset)
             elif isinstance(payload, DriftDetected) and payload.model_name == self.schema.name:
-                self.trigger(Trigger.for_drift(event, payload))
+                if payload.environment == PRODUCTION:
+                    self.trigger(Trigger.for_drift(event, payload))
+                else:  # another environment's monitor: its alarm is for rolling that one back
+                    log.info("drift in %s (not production): no retraining for it", payload.environment)
             elif (
                 isinstance(payload, ModelPromoted)
                 and payload.alias == Alias.CHAMPION
@@ -374,7 +378,9 @@ class Trainer:
         ours = [
             (event, payload)
             for event in drift_events
-            if isinstance(payload := event.parsed(), DriftDetected) and payload.model_name == self.schema.name
+            if isinstance(payload := event.parsed(), DriftDetected)
+            and payload.model_name == self.schema.name
+            and payload.environment == PRODUCTION
         ]
         latest = max(ours, key=lambda pair: pair[0].occurred_at, default=None)
         if latest is None or self.champion_version is None:

@@ -254,22 +254,28 @@ def test_odd_http_input_gets_a_4xx_naming_what_was_wrong(stack: Stack) -> None:
     )
     assert many.status_code == 413 and "10001 rows exceed the limit of 10000" in many.text
 
-    # every service: an over-limit body is refused from its length alone, before it is sent
-    for service, path, length in [
-        ("ingest", "/v1/records", 17 * 1024 * 1024),
-        ("serving", "/v1/predict", 17 * 1024 * 1024),
-        ("serving", "/v2/models/demo/infer", 17 * 1024 * 1024),
-        ("trainer", "/v1/runs", 2 * 1024 * 1024),
-        ("registry", "/v1/models/demo/versions/1/promote", 2 * 1024 * 1024),
+    # every service: an over-limit body is refused from its length alone, before it is sent (to
+    # a caller with the route's role: without it, the 401 comes first)
+    for service, path, length, role in [
+        ("ingest", "/v1/records", 17 * 1024 * 1024, "producer"),
+        ("serving", "/v1/predict", 17 * 1024 * 1024, None),
+        ("serving", "/v2/models/demo/infer", 17 * 1024 * 1024, None),
+        ("trainer", "/v1/runs", 2 * 1024 * 1024, None),
+        ("registry", "/v1/models/demo/versions/1/promote", 2 * 1024 * 1024, "operator"),
     ]:
-        status = _answer_before_the_body(stack.url(service), path, length)
+        auth = f"Authorization: Bearer {stack.token(role)}\r\n" if role else ""
+        status = _answer_before_the_body(stack.url(service), path, length, auth)
         assert " 413 " in status, (service, path, status)
+    status = _answer_before_the_body(stack.url("ingest"), "/v1/records", 17 * 1024 * 1024)
+    assert " 401 " in status, status
     # a registry upload without a token is refused before its body is read
     status = _answer_before_the_body(stack.url("registry"), "/v1/models/demo/versions", 5 * 1024 * 1024)
     assert " 401 " in status, status
 
     # a client that sends its whole body before it reads (urllib, Connection: close) reads the 413
-    request = urllib.request.Request(f"{ingest}/v1/records", data=b"x" * (66 * 1024 * 1024), headers=JSON)
+    request = urllib.request.Request(
+        f"{ingest}/v1/records", data=b"x" * (66 * 1024 * 1024), headers={**JSON, **stack.auth("producer")}
+    )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=60)
     assert refused.value.code == 413 and "exceeds the limit" in refused.value.read().decode()

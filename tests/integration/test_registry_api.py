@@ -108,14 +108,15 @@ def test_each_role_may_do_only_its_part(registry: Stack) -> None:
         assert httpx.post(promote_first, json=replaces, headers=registry.auth(role)).status_code in (401, 403)
     assert httpx.post(f"{url}/v1/models/roles/rollback", headers=registry.auth("trainer")).status_code == 403
 
-    # the monitor: only the loop's own changes (make its challenger champion, roll back a named champion)
+    # the monitor: only the loop's own changes (its challenger made champion, a named champion rolled back)
     not_challenger = httpx.post(promote_first, json=replaces, headers=registry.auth("monitor"))
     assert not_challenger.status_code == 403 and "only make the current challenger" in not_challenger.text
     unnamed = httpx.post(f"{url}/v1/models/roles/rollback", json={}, headers=registry.auth("monitor"))
-    assert unnamed.status_code == 403 and "must name the champion" in unnamed.text
+    assert unnamed.status_code == 403 and "version it names" in unnamed.text
     rolled = httpx.post(f"{url}/v1/models/roles/rollback", json=replaces, headers=registry.auth("monitor"))
     assert rolled.status_code == 200 and rolled.json()["version"] == first["version"]
-    archive = f"{url}/v1/models/roles/versions/{second['version']}/archive"
+    unpromoted = upload_demo(registry, name="roles", seed=10, passed=False)  # behind no alias
+    archive = f"{url}/v1/models/roles/versions/{unpromoted['version']}/archive"
     assert httpx.post(archive, headers=registry.auth("monitor")).status_code == 403
     assert httpx.post(archive, headers=registry.auth("operator")).json()["status"] == "archived"
 
@@ -145,9 +146,10 @@ def test_events_survive_a_paused_broker(registry: Stack) -> None:
         registry.bootstrap, topics.MODELS, lambda ev: any(e.payload.get("model_name") == "paused" for e in ev)
     )
     mine = [e for e in events if e.payload.get("model_name") == "paused"]
-    assert [(e.type, e.payload["version"]) for e in mine] == [
-        ("model.registered", created["version"]),
-        ("model.promoted", created["version"]),
+    assert [(e.type, e.payload["version"], e.payload.get("alias")) for e in mine] == [
+        ("model.registered", created["version"], None),
+        ("model.promoted", created["version"], "staging"),  # the default environments: staging,
+        ("model.promoted", created["version"], "champion"),  # then production (both `auto`)
     ]
     assert {e.correlation_id for e in mine} == {"loop-paused"}
 
@@ -175,19 +177,21 @@ def test_approve_rollback_archive_lineage(registry: Stack) -> None:
     approved = httpx.post(
         approve, json={"override_rollback": True, "replaces": first["version"]}, headers=auth
     )
-    assert approved.json()["aliases"] == ["champion"]
+    assert approved.json()["aliases"] == ["champion", "staging"]
     archived = httpx.post(f"{url}/v1/models/flow/versions/{first['version']}/archive", headers=auth)
     assert archived.json()["status"] == "archived"
     refused = httpx.post(f"{url}/v1/models/flow/versions/{first['version']}/promote", headers=auth)
     assert refused.status_code == 409 and "archived" in refused.json()["detail"]
     lineage = httpx.get(f"{url}/v1/models/flow/versions/{second['version']}/lineage", headers=auth).json()
-    assert lineage["run_id"] == "run-5" and [p["reason"] for p in lineage["promotions"]] == [
-        "policy: champion on upload",
-        "worse live",
-        "approved",
+    path = [(p["environment"], p["reason"], p["actor"]) for p in lineage["promotions"]]
+    assert lineage["run_id"] == "run-5" and path == [
+        ("staging", "policy: staging on upload", "trainer"),
+        ("production", "policy: champion on upload", "trainer"),
+        ("production", "worse live", "operator"),
+        ("production", "approved", "operator"),
     ]
     events = httpx.get(f"{url}/v1/models/flow/events", headers=auth).json()
-    assert [e["type"] for e in events].count("model.promoted") == 4
+    assert [e["type"] for e in events].count("model.promoted") == 6
 
 
 def test_models_cli(registry: Stack) -> None:
@@ -211,7 +215,7 @@ def test_models_cli(registry: Stack) -> None:
     listed = ctloop("list")
     assert listed.returncode == 0 and any(m["name"] == "cli" for m in json.loads(listed.stdout))
     assert ctloop("rollback", "cli").returncode == 0
-    history = json.loads(ctloop("history", "cli").stdout)
+    history = json.loads(ctloop("history", "cli", "--environment", "production").stdout)
     assert [h["version"] for h in history] == [1, 2, 1]
     assert json.loads(ctloop("lineage", "cli", "2").stdout)["run_id"] == "run-7"
     missing = ctloop("show", "nope")

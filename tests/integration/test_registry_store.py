@@ -60,7 +60,7 @@ def test_migrations_create_the_schema(url: str) -> None:
     tables = set(inspect(store.engine).get_table_names())
     assert {"versions", "aliases", "alias_history", "outbox", "alembic_version"} <= tables
     with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
 
 
 def test_versions_aliases_history_rollback_archive(url: str) -> None:

@@ -38,7 +38,7 @@ class FakeRegistry:
             **metadata.model_dump(), name=name, version=len(self.uploads), created_at=datetime.now(UTC)
         )
 
-    def alias(self, name: str, alias: Alias = Alias.CHAMPION) -> ModelVersion | None:
+    def alias(self, name: str, alias: str = Alias.CHAMPION) -> ModelVersion | None:
         return None
 
     def version(self, name: str, version: int) -> ModelVersion | None:
