@@ -3,6 +3,7 @@ the documentation cannot drift from what the services read. `ctloop config-refer
 
 from __future__ import annotations
 
+from pydantic_core import to_json
 from pydantic_settings import BaseSettings
 
 from shared.settings import (
@@ -45,7 +46,8 @@ def _default(cls: type[BaseSettings], field: str) -> str:
         return (
             "(computed)"
             if field == "instance"
-            else f"`{info.get_default(call_default_factory=True, validated_data={})}`"
+            # as JSON: what the environment variable takes
+            else f"`{to_json(info.get_default(call_default_factory=True, validated_data={})).decode()}`"
         )
     value = info.default
     if field == "schema_path":

@@ -398,6 +398,9 @@ class QualityMeasured(BaseModel):
     """Records both scored and labelled in the period."""
     shadow_champion_correct: int = 0
     shadow_challenger_correct: int = 0
+    environment: str = "production"
+    """The environment whose version the monitor watches (the registry's `after` rules count
+    these labelled predictions)."""
 
 
 Payload = (

@@ -142,6 +142,9 @@ class EnvironmentRule(BaseModel):
     operator promotes it (with a reason, recorded)."""
     after_s: float = Field(0.0, ge=0, le=90 * 24 * 3600)
     """For `after`: seconds in the previous environment."""
+    after_labelled: int = Field(0, ge=0)
+    """For `after`: labelled predictions the version made in the previous environment, as that
+    environment's monitor counted them (`quality.measured`). Both conditions must hold."""
 
     @model_validator(mode="after")
     def _not_reserved(self) -> EnvironmentRule:
@@ -157,6 +160,7 @@ class EnvironmentInfo(BaseModel):
     alias: str
     rule: Literal["auto", "after", "manual", "shadow"]
     after_s: float = 0.0
+    after_labelled: int = 0
     previous: str | None
     """The environment a version must have reached first (None: the first one)."""
 

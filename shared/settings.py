@@ -374,7 +374,7 @@ class RegistrySettings(HTTPServiceSettings):
         default_factory=lambda: [EnvironmentRule(name="staging", rule="auto")]
     )
     """The environments a version passes through before production, in order (JSON: a list of
-    `{"name", "rule", "after_s"}`; rules `auto`, `after`, `manual`, see docs/security.md). A
+    `{"name", "rule", "after_s", "after_labelled"}`; rules `auto`, `after`, `manual`, see docs/security.md). A
     version can reach an environment only after the previous one. `[]`: production only."""
 
     registry_environment_check_s: float = Field(5.0, ge=0.5, le=3600)

@@ -160,6 +160,7 @@ class MonitorState:
                 shadow_labelled=tally.shadow_labelled,
                 shadow_champion_correct=tally.shadow_champion_correct,
                 shadow_challenger_correct=tally.shadow_challenger_correct,
+                environment=self.settings.monitor_environment,
             )
             for tally in tallies.values()
         ]

@@ -1,6 +1,7 @@
 """Moves versions into the environments whose rule is `after`: once a version has been in the
-previous environment for the rule's time without being rolled back there, it is promoted (and
-on into the environments after it whose rule is `auto`).
+previous environment for the rule's time, and has made the rule's number of labelled
+predictions there (as that environment's monitor measured: `evidence.py`), without being rolled
+back there, it is promoted (and on into the environments after it whose rule is `auto`).
 
 Only forward: a version older than the one the environment holds is never pushed into it (a
 rollback in the previous environment does not roll this one back). The change is conditional on
@@ -24,6 +25,14 @@ log = logging.getLogger(__name__)
 AFTER_PROMOTIONS = Counter(
     "ctloop_registry_after_promotions_total", "Versions an `after` rule moved on", ["environment"]
 )
+
+
+def reason(stage: Stage) -> str:
+    """What the history says about a move by `stage`'s rule."""
+    previous = stage.previous.name if stage.previous else "?"
+    held = [f"{stage.after_s:g} s"] if stage.after_s or not stage.after_labelled else []
+    held += [f"{stage.after_labelled} labelled predictions"] if stage.after_labelled else []
+    return f"after: {' and '.join(held)} in {previous} without a rollback"
 
 
 class AfterRule:
@@ -52,6 +61,9 @@ class AfterRule:
             name, stage.alias, version
         ):
             return None
+        labelled = stage.after_labelled
+        if labelled and self.store.labelled(name, stage.previous.name, version) < labelled:
+            return None
         return version, current
 
     def check_once(self) -> int:
@@ -64,13 +76,12 @@ class AfterRule:
                 if found is None:
                     continue
                 version, replaces = found
-                previous = stage.previous.name if stage.previous else "?"
                 try:
                     self.store.promote(
                         model.name,
                         version,
                         stage.alias,
-                        f"after: {stage.after_s:g} s in {previous} without a rollback",
+                        reason(stage),
                         replaces=replaces,
                         cascade=self.environments.following(stage, has_champion=True),
                         actor="registry",

@@ -26,6 +26,7 @@ class Stage:
     alias: str
     rule: Rule
     after_s: float
+    after_labelled: int
     previous: Stage | None
 
     def info(self) -> EnvironmentInfo:
@@ -34,6 +35,7 @@ class Stage:
             alias=self.alias,
             rule=self.rule,
             after_s=self.after_s,
+            after_labelled=self.after_labelled,
             previous=self.previous.name if self.previous else None,
         )
 
@@ -48,17 +50,11 @@ class Environments:
     def __init__(self, before: list[EnvironmentRule], production_policy: Rule) -> None:
         stages: list[Stage] = []
         for spec in before:
-            stages.append(
-                Stage(spec.name, spec.name, spec.rule, spec.after_s, stages[-1] if stages else None)
-            )
+            previous = stages[-1] if stages else None
+            stages.append(Stage(spec.name, spec.name, spec.rule, spec.after_s, spec.after_labelled, previous))
+        production = alias_of_environment(PRODUCTION)
         stages.append(
-            Stage(
-                PRODUCTION,
-                alias_of_environment(PRODUCTION),
-                production_policy,
-                0.0,
-                stages[-1] if stages else None,
-            )
+            Stage(PRODUCTION, production, production_policy, 0.0, 0, stages[-1] if stages else None)
         )
         self.stages = stages
 
@@ -96,3 +92,8 @@ class Environments:
 
     def after_rules(self) -> list[Stage]:
         return [s for s in self.stages if s.rule == "after"]
+
+    def count_labelled(self) -> bool:
+        """Whether an `after` rule counts labelled predictions (the registry then follows the
+        monitors' measurements)."""
+        return any(s.after_labelled for s in self.after_rules())

@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY
 
 from shared.events import Source
 from shared.http import serve
-from shared.kafka import make_producer
+from shared.kafka import EventPublisher, make_producer
 from shared.logs import setup_logging
 from shared.settings import RegistrySettings
 from shared.supervision import Supervisor
@@ -22,6 +22,7 @@ def main() -> None:
     from services.registry.app import build_app
     from services.registry.artifacts import ArtifactStore
     from services.registry.environments import Environments
+    from services.registry.evidence import EvidenceFollower
     from services.registry.metrics import AliasCollector
     from services.registry.migrate import migrate
     from services.registry.outbox import OutboxRelay
@@ -54,6 +55,8 @@ def main() -> None:
     environments = Environments.from_settings(settings)
     if environments.after_rules():
         supervisor.add(AfterRule(store, environments, settings.registry_environment_check_s))
+    if environments.count_labelled():
+        supervisor.add(EvidenceFollower(store, EventPublisher(settings, "registry")).consume_loop(settings))
     supervisor.start()
     try:
         serve(

@@ -92,6 +92,18 @@ outbox = Table(
     Column("sent_at", DateTime(timezone=True), nullable=True),
 )
 
+evidence = Table(
+    "evidence",
+    metadata_obj,
+    Column("event_id", String(64), primary_key=True),
+    Column("model_name", String(64), nullable=False),
+    Column("environment", String(32), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("labelled", Integer, nullable=False),
+    Column("correct", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
 T = TypeVar("T")
 
 
@@ -500,6 +512,41 @@ class RegistryStore:
             return True
 
         return self.version(name, version) if self._retrying(change) else None
+
+    # --- evidence ---------------------------------------------------------------------------
+
+    def add_evidence(
+        self, event_id: str, name: str, environment: str, version: int, labelled: int, correct: int
+    ) -> bool:
+        """Record a monitor's measurement once (keyed by its event id); whether it was new."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(evidence).values(
+                        event_id=event_id,
+                        model_name=name,
+                        environment=environment,
+                        version=version,
+                        labelled=labelled,
+                        correct=correct,
+                        at=datetime.now(UTC),
+                    )
+                )
+        except IntegrityError:
+            return False  # read twice (at-least-once delivery): counted already
+        return True
+
+    def labelled(self, name: str, environment: str, version: int) -> int:
+        """Labelled predictions `version` made in `environment`, as its monitors measured."""
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                select(func.coalesce(func.sum(evidence.c.labelled), 0)).where(
+                    evidence.c.model_name == name,
+                    evidence.c.environment == environment,
+                    evidence.c.version == version,
+                )
+            ).scalar()
+        return int(total or 0)
 
     # --- outbox --------------------------------------------------------------------------
 

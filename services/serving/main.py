@@ -9,6 +9,7 @@ from shared import topics
 from shared.http import serve
 from shared.kafka import ConsumeLoop, EventPublisher, make_consumer
 from shared.logs import setup_logging
+from shared.registry_api import PRODUCTION
 from shared.registry_client import RegistryClient
 from shared.schema import load_schema
 from shared.settings import ServingSettings
@@ -39,7 +40,12 @@ def main() -> None:
     holder = ModelHolder(
         schema,
         RegistryClient(settings.registry_url, settings.token("reader"), verifier=settings.verifier()),
-        cache_dir=settings.data_dir / "serving" / "cache" / settings.serving_environment / schema.name,
+        # production's cache stays where it was before environments; another one's beside it
+        cache_dir=settings.data_dir
+        / "serving"
+        / "cache"
+        / ("" if settings.serving_environment == PRODUCTION else settings.serving_environment)
+        / schema.name,
         budget=Budget(settings.serving_swap_p99_ratio, settings.serving_swap_p99_slack_ms)
         if settings.serving_swap_check
         else None,

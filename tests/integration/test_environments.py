@@ -1,5 +1,6 @@
-"""Staged deployment: a version goes staging (`auto`) -> preprod (`after` 4 s in staging without
-a rollback) -> production (`manual`: an operator approves), never skipping a step, with a
+"""Staged deployment: a version goes staging (`auto`) -> preprod (`after` 4 s and 30 labelled
+predictions in staging without a rollback) -> production (`manual`: an operator approves),
+never skipping a step, with a
 serving instance in staging and one in production each following its environment's alias, a
 monitor watching staging's version, and the path it took (who, when, why) in its lineage."""
 
@@ -9,19 +10,27 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
 from services.supervisor import Stack, _die_with_parent
-from shared import credentials
+from shared import credentials, topics
 from shared.broker import free_port
+from shared.kafka import EventPublisher
+from shared.settings import CommonSettings
+from shared.validation import Label
+from tests.fixtures import demo_rows
 from tests.integration.conftest import start_stack, stop_stack, upload_demo, wait_for
 
 pytestmark = pytest.mark.integration
 
-ENVIRONMENTS = [{"name": "staging", "rule": "auto"}, {"name": "preprod", "rule": "after", "after_s": 4}]
+ENVIRONMENTS = [
+    {"name": "staging", "rule": "auto"},
+    {"name": "preprod", "rule": "after", "after_s": 4, "after_labelled": 30},
+]
 
 
 def run_in_staging(stack: Stack, service: str, folder: Path, port: int) -> subprocess.Popen[bytes]:
@@ -36,6 +45,7 @@ def run_in_staging(stack: Stack, service: str, folder: Path, port: int) -> subpr
             "CTLOOP_SERVING_GRPC_PORT": str(free_port()),
             "CTLOOP_INSTANCE": f"{service}-staging",
             "CTLOOP_DATA_DIR": str(folder),
+            "CTLOOP_MONITOR_QUALITY_REPORT_S": "1",
         },
         stdout=(folder / f"{service}-staging.log").open("w"),
         stderr=subprocess.STDOUT,
@@ -85,6 +95,23 @@ def watched(stack: Stack, monitor: str) -> int | None:
     return status.get("reference_version")  # type: ignore[no-any-return]
 
 
+def label_predictions(stack: Stack, serving: str, version: int, count: int) -> None:
+    """`count` predictions by `serving` (which must answer with `version`), then their labels."""
+    rows = demo_rows(count, seed=version)
+    ids = [f"staged-v{version}-{i}" for i in range(count)]
+    answer = httpx.post(
+        f"{serving}/v1/predict",
+        json={"records": [{"id": i, "features": r} for i, r in zip(ids, rows, strict=True)]},
+    )
+    assert answer.status_code == 200 and answer.json()["model_version"] == version, answer.text
+    publisher = EventPublisher(CommonSettings(kafka_bootstrap=stack.bootstrap), "test")
+    for record_id in ids:
+        label = Label(id=record_id, label=1, event_time=datetime.now(UTC))
+        publisher.publish(topics.LABELS, label, key=record_id)
+    publisher.flush(30)
+    publisher.close()
+
+
 def test_a_version_goes_staging_then_preprod_then_production(staged: tuple[Stack, str, str]) -> None:
     stack, staging_serving, staging_monitor = staged
     registry, operator = stack.url("registry"), stack.auth("operator")
@@ -112,7 +139,10 @@ def test_a_version_goes_staging_then_preprod_then_production(staged: tuple[Stack
     early = approve(v1, "too early")
     assert early.status_code == 409 and "has not been in preprod" in early.json()["detail"]
     wait_for(lambda: served(staging_serving) == v1, "the staging instance to serve v1", 120)
-    wait_for(lambda: "preprod" in aliases(v1), "the after rule to move v1 into preprod", 60)
+    wait_for(lambda: watched(stack, staging_monitor) == v1, "the staging monitor to watch v1", 180)
+    assert "preprod" not in aliases(v1)  # no labelled predictions yet
+    label_predictions(stack, staging_serving, v1, 40)
+    wait_for(lambda: "preprod" in aliases(v1), "the after rule to move v1 into preprod", 120)
     assert served(stack.url("serving")) is None  # production has nothing yet: manual
 
     approved = approve(v1, "release 1: checked in preprod")
@@ -138,7 +168,10 @@ def test_a_version_goes_staging_then_preprod_then_production(staged: tuple[Stack
     wait_for(lambda: watched(stack, staging_monitor) == v1, "the staging monitor back on v1", 120)
 
     v3 = upload_demo(stack, seed=3)["version"]
-    wait_for(lambda: "preprod" in aliases(v3), "the after rule to move v3 into preprod", 60)
+    wait_for(lambda: watched(stack, staging_monitor) == v3, "the staging monitor to watch v3", 120)
+    wait_for(lambda: served(staging_serving) == v3, "the staging instance to serve v3", 120)
+    label_predictions(stack, staging_serving, v3, 40)
+    wait_for(lambda: "preprod" in aliases(v3), "the after rule to move v3 into preprod", 120)
     assert "preprod" not in aliases(v2)  # rolled back in staging: never went further
     assert approve(v3, "release 3").status_code == 200
     wait_for(lambda: served(stack.url("serving")) == v3, "production to serve v3", 120)
@@ -148,7 +181,7 @@ def test_a_version_goes_staging_then_preprod_then_production(staged: tuple[Stack
     path = [(p["environment"], p["actor"], p["reason"]) for p in lineage["promotions"]]
     assert path == [
         ("staging", "trainer", "policy: staging on upload"),
-        ("preprod", "registry", "after: 4 s in staging without a rollback"),
+        ("preprod", "registry", "after: 4 s and 30 labelled predictions in staging without a rollback"),
         ("production", "operator", "release 3"),
     ]
     production = httpx.get(

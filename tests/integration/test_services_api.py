@@ -229,7 +229,7 @@ def test_serving_cold_start_then_first_swap(api: Stack) -> None:
     created = _upload(api, artifact_bytes, _metadata(digest(artifact_bytes)).model_dump_json())
     assert created.status_code == 201, created.text
     version = created.json()["version"]
-    assert created.json()["aliases"] == ["champion"]
+    assert created.json()["aliases"] == ["champion", "staging"]
     artifact = httpx.get(
         f"{api.url('registry')}/v1/models/demo/versions/{version}/artifact", headers=api.auth()
     )

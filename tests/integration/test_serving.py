@@ -181,8 +181,9 @@ def test_corrupted_artifact_is_refused_and_the_old_model_keeps_serving(stack: St
     digest = candidate["digest"][len("sha256:") :]
     path = stack.folder / "registry" / "artifacts" / digest[:2] / digest  # type: ignore[attr-defined]
     path.write_bytes(path.read_bytes()[:-3] + b"bad")
-    promoted = httpx.post(
+    promoted = httpx.post(  # into staging, and from there on into production (rule auto)
         f"{stack.url('registry')}/v1/models/demo/versions/{candidate['version']}/promote",
+        json={"environment": "staging"},
         headers={"Authorization": f"Bearer {stack.token('operator')}"},
     )
     assert promoted.status_code == 200

@@ -33,9 +33,9 @@ def test_challenger_is_shadowed_then_promoted(tmp_path_factory: pytest.TempPathF
             return upload_demo(stack, seed=seed, rows=400)
 
         first = upload(seed=1)
-        assert first["aliases"] == ["champion"]  # cold start: nothing to shadow against
+        assert first["aliases"] == ["champion", "staging"]  # cold start: nothing to shadow against
         second = upload(seed=2)
-        assert second["aliases"] == ["challenger"]
+        assert second["aliases"] == ["challenger", "staging"]
 
         def health(key: str) -> object:
             try:
