@@ -83,9 +83,7 @@ class Stack:
 
     def token(self, role: Role) -> str:
         """The bearer token of `role` that this stack's services run with."""
-        value = self.env.get(credentials.token_variable(role), "")
-        dev = self.env.get("CTLOOP_DEV_MODE", "").lower() in ("1", "true", "yes", "on")
-        return value or (f"dev-{role}-token" if dev and role != "reader" else "")
+        return credentials.token_of(self.env, role)
 
     def auth(self, role: Role = "reader") -> dict[str, str]:
         """An Authorization header with `role`'s token (none when the role has no token)."""

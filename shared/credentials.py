@@ -70,12 +70,24 @@ def read(path: Path) -> dict[str, str]:
     return found
 
 
+def dev_mode(env: dict[str, str]) -> bool:
+    """Whether `env` turns dev mode on (as pydantic reads a boolean variable)."""
+    return env.get("CTLOOP_DEV_MODE", "").strip().lower() in ("1", "true", "yes", "on", "t", "y")
+
+
+def token_of(env: dict[str, str], role: str) -> str:
+    """The token `role` runs with in `env` (in dev mode an unset one but the reader's is the
+    public placeholder, as `CommonSettings.token` says)."""
+    value = env.get(token_variable(role), "").strip()
+    return value or (f"dev-{role}-token" if dev_mode(env) and role != "reader" else "")
+
+
 def for_run(env: dict[str, str], data_dir: Path) -> tuple[dict[str, str], Path | None]:
     """The credentials a local stack runs with: the configured ones when any is set (or dev
     mode is on), else those of `data_dir/credentials.env`, made now if it does not exist. The
     file's path when one is used."""
     configured = any(env.get(name) for name in VARIABLES)
-    if configured or env.get("CTLOOP_DEV_MODE", "").lower() in ("1", "true", "yes", "on"):
+    if configured or dev_mode(env):
         return {name: env[name] for name in VARIABLES if env.get(name)}, None
     path = data_dir / FILE_NAME
     if not path.exists():
