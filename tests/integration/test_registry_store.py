@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
-from services.registry.migrate import migrate
+from services.registry.migrate import head_revision, migrate
 from services.registry.store import RegistryStore, StoreConflict
 from shared.events import Envelope, Source
 from shared.registry_api import GateReport, Lineage, VersionMetadata
@@ -58,9 +58,9 @@ def test_migrations_create_the_schema(url: str) -> None:
     store = store_for(url)
     migrate(store.engine)  # idempotent
     tables = set(inspect(store.engine).get_table_names())
-    assert {"versions", "aliases", "alias_history", "outbox", "alembic_version"} <= tables
+    assert {"versions", "aliases", "alias_history", "outbox", "evidence", "alembic_version"} <= tables
     with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
 
 
 def test_versions_aliases_history_rollback_archive(url: str) -> None:
