@@ -1,7 +1,8 @@
 """Moves versions into the environments whose rule is `after`: once a version has been in the
 previous environment for the rule's time, and has made the rule's number of labelled
 predictions there (as that environment's monitor measured: `evidence.py`), without being rolled
-back there, it is promoted (and on into the environments after it whose rule is `auto`).
+back there and without a drift alarm from that environment's monitor while it served there, it
+is promoted (and on into the environments after it whose rule is `auto`).
 
 Only forward: a version older than the one the environment holds is never pushed into it (a
 rollback in the previous environment does not roll this one back). The change is conditional on
@@ -32,7 +33,7 @@ def reason(stage: Stage) -> str:
     previous = stage.previous.name if stage.previous else "?"
     held = [f"{stage.after_s:g} s"] if stage.after_s or not stage.after_labelled else []
     held += [f"{stage.after_labelled} labelled predictions"] if stage.after_labelled else []
-    return f"after: {' and '.join(held)} in {previous} without a rollback"
+    return f"after: {' and '.join(held)} in {previous} without a rollback or alarm"
 
 
 class AfterRule:
@@ -61,6 +62,8 @@ class AfterRule:
             name, stage.alias, version
         ):
             return None
+        if self.store.alarms(name, stage.previous.name, version):
+            return None  # an operator can still promote it (with a reason) if the alarm is benign
         labelled = stage.after_labelled
         if labelled and self.store.labelled(name, stage.previous.name, version) < labelled:
             return None

@@ -3,8 +3,8 @@
 Each environment has an alias (production's is `champion`; every other one's is its name) and
 a rule for how a version gets in: `auto` (on upload when the gates passed, for the first one;
 as soon as the version reached the previous one, for the others), `after` (automatically once
-it has been in the previous environment for a while without being rolled back there: the
-`AfterRule` worker), `manual` (an operator), and for production also `shadow` (as the
+it has been in the previous environment for a while without being rolled back or raising an
+alarm there: the `AfterRule` worker), `manual` (an operator), and for production also `shadow` (as the
 challenger, which the monitor promotes). A version can reach an environment only after the
 previous one; the store checks that in the transaction that moves the alias.
 """
@@ -93,7 +93,7 @@ class Environments:
     def after_rules(self) -> list[Stage]:
         return [s for s in self.stages if s.rule == "after"]
 
-    def count_labelled(self) -> bool:
-        """Whether an `after` rule counts labelled predictions (the registry then follows the
-        monitors' measurements)."""
-        return any(s.after_labelled for s in self.after_rules())
+    def needs_evidence(self) -> bool:
+        """Whether an `after` rule exists, which waits for labelled predictions and is held by
+        alarms (the registry then follows the monitors' measurements and alarms)."""
+        return bool(self.after_rules())

@@ -55,7 +55,7 @@ def main() -> None:
     environments = Environments.from_settings(settings)
     if environments.after_rules():
         supervisor.add(AfterRule(store, environments, settings.registry_environment_check_s))
-    if environments.count_labelled():
+    if environments.needs_evidence():
         supervisor.add(EvidenceFollower(store, EventPublisher(settings, "registry")).consume_loop(settings))
     supervisor.start()
     try:

@@ -102,6 +102,7 @@ evidence = Table(
     Column("labelled", Integer, nullable=False),
     Column("correct", Integer, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+    Column("alarms", Integer, nullable=False, server_default="0"),
 )
 
 T = TypeVar("T")
@@ -516,9 +517,17 @@ class RegistryStore:
     # --- evidence ---------------------------------------------------------------------------
 
     def add_evidence(
-        self, event_id: str, name: str, environment: str, version: int, labelled: int, correct: int
+        self,
+        event_id: str,
+        name: str,
+        environment: str,
+        version: int,
+        labelled: int = 0,
+        correct: int = 0,
+        alarms: int = 0,
     ) -> bool:
-        """Record a monitor's measurement once (keyed by its event id); whether it was new."""
+        """Record a monitor's measurement or alarm once (keyed by its event id); whether it
+        was new."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -529,6 +538,7 @@ class RegistryStore:
                         version=version,
                         labelled=labelled,
                         correct=correct,
+                        alarms=alarms,
                         at=datetime.now(UTC),
                     )
                 )
@@ -538,9 +548,16 @@ class RegistryStore:
 
     def labelled(self, name: str, environment: str, version: int) -> int:
         """Labelled predictions `version` made in `environment`, as its monitors measured."""
+        return self._evidence_sum(evidence.c.labelled, name, environment, version)
+
+    def alarms(self, name: str, environment: str, version: int) -> int:
+        """Drift alarms the monitor of `environment` raised while `version` served there."""
+        return self._evidence_sum(evidence.c.alarms, name, environment, version)
+
+    def _evidence_sum(self, column: Column[int], name: str, environment: str, version: int) -> int:
         with self.engine.connect() as conn:
             total = conn.execute(
-                select(func.coalesce(func.sum(evidence.c.labelled), 0)).where(
+                select(func.coalesce(func.sum(column), 0)).where(
                     evidence.c.model_name == name,
                     evidence.c.environment == environment,
                     evidence.c.version == version,
