@@ -288,6 +288,16 @@ class TrainingEvent(BaseModel):
     metrics: dict[str, float] = {}
     failed_gate: str | None = None
     reason: str | None = None
+    merged: list[str] = []
+    """Further triggers this run answers (event ids, or kinds of triggers without one): they
+    arrived while it waited or ran."""
+
+
+class RunRequested(BaseModel):
+    """An operator asked for a run (`POST /v1/runs` on any trainer replica); the active
+    trainer runs it."""
+
+    model_name: str
 
 
 class TrainingStarted(TrainingEvent):
@@ -410,6 +420,7 @@ Payload = (
     | Prediction
     | Example
     | DriftDetected
+    | RunRequested
     | TrainingStarted
     | TrainingCompleted
     | TrainingFailed
@@ -429,6 +440,7 @@ EVENT_PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.PREDICTION_MADE: Prediction,
     EventType.EXAMPLE_LABELLED: Example,
     EventType.DRIFT_DETECTED: DriftDetected,
+    EventType.RUN_REQUESTED: RunRequested,
     EventType.TRAINING_STARTED: TrainingStarted,
     EventType.TRAINING_COMPLETED: TrainingCompleted,
     EventType.TRAINING_FAILED: TrainingFailed,

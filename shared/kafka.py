@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import (
     CommitFailedError,
@@ -65,9 +65,14 @@ def _consumer_config(settings: CommonSettings) -> dict[str, object]:
 
 
 def make_consumer(
-    settings: CommonSettings, group_id: str, topics: Iterable[str], **overrides: object
+    settings: CommonSettings,
+    group_id: str,
+    topics: Iterable[str],
+    listener: ConsumerRebalanceListener | None = None,
+    **overrides: object,
 ) -> KafkaConsumer:
-    """A group consumer with explicit commits, reading from the start of new partitions."""
+    """A group consumer with explicit commits, reading from the start of new partitions
+    (`listener`: told when the group gives it partitions and takes them back)."""
     config: dict[str, object] = {
         **_consumer_config(settings),
         "group_id": group_id,
@@ -77,7 +82,7 @@ def make_consumer(
     }
     config.update(overrides)
     consumer = KafkaConsumer(**config)
-    consumer.subscribe(list(topics))
+    consumer.subscribe(list(topics), listener=listener)
     return consumer
 
 
@@ -352,6 +357,10 @@ class ConsumeLoop:
     A commit refused because the group rebalanced is survived: the batch is not committed, so
     whoever owns its partitions now reads it again. Anything else ends `run` with the error,
     for the supervisor to restart it on a new consumer.
+
+    With `while_set`, the loop consumes only while that event is set: it waits for it, and when
+    it clears, closes its consumer (leaving the group, so another process gets the partitions
+    at once) and waits again — the trainer's group is read by the active replica only.
     """
 
     def __init__(
@@ -361,9 +370,11 @@ class ConsumeLoop:
         handler: Handler,
         publisher: EventPublisher,
         settings: CommonSettings,
+        while_set: threading.Event | None = None,
     ) -> None:
         self.name = name
         self._factory = consumer_factory
+        self._while_set = while_set
         self._handler = handler
         self._publisher = publisher
         self._max_attempts = settings.consumer_max_attempts
@@ -379,12 +390,22 @@ class ConsumeLoop:
         """Readiness: partitions assigned and not held."""
         return self.assigned.is_set() and self.holding is None
 
+    def _wanted(self) -> bool:
+        return self._while_set is None or self._while_set.is_set()
+
     def run(self) -> None:
+        while not self._stop_event.is_set():
+            if self._wanted():
+                self._consume()
+            else:
+                self._stop_event.wait(0.25)
+
+    def _consume(self) -> None:
         self.assigned.clear()
         self.holding = None
         consumer = self._factory()
         try:
-            while not self._stop_event.is_set():
+            while not self._stop_event.is_set() and self._wanted():
                 batches = consumer.poll(timeout_ms=500)
                 if consumer.assignment():
                     self.assigned.set()

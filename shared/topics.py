@@ -29,7 +29,25 @@ MODELS = "ctloop.models.v1"
 MONITORING = "ctloop.monitoring.v1"
 """The monitor's measurements (each tested window, live accuracy): history for the console."""
 
-ALL_TOPICS = (RAW, RECORDS, LABELS, DEADLETTER, PREDICTIONS, EXAMPLES, DRIFT, TRAINING, MODELS, MONITORING)
+TRAINER_CONTROL = "ctloop.trainer-control.v1"
+"""Run requests for the active trainer; its one partition is what trainer replicas compete for
+(`services/trainer/leadership.py`): the member of their group that holds it is the active one."""
+
+ALL_TOPICS = (
+    RAW,
+    RECORDS,
+    LABELS,
+    DEADLETTER,
+    PREDICTIONS,
+    EXAMPLES,
+    DRIFT,
+    TRAINING,
+    MODELS,
+    MONITORING,
+    TRAINER_CONTROL,
+)
+PARTITIONS_OF = {TRAINER_CONTROL: 1}
+"""Topics whose partition count is fixed by their role rather than configured."""
 
 
 def ensure_topics(bootstrap: str, partitions: int, timeout_s: float = 60.0) -> list[str]:
@@ -53,7 +71,7 @@ def ensure_topics(bootstrap: str, partitions: int, timeout_s: float = 60.0) -> l
         created = []
         for topic in missing:
             try:
-                admin.create_topics([NewTopic(topic, partitions, 1)])
+                admin.create_topics([NewTopic(topic, PARTITIONS_OF.get(topic, partitions), 1)])
                 created.append(topic)
             except TopicAlreadyExistsError:
                 pass  # another process created it first: the same end state

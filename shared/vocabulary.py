@@ -19,6 +19,7 @@ class EventType(StrEnum):
     PREDICTION_MADE = "prediction.made"
     EXAMPLE_LABELLED = "example.labelled"
     DRIFT_DETECTED = "drift.detected"
+    RUN_REQUESTED = "run.requested"
     TRAINING_STARTED = "training.started"
     TRAINING_COMPLETED = "training.completed"
     TRAINING_FAILED = "training.failed"

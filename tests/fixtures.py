@@ -1,10 +1,13 @@
-"""Shared test fixtures: the two schemas, generated data, a tiny trained pipeline."""
+"""Shared test fixtures: the two schemas, generated data, a tiny trained pipeline, a Kafka
+message as a consumer hands it over."""
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from kafka.consumer.fetcher import ConsumerRecord
 
 from services.trainer.pipeline import build_pipeline, make_estimator
 from shared.events import Example
@@ -125,3 +128,22 @@ def demo_examples(rows: int, seed: int) -> list[Example]:
         )  # type: ignore[arg-type]
         for i, r in enumerate(demo_rows(rows, seed=seed))
     ]
+
+
+def consumer_record(topic: str, value: bytes, offset: int = 0, key: bytes = b"demo") -> ConsumerRecord:
+    """A message as `KafkaConsumer.poll` returns it, for handlers tested without a broker."""
+    return ConsumerRecord(
+        topic=topic,
+        partition=0,
+        leader_epoch=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        headers=[],
+        checksum=None,
+        serialized_key_size=len(key),
+        serialized_value_size=len(value),
+        serialized_header_size=0,
+    )

@@ -1,4 +1,5 @@
-"""The trainer's HTTP API: list runs and their reports, and trigger a run by hand."""
+"""The trainer's HTTP API: list runs and their reports, and ask for a run by hand (on any
+replica: the request goes to the active one through the control topic)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header
+from kafka.errors import KafkaError
 
 from services.trainer.run import RunReport, Trigger
 from services.trainer.service import Trainer
+from shared import topics
+from shared.events import RunRequested
 from shared.http import Forbidden, NotFound, Unauthorized, Unavailable, create_app
 from shared.registry_client import RegistryUnavailable
 from shared.supervision import Supervisor
@@ -30,6 +34,7 @@ def build_app(
             "service": "trainer",
             "examples": len(trainer.examples),
             "champion_version": trainer.champion_version,
+            "active": trainer.active.is_set(),
         },
         supervisor=supervisor,
         max_body_bytes=trainer.settings.http_max_body_bytes,
@@ -62,8 +67,17 @@ def build_app(
     @app.post("/v1/runs", response_model=Trigger, status_code=202, tags=["runs"], dependencies=operator)
     def trigger_run() -> Trigger:
         """Ask for a run now on the sliding window of examples (merged into any waiting one).
-        Needs `Authorization: Bearer <CTLOOP_OPERATOR_TOKEN>`."""
-        return trainer.trigger(Trigger(kind=TriggerKind.MANUAL))
+        Any replica takes the request: it is written to the control topic, which the active
+        trainer reads; the answer's `event_id` is the request's, which the run's events list
+        (as their trigger, or merged). Needs `Authorization: Bearer <CTLOOP_OPERATOR_TOKEN>`."""
+        event_id, written = trainer.publisher.publish(
+            topics.TRAINER_CONTROL, RunRequested(model_name=trainer.schema.name), key=trainer.schema.name
+        )
+        try:
+            written.get(timeout=15)
+        except KafkaError as exc:
+            raise Unavailable(f"the request could not be written to Kafka: {exc}") from exc
+        return Trigger(kind=TriggerKind.MANUAL, event_id=event_id, correlation_id=event_id)
 
     @app.get("/v1/runs/{run_id}", response_model=RunReport, tags=["runs"])
     def get_run(run_id: str) -> RunReport:

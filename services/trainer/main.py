@@ -1,4 +1,5 @@
-"""Runs the trainer: consume examples, drift and model events; train on a worker; HTTP API."""
+"""Runs the trainer: consume examples, drift and model events; train on a worker while this
+replica is the active one (`leadership.py`); HTTP API."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 def main() -> None:
     skip_absent_pandas()
     from services.trainer.app import build_app
+    from services.trainer.leadership import Leadership
     from services.trainer.service import Trainer
 
     settings = TrainerSettings()
@@ -29,9 +31,15 @@ def main() -> None:
     topics.ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     registry = RegistryClient(settings.registry_url, settings.token("trainer"), verifier=settings.verifier())
     trainer = Trainer(settings, schema, EventPublisher(settings, "trainer"), registry)
+    leadership = Leadership(
+        trainer.active,
+        on_gain=lambda: trainer.take_over(lambda topic: read_tail(settings, topic, keep=200)),
+        on_loss=trainer.step_down,
+    )
+    control = leadership.consume_loop(settings, trainer.handle, trainer.publisher)
     # NOTE: the example store lives in memory, so it is rebuilt from the tail of `examples` at
     # every start (that consumer commits nothing); drift and model events are consumed once,
-    # by a group that commits.
+    # by a group that commits, and only while this replica is the active one.
     examples = ConsumeLoop(
         "consume-examples",
         lambda: make_replay_consumer(settings, topics.EXAMPLES, settings.trainer_max_examples),
@@ -45,19 +53,22 @@ def main() -> None:
         trainer.handle,
         trainer.publisher,
         settings,
+        while_set=trainer.active,
     )
     trainer.prepare()
-    try:
-        trainer.resume_unresolved_drift(read_tail(settings, topics.DRIFT, keep=50))
-    except Exception as exc:  # the broker is unreachable: the monitor will re-alarm later
-        log.warning("could not look for a drift left unanswered: %s", exc)
     supervisor = Supervisor("trainer")
-    for worker in (trainer, examples, events):
+    for worker in (trainer, examples, control, events):
         supervisor.add(worker)
     supervisor.start()
     try:
         serve(
-            build_app(trainer, lambda: examples.ready() and events.ready(), registry.role_of, supervisor),
+            build_app(
+                trainer,
+                # a standby is ready once its examples are: it answers reads and run requests
+                lambda: examples.ready() and (events.ready() or not trainer.active.is_set()),
+                registry.role_of,
+                supervisor,
+            ),
             settings.host,
             settings.trainer_port,
             settings.log_level,

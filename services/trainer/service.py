@@ -1,5 +1,8 @@
 """The trainer's loop: collect examples, coalesce triggers, run one training at a time.
 
+Of several replicas, one is active (`leadership.py`): only it runs triggers; the others keep
+their examples and wait to take over (`take_over`, `step_down`).
+
 The Kafka consume loop only records examples and triggers and returns, so it never blocks
 past `max_poll_interval_ms` (kafka-python #1401, #2179); runs happen in `Trainer.run` (a
 supervised worker, `shared.supervision`), and their fits in a process of their own
@@ -13,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from kafka.consumer.fetcher import ConsumerRecord
@@ -30,6 +34,7 @@ from shared.events import (
     Envelope,
     Example,
     ModelPromoted,
+    RunRequested,
     TrainingCompleted,
     TrainingFailed,
     TrainingStarted,
@@ -103,6 +108,13 @@ class Trainer:
         """The trigger of the run in progress."""
         self._wake = threading.Condition()
         self._stop = False
+        self.active = threading.Event()
+        """Set while this replica is the active trainer (`leadership.py`); a lone trainer is
+        active once its group gives it the control topic's partition."""
+        self.answered: set[str] = set()
+        """Ids of the triggers that runs answered (completed or failed), its own and, from the
+        training topic's tail, the previous active replica's: such a trigger read again (an
+        offset not committed before a takeover) starts no second run."""
         self.unsent: list[tuple[str, TrainingStarted | TrainingCompleted | TrainingFailed, Trigger]] = []
         """Run events (id, payload, trigger) not yet acknowledged by Kafka, oldest first; a
         retry sends the same event id, so consumers see one event however often it is sent."""
@@ -124,10 +136,22 @@ class Trainer:
                     continue
                 self.examples.add(payload, message.partition, message.offset)
             elif isinstance(payload, DriftDetected) and payload.model_name == self.schema.name:
-                if payload.environment == PRODUCTION:
-                    self.trigger(Trigger.for_drift(event, payload))
-                else:  # another environment's monitor: its alarm is for rolling that one back
+                if payload.environment != PRODUCTION:
+                    # another environment's monitor: its alarm is for rolling that one back
                     log.info("drift in %s (not production): no retraining for it", payload.environment)
+                elif event.event_id in self.answered:
+                    TRIGGERS.labels(TriggerKind.DRIFT, "answered").inc()
+                elif (
+                    self.champion_version is not None
+                    and payload.reference_version is not None
+                    and payload.reference_version < self.champion_version
+                ):  # about a champion replaced since: the monitor re-alarms if the new one drifts
+                    TRIGGERS.labels(TriggerKind.DRIFT, "stale").inc()
+                else:
+                    self.trigger(Trigger.for_drift(event, payload))
+            elif isinstance(payload, RunRequested) and payload.model_name == self.schema.name:
+                if event.event_id not in self.answered:
+                    self.trigger(self._requested(event))
             elif (
                 isinstance(payload, ModelPromoted)
                 and payload.alias == Alias.CHAMPION
@@ -180,9 +204,14 @@ class Trainer:
 
     # --- the worker ----------------------------------------------------------------------
 
+    @staticmethod
+    def _requested(event: Envelope) -> Trigger:
+        return Trigger(kind=TriggerKind.MANUAL, event_id=event.event_id, correlation_id=event.correlation_id)
+
     def _ready(self) -> Trigger | None:
-        """The trigger to run now, if there is one and enough data for it."""
-        if self._running is not None:
+        """The trigger to run now, if there is one and enough data for it (and this replica
+        is the active one)."""
+        if self._running is not None or not self.active.is_set():
             return None
         pending = self._pending
         if pending is None and self._cold_start_due():
@@ -344,7 +373,10 @@ class Trainer:
             metrics=report.metrics,
             failed_gate=report.failed_gate,
             reason=report.reason,
+            merged=report.trigger.merged,
         )
+        if kind is not TrainingStarted:
+            self.answered.update(filter(None, [report.trigger.event_id, *report.trigger.merged]))
         self.unsent.append((new_id(), payload, report.trigger))
 
     def _send_unsent(self) -> None:
@@ -364,17 +396,52 @@ class Trainer:
 
     def prepare(self) -> None:
         """Learn the current champion and start the fit process (before the worker runs)."""
+        self._learn_champion()
+        self.fitter.start()
+
+    def _learn_champion(self) -> None:
         try:
             champion = self.registry.alias(self.schema.name, Alias.CHAMPION)
             if champion is not None:
                 self.champion_version = champion.version
         except RegistryError as exc:
-            log.warning("registry not reachable at start (%s); learning the champion from events", exc)
-        self.fitter.start()
+            log.warning("registry not reachable (%s); learning the champion from events", exc)
 
-    def resume_unresolved_drift(self, drift_events: list[Envelope]) -> Trigger | None:
-        """After a restart: the newest drift about the current champion has not been answered
-        by a new champion (a run was cut off, or never started), so queue it again."""
+    def take_over(self, tails: Callable[[str], list[Envelope]]) -> list[Trigger]:
+        """This replica became the active one (a lone trainer does at start): learn the
+        champion, then queue again what was asked for and not answered, as the topics' tails
+        say (`tails(topic)`: its newest events) — the newest drift about the current champion,
+        and the run requests newer than the training tail's oldest event — unless a run's
+        completed or failed event lists it (as its trigger or merged)."""
+        self._learn_champion()
+        training = tails(topics.TRAINING)
+        for event in training:
+            payload = event.parsed()
+            if (
+                isinstance(payload, TrainingCompleted | TrainingFailed)
+                and payload.model_name == self.schema.name
+            ):
+                self.answered.update(filter(None, [payload.trigger_event_id, *payload.merged]))
+        queued: list[Trigger] = []
+        if (drift := self._unanswered_drift(tails(topics.DRIFT))) is not None:
+            queued.append(self.trigger(drift))
+        covered_from = min((event.occurred_at for event in training), default=None)
+        for event in tails(topics.TRAINER_CONTROL):
+            payload = event.parsed()
+            if (
+                isinstance(payload, RunRequested)
+                and payload.model_name == self.schema.name
+                and event.event_id not in self.answered
+                and (covered_from is None or event.occurred_at >= covered_from)
+            ):
+                queued.append(self.trigger(self._requested(event)))
+        for trigger in queued:
+            log.info("taking over: %s %s was not answered; queued", trigger.kind, trigger.event_id)
+        return queued
+
+    def _unanswered_drift(self, drift_events: list[Envelope]) -> Trigger | None:
+        """The newest production drift about the current champion, unless a run answered it
+        (a newer champion, or a run's event naming it)."""
         ours = [
             (event, payload)
             for event in drift_events
@@ -386,14 +453,18 @@ class Trainer:
         if latest is None or self.champion_version is None:
             return None
         event, drift = latest
-        if drift.reference_version != self.champion_version:
-            return None  # a newer champion came after it: answered
-        log.info(
-            "resuming drift %s about champion v%s (unanswered at start)",
-            event.event_id,
-            self.champion_version,
-        )
-        return self.trigger(Trigger.for_drift(event, drift))
+        if drift.reference_version != self.champion_version or event.event_id in self.answered:
+            return None
+        return Trigger.for_drift(event, drift)
+
+    def step_down(self) -> None:
+        """This replica is no longer the active one (`active` is already clear): wait for the
+        run in progress to end and its events to be sent, so two replicas never run at once,
+        and drop what waits (the next active replica finds it unanswered in the tails)."""
+        with self._wake:
+            self._pending = None
+            while (self._running is not None or self.unsent) and not self._stop:
+                self._wake.wait(timeout=1.0)
 
     def stop(self) -> None:
         with self._wake:

@@ -9,7 +9,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from shared.broker import EmbeddedBroker
 from shared.kafka import make_consumer
 from shared.settings import CommonSettings
-from shared.topics import ALL_TOPICS, ensure_topics
+from shared.topics import ALL_TOPICS, PARTITIONS_OF, TRAINER_CONTROL, ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,9 @@ def test_start_topics_pause_resume_stop() -> None:
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
         described = admin.describe_topics(list(ALL_TOPICS))
         admin.close()
-        assert {len(t["partitions"]) for t in described} == {4}
+        counts = {t["name"]: len(t["partitions"]) for t in described}
+        assert counts == {topic: PARTITIONS_OF.get(topic, 4) for topic in ALL_TOPICS}
+        assert counts[TRAINER_CONTROL] == 1  # what trainer replicas compete for
 
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
         producer.send(ALL_TOPICS[0], b"before pause").get(timeout=30)

@@ -40,7 +40,7 @@ from shared.events import (
 )
 from shared.settings import ConsoleSettings
 from shared.validation import FieldError
-from tests.fixtures import demo_schema
+from tests.fixtures import consumer_record, demo_schema
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)  # within every page's period
 DIGEST = "sha256:" + "0" * 64
@@ -405,7 +405,6 @@ def test_a_sign_in_the_registry_cannot_check_is_refused(console: tuple[TestClien
 
 
 def test_a_database_that_does_not_answer_holds_the_batch_and_loses_nothing(tmp_path: Path) -> None:
-    from kafka.consumer.fetcher import ConsumerRecord
     from sqlalchemy import create_engine
 
     from services.console.follower import Follower
@@ -414,24 +413,9 @@ def test_a_database_that_does_not_answer_holds_the_batch_and_loses_nothing(tmp_p
     store = ConsoleStore(f"sqlite:///{tmp_path / 'console.db'}")
     follower = Follower(store, dead_letters_keep=1000)
 
-    def message(offset: int, value: bytes) -> ConsumerRecord:
-        return ConsumerRecord(
-            topic="ctloop.models.v1",
-            partition=0,
-            leader_epoch=0,
-            offset=offset,
-            timestamp=0,
-            timestamp_type=0,
-            key=b"demo",
-            value=value,
-            headers=[],
-            checksum=None,
-            serialized_key_size=4,
-            serialized_value_size=len(value),
-            serialized_header_size=0,
-        )
-
-    messages = [message(i, e.encode()) for i, e in enumerate(a_loop())] + [message(9, b"not an event")]
+    messages = [consumer_record("ctloop.models.v1", e.encode(), i) for i, e in enumerate(a_loop())] + [
+        consumer_record("ctloop.models.v1", b"not an event", 9)
+    ]
     working = store.engine
     store.engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/gone")  # nothing listens
     with pytest.raises(TryLater, match="console's database"):

@@ -128,6 +128,7 @@ def run_one(trainer: Trainer, trigger: Trigger | None = None) -> RunReport:
     if trigger is not None:
         trainer.trigger(trigger)
     trainer.prepare()
+    trainer.active.set()  # the only replica
     supervisor = Supervisor("test")
     supervisor.add(trainer)
     supervisor.start()

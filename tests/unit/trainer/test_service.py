@@ -5,17 +5,31 @@ sent after the worker restarts."""
 from __future__ import annotations
 
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from kafka.consumer.fetcher import ConsumerRecord
+from pydantic import BaseModel
 
 from services.trainer.app import build_app
 from services.trainer.run import Trigger
 from services.trainer.service import Trainer, refine_onset
-from shared.events import DriftDetected, Envelope, Example, Source, TrainingCompleted, encode_event
+from shared import topics
+from shared.events import (
+    DriftDetected,
+    Envelope,
+    Example,
+    RunRequested,
+    Source,
+    TrainingCompleted,
+    TrainingFailed,
+    TrainingStarted,
+    encode_event,
+)
 from shared.supervision import Supervisor
-from tests.fixtures import credit_examples, credit_schema
+from tests.fixtures import consumer_record, credit_examples, credit_schema
 from tests.unit.trainer.helpers import FakePublisher, FakeRegistry, run_one, settings, wait_for
 
 
@@ -66,6 +80,7 @@ def test_new_examples_trigger(tmp_path: Path) -> None:
         settings(tmp_path, trainer_retrain_every=300), credit_schema(), FakePublisher(), FakeRegistry()
     )
     trainer.champion_version = 1
+    trainer.active.set()
     for example in credit_examples(299):
         trainer.examples.add(example)
     assert trainer._ready() is None
@@ -85,29 +100,123 @@ def test_schedule_trigger(tmp_path: Path) -> None:
     assert report.trigger.kind == "schedule" and report.status == "completed"
 
 
-def test_a_drift_left_unanswered_before_a_restart_is_resumed(tmp_path: Path) -> None:
-    source, t0 = Source(service="monitor", instance="t"), datetime(2026, 11, 1, tzinfo=UTC)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
-    def drift(reference: int, name: str = "credit") -> Envelope:
-        payload = DriftDetected(
+
+def envelope(payload: BaseModel) -> Envelope:
+    return Envelope.decode(encode_event(payload, Source(service="test", instance="t"))[1])  # type: ignore[arg-type]
+
+
+def drift(reference: int, name: str = "credit") -> Envelope:
+    return envelope(
+        DriftDetected(
             model_name=name,
             reference_version=reference,
             kind="concept",
-            window_start=t0,
-            window_end=t0,
+            window_start=T0,
+            window_end=T0,
             window_size=1,
-            onset_time=t0,
+            onset_time=T0,
             detector="test",
         )
-        return Envelope.decode(encode_event(payload, source)[1])
+    )
+
+
+def ran(
+    kind: type[TrainingStarted | TrainingCompleted | TrainingFailed], trigger: str, *merged: str
+) -> Envelope:
+    return envelope(
+        kind(run_id="r", model_name="credit", trigger="drift", trigger_event_id=trigger, merged=list(merged))
+    )
+
+
+def taking_over(trainer: Trainer, tails: dict[str, list[Envelope]]) -> list[str | None]:
+    return [t.event_id for t in trainer.take_over(lambda topic: tails.get(topic, []))]
+
+
+def test_a_replica_taking_over_queues_the_drift_left_unanswered(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), registry)
+    trainer.champion_version = 3
+    old, newest = drift(2), drift(3)
+    assert taking_over(trainer, {topics.DRIFT: [old]}) == []  # about an older champion: answered
+    assert taking_over(trainer, {topics.DRIFT: [drift(3, name="other")]}) == []  # another model
+    assert taking_over(trainer, {topics.DRIFT: [old, newest]}) == [newest.event_id]
+
+
+def test_a_replica_taking_over_skips_what_a_run_answered(tmp_path: Path) -> None:
+    trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())
+    trainer.champion_version = 3
+    cut_off, merged, done = drift(3), drift(3), drift(3)
+    started = ran(TrainingStarted, cut_off.event_id)  # started, never ended: not answered
+    request, answered_request = (
+        envelope(RunRequested(model_name="credit")),
+        envelope(RunRequested(model_name="credit")),
+    )
+    tails = {
+        topics.TRAINING: [started],
+        topics.DRIFT: [cut_off],
+        topics.TRAINER_CONTROL: [request, answered_request],
+    }
+    assert taking_over(trainer, tails) == [cut_off.event_id] * 3  # the requests merged into it
+    assert trainer._pending is not None and trainer._pending.merged == [
+        request.event_id,
+        answered_request.event_id,
+    ]
 
     trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())
     trainer.champion_version = 3
-    old, answered = drift(2), drift(3)
-    assert trainer.resume_unresolved_drift([old]) is None  # about an older champion: answered
-    assert trainer.resume_unresolved_drift([drift(3, name="other")]) is None  # another model
-    resumed = trainer.resume_unresolved_drift([old, answered])
-    assert resumed is not None and resumed.kind == "drift" and resumed.event_id == answered.event_id
+    tails[topics.TRAINING] = [
+        ran(TrainingCompleted, cut_off.event_id, answered_request.event_id),
+        ran(TrainingFailed, done.event_id, merged.event_id),
+    ]
+    tails[topics.DRIFT] = [cut_off, merged, done]
+    assert taking_over(trainer, tails) == []  # each drift and the request answered by a run
+
+
+def test_a_request_older_than_the_training_tail_counts_as_answered(tmp_path: Path) -> None:
+    trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())
+    older = envelope(RunRequested(model_name="credit"))
+    tails = {topics.TRAINING: [ran(TrainingCompleted, "another")]}
+    newer = envelope(RunRequested(model_name="credit"))
+    tails[topics.TRAINER_CONTROL] = [older, newer]
+    assert taking_over(trainer, tails) == [newer.event_id]
+
+
+def message(topic: str, event: Envelope) -> ConsumerRecord:
+    return consumer_record(topic, event.model_dump_json().encode(), key=b"credit")
+
+
+def test_a_drift_read_again_after_a_run_answered_it_starts_nothing(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    trainer = Trainer(settings(tmp_path), credit_schema(), publisher, FakeRegistry())
+    trainer.champion_version = 3
+    answered, stale = drift(3), drift(2)
+    trainer.answered.add(answered.event_id)
+    trainer.handle([message(topics.DRIFT, answered), message(topics.DRIFT, stale)])
+    assert trainer._pending is None
+    fresh = drift(3)
+    trainer.handle([message(topics.DRIFT, fresh)])
+    assert trainer._pending is not None and trainer._pending.event_id == fresh.event_id
+
+
+def test_a_standby_runs_nothing_and_a_replica_letting_go_finishes_its_run_first(tmp_path: Path) -> None:
+    trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())
+    for example in credit_examples(900):
+        trainer.examples.add(example)
+    assert trainer._ready() is None  # cold start due, but a standby does not run it
+    trainer.active.set()
+    assert trainer._ready() is not None
+    trainer._running = Trigger(kind="manual")
+    trainer.active.clear()
+    done = threading.Thread(target=trainer.step_down)
+    done.start()
+    done.join(0.5)
+    assert done.is_alive()  # waits for the run
+    with trainer._wake:
+        trainer._running = None
+    done.join(5)
+    assert not done.is_alive() and trainer._pending is None
 
 
 def test_drift_triggers_during_a_run_about_the_same_champion_join_that_run(tmp_path: Path) -> None:
@@ -137,6 +246,7 @@ def test_a_run_event_kafka_did_not_take_is_sent_after_the_worker_restarts(tmp_pa
     for example in credit_examples(400):
         trainer.examples.add(example)
     trainer.prepare()
+    trainer.active.set()
     supervisor = Supervisor("trainer", backoff_s=2.0)  # long enough for the test to see it down
     supervisor.add(trainer)
     health = TestClient(build_app(trainer, lambda: True, lambda token: None, supervisor))
