@@ -6,6 +6,12 @@ handing it out.
 Errors: `RegistryUnavailable` when the registry cannot answer now (unreachable, 5xx: try
 again later), `RegistryRefused` when it answered no (4xx: trying again will not help).
 Lookups of something absent return None; writes to something absent are refused.
+
+Given several registry replicas' URLs (comma-separated, for replicas with no load balancer in
+front), the client stays with the one that answered last and moves on to the next when it
+does not answer: a read on any transport error, a write only when the connection was refused
+(a write that timed out may have been applied: sending it to another replica could apply it
+twice).
 """
 
 from __future__ import annotations
@@ -82,8 +88,13 @@ class RegistryClient:
         verifier: Verifier | None = None,
     ) -> None:
         self.verifier = verifier
+        self.bases = [url.strip().rstrip("/") for url in base_url.split(",") if url.strip()]
+        if not self.bases:
+            raise ValueError("no registry URL given")
+        self._at = 0
+        """The replica that answered last."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+        self._http = httpx.Client(headers=headers, timeout=timeout_s)
 
     def close(self) -> None:
         self._http.close()
@@ -201,11 +212,24 @@ class RegistryClient:
 
     # --- the wire ------------------------------------------------------------------------
 
+    def _send(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        """The first answer of the replicas, from the one that answered last on."""
+        failures: list[str] = []
+        for step in range(len(self.bases)):
+            at = (self._at + step) % len(self.bases)
+            try:
+                response = self._http.request(method, self.bases[at] + path, **kwargs)  # type: ignore[arg-type]
+            except httpx.HTTPError as exc:
+                failures.append(f"{self.bases[at]}: {type(exc).__name__}: {exc}")
+                if method == "GET" or isinstance(exc, httpx.ConnectError):
+                    continue
+                break
+            self._at = at
+            return response
+        raise RegistryUnavailable(f"registry unreachable: {'; '.join(failures)}")
+
     def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
-        except httpx.HTTPError as exc:
-            raise RegistryUnavailable(f"registry unreachable: {exc}") from exc
+        response = self._send(method, path, **kwargs)
         if response.status_code >= 500:
             raise RegistryUnavailable(f"{method} {path}: {response.status_code} {response.text[:300]}")
         if response.status_code >= 400 and response.status_code != 404:

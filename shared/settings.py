@@ -91,7 +91,9 @@ class CommonSettings(BaseSettings):
     """The dataset schema file (YAML or JSON) that every service reads the same way."""
 
     registry_url: str = "http://127.0.0.1:8002"
-    """Base URL of the registry's HTTP API (artifacts and metadata)."""
+    """Base URL of the registry's HTTP API (artifacts and metadata). Registry replicas with no
+    load balancer in front: their URLs, comma-separated; clients stay with the one that
+    answered last and move to the next when it does not answer (the console uses the first)."""
 
     producer_token: SecretStr = SecretStr("")
     """Bearer token of the `producer` role: writes to ingest (`POST /v1/records`,
@@ -352,8 +354,9 @@ class RegistrySettings(HTTPServiceSettings):
     """SQLAlchemy URL of the metadata database; empty means SQLite in `data_dir/registry`."""
 
     registry_artifact_url: str = ""
-    """Where artifacts are stored: an fsspec URL (`s3://bucket/ctloop`, `gs://…`); empty means
-    the folder `data_dir/registry/artifacts`."""
+    """Where artifacts are stored: `database` (in the registry's database, which registry
+    replicas share: set it when running more than one), a folder, or an fsspec URL whose
+    filesystem is installed; empty means the folder `data_dir/registry/artifacts`."""
 
     registry_max_artifact_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024)
     """Largest upload (artifact and metadata) the registry takes; larger gets 413 before it is

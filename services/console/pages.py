@@ -97,7 +97,7 @@ def build_app(
     templates.env.filters["chart"] = _chart
     sessions = app.state.sessions = Sessions(settings.console_session_hours * 3600)
     model = schema.name
-    registry = settings.registry_url.rstrip("/")
+    registry = settings.registry_url.split(",")[0].strip().rstrip("/")
 
     def session_of(request: Request) -> Session | None:
         return sessions.get(request.cookies.get(SESSION_COOKIE))

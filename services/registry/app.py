@@ -24,7 +24,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from services.registry.artifacts import ArtifactStore
+from services.registry.artifacts import Artifacts
 from services.registry.environments import Environments, UnknownEnvironment
 from services.registry.store import RegistryStore, StoreConflict
 from shared.http import BadRequest, Conflict, Forbidden, NotFound, RoleRule, Unprocessable, create_app
@@ -94,7 +94,7 @@ READS: RoleRule = ("GET", r"/v1/.*", ROLES, "reading the registry")
 def build_app(
     settings: RegistrySettings,
     store: RegistryStore,
-    artifacts: ArtifactStore,
+    artifacts: Artifacts,
     supervisor: Supervisor | None = None,
 ) -> FastAPI:
     environments = Environments.from_settings(settings)

@@ -1,8 +1,15 @@
-"""Content-addressed artifact store: bytes filed under their sha256, written atomically.
+"""Content-addressed artifact stores: bytes filed under their sha256, written atomically.
 
-The store is a local folder by default, or any fsspec URL (`s3://bucket/ctloop`,
-`gs://…`, `memory://…`) when the stack spans machines. Bytes are written under a temporary
-name and moved into place, so a crash never leaves a half-written artifact under a real digest.
+`ArtifactStore` keeps them in a local folder by default, or under any fsspec URL whose
+filesystem is installed (`memory://…`; `s3://…` and `gs://…` need `s3fs` and `gcsfs`, which
+the image does not ship). Bytes are written under a temporary name and moved into place, so a
+crash never leaves a half-written artifact under a real digest.
+
+`DatabaseArtifacts` (`CTLOOP_REGISTRY_ARTIFACT_URL=database`) keeps them in the registry's own
+database, the one store registry replicas share already: a version uploaded through one
+replica is downloaded through any other, with no object store to run, secure and back up
+beside PostgreSQL. NOTE: models here are 0.1-10 MB (a PostgreSQL `bytea` holds up to 1 GB);
+the row is written before the version's row, so a version never names a missing artifact.
 
 >>> store = ArtifactStore("memory://doctest-artifacts")
 >>> key = store.put(b"model bytes")
@@ -13,11 +20,81 @@ name and moved into place, so a crash never leaves a half-written artifact under
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import fsspec
+from sqlalchemy import Column, DateTime, Integer, LargeBinary, MetaData, String, Table, insert, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from shared.serialization import digest
+
+DATABASE = "database"
+"""The `CTLOOP_REGISTRY_ARTIFACT_URL` that puts artifacts in the registry's database."""
+
+artifacts = Table(
+    "artifacts",
+    MetaData(),
+    Column("digest", String(80), primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+class Artifacts(Protocol):
+    def put(self, data: bytes) -> str:
+        """Store bytes; return their digest. Storing the same bytes twice is a no-op."""
+        ...
+
+    def get(self, artifact_digest: str) -> bytes:
+        """The bytes of a digest; FileNotFoundError when the store does not have them."""
+        ...
+
+
+def open_artifacts(location: str | Path, engine: Engine) -> Artifacts:
+    """The store `CTLOOP_REGISTRY_ARTIFACT_URL` names (`location`): the registry's database
+    (`database`), or a folder or fsspec URL."""
+    return DatabaseArtifacts(engine) if str(location) == DATABASE else ArtifactStore(location)
+
+
+def _checked(artifact_digest: str) -> str:
+    algo, _, hexdigest = artifact_digest.partition(":")
+    if algo != "sha256" or len(hexdigest) != 64 or not all(c in "0123456789abcdef" for c in hexdigest):
+        raise ValueError(f"not a sha256 digest: {artifact_digest!r}")
+    return hexdigest
+
+
+class DatabaseArtifacts:
+    """Artifacts as rows of the registry database's `artifacts` table (migration 0006)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def put(self, data: bytes) -> str:
+        artifact_digest = digest(data)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(artifacts).values(
+                        digest=artifact_digest, size=len(data), data=data, created_at=datetime.now(UTC)
+                    )
+                )
+        except IntegrityError:
+            pass  # the same bytes, stored already (by this replica or another)
+        return artifact_digest
+
+    def get(self, artifact_digest: str) -> bytes:
+        _checked(artifact_digest)
+        with self.engine.connect() as conn:
+            data = conn.execute(
+                select(artifacts.c.data).where(artifacts.c.digest == artifact_digest)
+            ).scalar()
+        if data is None:
+            raise FileNotFoundError(f"no artifact {artifact_digest} in the database")
+        return bytes(data)
 
 
 class ArtifactStore:
@@ -30,9 +107,7 @@ class ArtifactStore:
         self.location = location
 
     def _path(self, artifact_digest: str) -> str:
-        algo, _, hexdigest = artifact_digest.partition(":")
-        if algo != "sha256" or len(hexdigest) != 64 or not all(c in "0123456789abcdef" for c in hexdigest):
-            raise ValueError(f"not a sha256 digest: {artifact_digest!r}")
+        hexdigest = _checked(artifact_digest)
         return f"{self.root.rstrip('/')}/{hexdigest[:2]}/{hexdigest}"
 
     def put(self, data: bytes) -> str:

@@ -1,4 +1,4 @@
-"""Runs the registry: the store, the artifact folder, the outbox relay and the HTTP API."""
+"""Runs the registry: the store, the artifact store, the outbox relay and the HTTP API."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def main() -> None:
     from services.registry.after_rule import AfterRule
     from services.registry.app import build_app
-    from services.registry.artifacts import ArtifactStore
+    from services.registry.artifacts import open_artifacts
     from services.registry.environments import Environments
     from services.registry.evidence import EvidenceFollower
     from services.registry.metrics import AliasCollector
@@ -63,7 +63,7 @@ def main() -> None:
             build_app(
                 settings,
                 store,
-                ArtifactStore(settings.registry_artifact_url or root / "artifacts"),
+                open_artifacts(settings.registry_artifact_url or root / "artifacts", store.engine),
                 supervisor,
             ),
             settings.host,
