@@ -33,16 +33,17 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from services.supervisor import Stack, StackError, run_forever
+    from services.supervisor import Stack, StackError, parse_replicas, run_forever
 
-    stack = Stack(free_ports=args.free_ports)
     try:
+        stack = Stack(free_ports=args.free_ports, replicas=parse_replicas(args.replicas))
         stack.start(timeout_s=args.timeout)
-    except StackError as exc:
+    except (StackError, ValueError) as exc:
         print(f"ctloop up failed: {exc}", file=sys.stderr)
         return 1
     for service in SERVICES:
-        print(f"  {service:<9} {stack.url(service)}")
+        for name in stack.names[service]:
+            print(f"  {name:<11} {stack.url(name)}")
     print("ctloop is up. Ctrl-C stops it.")
     return run_forever(stack)
 
@@ -222,6 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start the broker (unless CTLOOP_KAFKA_BOOTSTRAP is set) and all services")
     up.add_argument("--free-ports", action="store_true", help="pick free ports instead of 8000-8005 and 8081")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    up.add_argument(
+        "--replicas",
+        default="",
+        metavar="SERVICE=N,…",
+        help="processes per service, e.g. monitor=3,trainer=2,registry=2,serving=2,ingest=2: each on a "
+        "port of its own (a free one beyond the first); registry replicas need CTLOOP_REGISTRY_DB_URL "
+        "(PostgreSQL) and share artifacts in it",
+    )
     up.set_defaults(func=_up)
 
     demo = sub.add_parser("demo", help="run the whole loop on a stream with a known drift")

@@ -2,6 +2,14 @@
 services (the loop's five and the console) as child processes, with prefixed logs, a
 readiness wait and a clean shutdown.
 
+A service can run as several replicas (`--replicas serving=2,trainer=2`): each on its own
+port, named `serving`, `serving-2`, … (its `CTLOOP_INSTANCE`), with a data folder of its own
+beside the first one's. Nothing balances HTTP load between them: that is the platform's job (a
+Kubernetes Service, nginx), so `urls(service)` lists them for clients to spread over. Registry
+replicas share one PostgreSQL database (`CTLOOP_REGISTRY_DB_URL`) and keep their artifacts in
+it; the other services are given every registry replica's URL and move to the next one when
+one does not answer.
+
 Children get SIGTERM when the supervisor stops, and the kernel sends it to them too if the
 supervisor itself dies (PR_SET_PDEATHSIG), so no orphan outlives it.
 """
@@ -40,6 +48,39 @@ DEFAULT_PORTS = {
 DEFAULT_GRPC_PORT = 8081  # serving's gRPC API
 # Serving answers 503 until a champion exists (cold start): alive is enough to be "up".
 READY_WHEN_ALIVE = {"serving"}
+MAX_REPLICAS = {"console": 1}
+"""The console's history is one process's follower: it does not scale out."""
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """`monitor=3,trainer=2` -> {"monitor": 3, "trainer": 2}, with a clear error for anything
+    else (an unknown service, a count below 1 or above what the service allows).
+
+    >>> parse_replicas("monitor=3, serving=2")
+    {'monitor': 3, 'serving': 2}
+    """
+    counts: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        service, equals, count = part.partition("=")
+        if service not in SERVICES:
+            raise ValueError(f"{service!r} is not a service; the services are {', '.join(SERVICES)}")
+        if not equals or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"{part!r}: expected {service}=N with N a whole number from 1")
+        if int(count) > MAX_REPLICAS.get(service, 16):
+            raise ValueError(f"{service} runs at most {MAX_REPLICAS.get(service, 16)} replica(s)")
+        counts[service] = int(count)
+    return counts
+
+
+def replica_names(service: str, count: int) -> list[str]:
+    """The process names of a service's replicas: the first keeps the service's name."""
+    return [service if n == 1 else f"{service}-{n}" for n in range(1, count + 1)]
+
+
+def service_of(name: str) -> str:
+    """The service a replica (process) name belongs to."""
+    base, _, number = name.rpartition("-")
+    return base if number.isdigit() and base in SERVICES else name
 
 
 class StackError(RuntimeError):
@@ -63,9 +104,11 @@ class Stack:
         log_filter: Callable[[str, str], bool] | None = None,
         launcher: Sequence[str] = (sys.executable, "-m", "services.cli"),
         cwd: Path | None = None,
+        replicas: dict[str, int] | None = None,
     ) -> None:
         """`launcher` is the `ctloop` command the services run as (`… run <service>`): this
-        interpreter by default; another environment's `ctloop` script to run what it holds."""
+        interpreter by default; another environment's `ctloop` script to run what it holds.
+        `replicas`: processes per service (1 where not given)."""
         self.env = {**os.environ, **(env or {})}
         self.launcher = list(launcher)
         self.cwd = cwd
@@ -74,12 +117,30 @@ class Stack:
         self.log_filter = log_filter
         self.broker: EmbeddedBroker | None = None
         self.processes: dict[str, subprocess.Popen[str]] = {}
-        self.ports = {s: free_port() if free_ports else self._configured_port(s) for s in SERVICES}
-        self.grpc_port = (
-            free_port() if free_ports else int(self.env.get("CTLOOP_SERVING_GRPC_PORT", DEFAULT_GRPC_PORT))
-        )
+        self.replicas = {s: (replicas or {}).get(s, 1) for s in SERVICES}
+        if self.replicas["registry"] > 1 and not self.env.get("CTLOOP_REGISTRY_DB_URL", "").startswith(
+            "postgresql"
+        ):
+            raise StackError(
+                "registry replicas share one PostgreSQL database: set CTLOOP_REGISTRY_DB_URL "
+                "(e.g. postgresql+psycopg://user@host:5432/ctloop)"
+            )
+        self.names = {s: replica_names(s, self.replicas[s]) for s in SERVICES}
+        """Each service's replica (process) names."""
+        self.ports = {
+            name: free_port() if free_ports or name != service else self._configured_port(service)
+            for service, names in self.names.items()
+            for name in names
+        }
+        grpc_base = int(self.env.get("CTLOOP_SERVING_GRPC_PORT", DEFAULT_GRPC_PORT))
+        self.grpc_ports = {
+            name: free_port() if free_ports or n else grpc_base
+            for n, name in enumerate(self.names["serving"])
+        }
+        self.grpc_port = self.grpc_ports["serving"]
         self._print_lock = threading.Lock()
         self.credentials_file: Path | None = None
+        self._data_dir = Path("var")
 
     def token(self, role: Role) -> str:
         """The bearer token of `role` that this stack's services run with."""
@@ -93,8 +154,13 @@ class Stack:
     def _configured_port(self, service: str) -> int:
         return int(self.env.get(f"CTLOOP_{service.upper()}_PORT", DEFAULT_PORTS[service]))
 
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.ports[service]}"
+    def url(self, name: str) -> str:
+        """The URL of a service's first replica, or of the replica `name`."""
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def urls(self, service: str) -> list[str]:
+        """Every replica's URL, for clients to spread their requests over."""
+        return [self.url(name) for name in self.names[service]]
 
     @property
     def grpc_target(self) -> str:
@@ -143,18 +209,39 @@ class Stack:
         for service in SERVICES:
             self.env[f"CTLOOP_{service.upper()}_PORT"] = str(self.ports[service])
         self.env["CTLOOP_SERVING_GRPC_PORT"] = str(self.grpc_port)
-        for service in ("registry", "trainer", "monitor"):
+        for service in ("trainer", "monitor"):
             self.env[f"CTLOOP_{service.upper()}_URL"] = self.url(service)
+        self.env["CTLOOP_REGISTRY_URL"] = ",".join(self.urls("registry"))
+        if self.replicas["registry"] > 1:
+            self.env.setdefault("CTLOOP_REGISTRY_ARTIFACT_URL", "database")
         self.env.setdefault("PYTHONUNBUFFERED", "1")
+        self._data_dir = data_dir
         for service in self.services:
-            self.spawn(service)
+            for name in self.names[service]:
+                self.spawn(name)
         self.wait_ready(timeout_s)
 
-    def spawn(self, service: str) -> subprocess.Popen[str]:
-        """Start (or restart) one service process."""
+    def _replica_env(self, name: str) -> dict[str, str]:
+        """What a replica has of its own: its name as its instance (once there are several),
+        and beyond the first, its port and data folder."""
+        service = service_of(name)
+        if name == service:
+            return {"CTLOOP_INSTANCE": name} if self.replicas[service] > 1 else {}
+        own = {
+            f"CTLOOP_{service.upper()}_PORT": str(self.ports[name]),
+            "CTLOOP_INSTANCE": name,
+            "CTLOOP_DATA_DIR": str(self._data_dir / "replicas" / name),
+        }
+        if service == "serving":
+            own["CTLOOP_SERVING_GRPC_PORT"] = str(self.grpc_ports[name])
+        return own
+
+    def spawn(self, name: str) -> subprocess.Popen[str]:
+        """Start (or restart) one service process (a replica's name: `serving-2`)."""
+        service = service_of(name)
         process = subprocess.Popen(
             [*self.launcher, "run", service],
-            env=credentials.for_service(self.env, service),
+            env=credentials.for_service({**self.env, **self._replica_env(name)}, service),
             cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -163,29 +250,29 @@ class Stack:
             bufsize=1,
             preexec_fn=_die_with_parent,
         )
-        self.processes[service] = process
+        self.processes[name] = process
         assert process.stdout is not None
-        threading.Thread(target=self._pump, args=(service, process.stdout), daemon=True).start()
+        threading.Thread(target=self._pump, args=(name, process.stdout), daemon=True).start()
         return process
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        waiting = set(self.services)
+        waiting = {name for service in self.services for name in self.names[service]}
         with httpx.Client(timeout=2.0) as client:
             while waiting:
-                for service in sorted(waiting):
-                    process = self.processes[service]
+                for name in sorted(waiting):
+                    process = self.processes[name]
                     if process.poll() is not None:
-                        raise StackError(f"{service} exited with code {process.returncode} during start-up")
+                        raise StackError(f"{name} exited with code {process.returncode} during start-up")
                     try:
-                        status = client.get(f"{self.url(service)}/healthz").status_code
+                        status = client.get(f"{self.url(name)}/healthz").status_code
                     except httpx.HTTPError:
                         continue
-                    if status == 200 or service in READY_WHEN_ALIVE:
-                        waiting.discard(service)
-                        self._say("ctloop", f"{service} up at {self.url(service)}")
-                        if service == "serving":
-                            self._say("ctloop", f"serving gRPC at {self.grpc_target}")
+                    if status == 200 or service_of(name) in READY_WHEN_ALIVE:
+                        waiting.discard(name)
+                        self._say("ctloop", f"{name} up at {self.url(name)}")
+                        if name in self.grpc_ports:
+                            self._say("ctloop", f"{name} gRPC at 127.0.0.1:{self.grpc_ports[name]}")
                 if waiting and time.monotonic() > deadline:
                     raise StackError(f"not ready after {timeout_s:.0f}s: {sorted(waiting)}")
                 if waiting:

@@ -53,13 +53,19 @@ def postgres_database() -> Iterator[str]:
         engine.dispose()
 
 
-def start_stack(folder: Path, services: tuple[str, ...] = LOOP_SERVICES, **env: str) -> Stack:
+def start_stack(
+    folder: Path,
+    services: tuple[str, ...] = LOOP_SERVICES,
+    replicas: dict[str, int] | None = None,
+    **env: str,
+) -> Stack:
     log = (folder / "stack.log").open("w")
     stack = Stack(
         env={"CTLOOP_DATA_DIR": str(folder), "CTLOOP_TOPIC_PARTITIONS": "3", **env},
         free_ports=True,
         out=log,
         services=services,
+        replicas=replicas,
     )
     stack.log_path = folder / "stack.log"  # type: ignore[attr-defined]
     return stack.start(timeout_s=240)
