@@ -19,6 +19,7 @@ the row is written before the version's row, so a version never names a missing 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from shared.serialization import digest
+
+log = logging.getLogger(__name__)
 
 DATABASE = "database"
 """The `CTLOOP_REGISTRY_ARTIFACT_URL` that puts artifacts in the registry's database."""
@@ -54,10 +57,21 @@ class Artifacts(Protocol):
         ...
 
 
-def open_artifacts(location: str | Path, engine: Engine) -> Artifacts:
-    """The store `CTLOOP_REGISTRY_ARTIFACT_URL` names (`location`): the registry's database
-    (`database`), or a folder or fsspec URL."""
-    return DatabaseArtifacts(engine) if str(location) == DATABASE else ArtifactStore(location)
+def open_artifacts(location: str | Path, engine: Engine, folder: Path) -> Artifacts:
+    """The store `CTLOOP_REGISTRY_ARTIFACT_URL` names (`location`; empty: the registry's
+    `folder`): the registry's database (`database`), or a folder or fsspec URL. A registry moved
+    from its folder to the database copies what the folder holds into it first, so versions
+    registered before the move stay downloadable through every replica."""
+    if str(location) != DATABASE:
+        return ArtifactStore(location or folder)
+    store = DatabaseArtifacts(engine)
+    if folder.is_dir():
+        copied = store.copy_from(ArtifactStore(folder))
+        if copied:
+            log.warning(
+                "copied %d artifacts from %s into the database; the folder is no longer read", copied, folder
+            )
+    return store
 
 
 def _checked(artifact_digest: str) -> str:
@@ -85,6 +99,17 @@ class DatabaseArtifacts:
         except IntegrityError:
             pass  # the same bytes, stored already (by this replica or another)
         return artifact_digest
+
+    def copy_from(self, folder: ArtifactStore) -> int:
+        """Put every artifact of `folder` here (those here already are kept); how many were new."""
+        with self.engine.connect() as conn:
+            present = set(conn.execute(select(artifacts.c.digest)).scalars())
+        copied = 0
+        for artifact_digest in folder.digests():
+            if artifact_digest not in present:
+                self.put(folder.get(artifact_digest))
+                copied += 1
+        return copied
 
     def get(self, artifact_digest: str) -> bytes:
         _checked(artifact_digest)
@@ -131,3 +156,8 @@ class ArtifactStore:
     def get(self, artifact_digest: str) -> bytes:
         """The bytes of a digest; FileNotFoundError when the store does not have them."""
         return self.fs.cat_file(self._path(artifact_digest))  # type: ignore[no-any-return]
+
+    def digests(self) -> list[str]:
+        """The digests of every artifact stored here."""
+        names = (path.rsplit("/", 1)[-1] for path in self.fs.find(self.root))
+        return [f"sha256:{name}" for name in names if len(name) == 64 and not name.startswith(".")]

@@ -63,7 +63,7 @@ def main() -> None:
             build_app(
                 settings,
                 store,
-                open_artifacts(settings.registry_artifact_url or root / "artifacts", store.engine),
+                open_artifacts(settings.registry_artifact_url, store.engine, root / "artifacts"),
                 supervisor,
             ),
             settings.host,

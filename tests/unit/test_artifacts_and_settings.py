@@ -1,21 +1,32 @@
-"""The artifact store on a local folder and an fsspec URL (no half-written artifact after a
-crash), and start-up refusal of missing or placeholder credentials outside dev mode."""
+"""The artifact stores on a local folder, an fsspec URL (no half-written artifact after a
+crash) and a database (with what a folder held copied in), and start-up refusal of missing
+or placeholder credentials outside dev mode."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
-from services.registry.artifacts import ArtifactStore
+from services.registry.artifacts import DATABASE, Artifacts, ArtifactStore, DatabaseArtifacts, open_artifacts
+from services.registry.migrate import migrate
 from shared.serialization import digest
 from shared.settings import CredentialsError, RegistrySettings
 from shared.signing import Signer, dev_keypair, generate_keypair
 
 
-@pytest.mark.parametrize("where", ["folder", "memory"])
+def store_at(where: str, tmp_path: Path) -> Artifacts:
+    if where == "database":
+        engine = create_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+        migrate(engine)
+        return open_artifacts(DATABASE, engine, tmp_path / "no-folder")
+    return ArtifactStore(tmp_path / "a" if where == "folder" else f"memory://{tmp_path.name}")
+
+
+@pytest.mark.parametrize("where", ["folder", "memory", "database"])
 def test_store_round_trip_and_idempotence(tmp_path: Path, where: str) -> None:
-    store = ArtifactStore(tmp_path / "a" if where == "folder" else f"memory://{tmp_path.name}")
+    store = store_at(where, tmp_path)
     key = store.put(b"bytes of a model")
     assert key == digest(b"bytes of a model")
     assert store.put(b"bytes of a model") == key and store.get(key) == b"bytes of a model"
@@ -23,6 +34,16 @@ def test_store_round_trip_and_idempotence(tmp_path: Path, where: str) -> None:
         store.get(digest(b"never stored"))
     with pytest.raises(ValueError, match="not a sha256 digest"):
         store.get("sha256:../../etc/passwd")
+
+
+def test_a_registry_moved_to_the_database_copies_its_folder_in(tmp_path: Path) -> None:
+    folder = ArtifactStore(tmp_path / "artifacts")
+    old = [folder.put(f"model {i}".encode()) for i in range(3)]
+    engine = create_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    migrate(engine)
+    store = open_artifacts(DATABASE, engine, tmp_path / "artifacts")
+    assert [store.get(key) for key in old] == [f"model {i}".encode() for i in range(3)]
+    assert isinstance(store, DatabaseArtifacts) and store.copy_from(folder) == 0  # once
 
 
 def test_a_crash_mid_write_leaves_no_artifact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,7 +109,6 @@ def test_an_empty_bearer_token_never_writes_to_the_registry(tmp_path: Path, conf
     from fastapi.testclient import TestClient
 
     from services.registry.app import build_app
-    from services.registry.artifacts import ArtifactStore
     from services.registry.migrate import migrate
     from services.registry.store import RegistryStore
     from shared.events import Source
