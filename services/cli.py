@@ -44,8 +44,7 @@ def _up(args: argparse.Namespace) -> int:
     for service in SERVICES:
         for name in stack.names[service]:
             print(f"  {name:<11} {stack.url(name)}")
-    print("ctloop is up. Ctrl-C stops it.")
-    return run_forever(stack)
+    return run_forever(stack, "ctloop is up. Ctrl-C stops it.")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -82,10 +81,10 @@ def _demo(args: argparse.Namespace) -> int:
         if args.json:
             Path(args.json).write_text(report.model_dump_json(indent=2))
         if args.keep:
-            print(
-                f"\nthe stack stays up for a look: the console is at {stack.url('console')}; Ctrl-C stops it"
+            run_forever(
+                stack,
+                f"\nthe stack stays up for a look: the console is at {stack.url('console')}; Ctrl-C stops it",
             )
-            run_forever(stack)
         else:
             stack.stop()
     return 0 if report.closed else 1

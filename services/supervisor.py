@@ -300,8 +300,10 @@ class Stack:
         self.stop()
 
 
-def run_forever(stack: Stack) -> int:
-    """Block until Ctrl-C or SIGTERM (or a service dies), then stop the stack."""
+def run_forever(stack: Stack, announce: str | None = None) -> int:
+    """Block until Ctrl-C or SIGTERM (or a service dies), then stop the stack. `announce` is
+    printed once the signals are caught: a SIGTERM sent on reading it stops the stack cleanly
+    (printed before, it could arrive while the default action still killed the supervisor)."""
     stopping = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -309,6 +311,8 @@ def run_forever(stack: Stack) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    if announce is not None:
+        print(announce, flush=True)
     code = 0
     while not stopping.wait(0.5):
         dead = [s for s, p in stack.processes.items() if p.poll() is not None]
