@@ -142,7 +142,11 @@ def test_each_k8s_deployment_settings_validate_from_its_configmap_and_secret(
         for key in keys
         if key in K8S_SECRETS or key == "CTLOOP_REGISTRY_DB_URL"  # the reader token stays unset
     }
-    deployment = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == service)
+    deployment = next(
+        d
+        for d in documents
+        if d["kind"] in ("Deployment", "StatefulSet") and d["metadata"]["name"] == service
+    )
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     for name in [k for k in os.environ if k.startswith("CTLOOP_")]:
         monkeypatch.delenv(name)

@@ -116,7 +116,7 @@ def test_k8s_kustomization_and_configuration_keys() -> None:
     config = docs[("ConfigMap", "ctloop-config")]["data"]
     assert set(config) <= env_names(), set(config) - env_names()
     for (kind, name), doc in docs.items():
-        if kind != "Deployment":
+        if kind not in ("Deployment", "StatefulSet") or name == "postgres":
             continue
         container = doc["spec"]["template"]["spec"]["containers"][0]
         assert container["command"] == ["ctloop", "run", name]
@@ -125,11 +125,17 @@ def test_k8s_kustomization_and_configuration_keys() -> None:
         assert doc["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
         for env in container.get("env", []):
             assert env["name"] in env_names(), env["name"]
-            key = env["valueFrom"]["secretKeyRef"]["key"]
-            assert re.search(rf"^{key}=", secrets, re.M), key
-    assert docs[("Deployment", "trainer")]["spec"]["replicas"] == 1
-    assert docs[("Deployment", "trainer")]["spec"]["strategy"]["type"] == "Recreate"
+            if "valueFrom" in env:
+                key = env["valueFrom"]["secretKeyRef"]["key"]
+                assert re.search(rf"^{key}=", secrets, re.M), key
+    # the replica counts tests/integration/test_scale_out.py runs
+    assert docs[("StatefulSet", "trainer")]["spec"]["replicas"] == 2  # one active, one standby
     assert docs[("Deployment", "monitor")]["spec"]["replicas"] <= int(config["CTLOOP_TOPIC_PARTITIONS"])
+    registry = docs[("Deployment", "registry")]
+    assert registry["spec"]["replicas"] == 2
+    registry_env = {e["name"]: e for e in registry["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert registry_env["CTLOOP_REGISTRY_ARTIFACT_URL"]["value"] == "database"  # shared by the replicas
+    assert "CTLOOP_REGISTRY_DB_URL" in registry_env
     assert {n for k, n in docs if k == "HorizontalPodAutoscaler"} == {"serving", "ingest"}
     schema = yaml.safe_load(docs[("ConfigMap", "ctloop-schema")]["data"]["schema.yaml"])
     assert schema == yaml.safe_load(Path(DEFAULT_SCHEMA).read_text())

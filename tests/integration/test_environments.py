@@ -1,5 +1,5 @@
 """Staged deployment: a version goes staging (`auto`) -> preprod (`after` 4 s and 30 labelled
-predictions in staging without a rollback) -> production (`manual`: an operator approves),
+predictions in staging without a rollback or alarm) -> production (`manual`: an operator approves),
 never skipping a step, with a
 serving instance in staging and one in production each following its environment's alias, a
 monitor watching staging's version, and the path it took (who, when, why) in its lineage."""
@@ -181,7 +181,11 @@ def test_a_version_goes_staging_then_preprod_then_production(staged: tuple[Stack
     path = [(p["environment"], p["actor"], p["reason"]) for p in lineage["promotions"]]
     assert path == [
         ("staging", "trainer", "policy: staging on upload"),
-        ("preprod", "registry", "after: 4 s and 30 labelled predictions in staging without a rollback"),
+        (
+            "preprod",
+            "registry",
+            "after: 4 s and 30 labelled predictions in staging without a rollback or alarm",
+        ),
         ("production", "operator", "release 3"),
     ]
     production = httpx.get(

@@ -120,6 +120,7 @@ def test_every_topic_has_typed_payloads() -> None:
         "prediction",
         "example",
         "drift",
+        "run",
         "training",
         "model",
         "window",
