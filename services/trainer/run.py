@@ -85,6 +85,8 @@ class RunReport(BaseModel):
     failed_gate: str | None = None
     reason: str | None = None
     version: int | None = None
+    aliases: list[str] = []
+    """The aliases the registry gave the version on upload (by its promotion policy)."""
     dataset: DatasetManifest | None = None
 
 
@@ -235,7 +237,7 @@ def execute(
         ),
     )
     created = registry.upload(schema.name, serialized.artifact, metadata)
-    report.version = created.version
+    report.version, report.aliases = created.version, list(created.aliases)
     phase("upload")
     report.status, report.finished_at = "completed", datetime.now(UTC)
     return report

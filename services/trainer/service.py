@@ -344,6 +344,11 @@ class Trainer:
         RUNS.labels(report.status).inc()
         if report.failed_gate is not None:
             GATE_FAILURES.labels(report.failed_gate).inc()
+        if report.status == "completed" and Alias.CHAMPION in report.aliases and report.version:
+            # The registry's answer: the champion from now on. Waiting for the `models` event
+            # left a window in which another worker's alarm about the old champion was taken
+            # for a new episode and trained a second time.
+            self.champion_version = max(self.champion_version or 0, report.version)
         if report.status == "completed":
             log.info(
                 "run %s completed: v%s accuracy %.3f",

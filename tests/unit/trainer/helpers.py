@@ -29,13 +29,19 @@ class FakeRegistry:
 
     verifier: Verifier | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, promotes: bool = False) -> None:
         self.uploads: list[tuple[bytes, VersionMetadata]] = []
+        self.promotes = promotes
+        """Whether an upload becomes champion at once (policy `auto`)."""
 
     def upload(self, name: str, artifact: bytes, metadata: VersionMetadata) -> ModelVersion:
         self.uploads.append((artifact, metadata))
         return ModelVersion(
-            **metadata.model_dump(), name=name, version=len(self.uploads), created_at=datetime.now(UTC)
+            **metadata.model_dump(),
+            name=name,
+            version=len(self.uploads),
+            created_at=datetime.now(UTC),
+            aliases=[Alias.CHAMPION] if self.promotes else [],
         )
 
     def alias(self, name: str, alias: str = Alias.CHAMPION) -> ModelVersion | None:

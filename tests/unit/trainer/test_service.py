@@ -200,6 +200,21 @@ def test_a_drift_read_again_after_a_run_answered_it_starts_nothing(tmp_path: Pat
     assert trainer._pending is not None and trainer._pending.event_id == fresh.event_id
 
 
+def test_an_alarm_about_the_champion_a_run_just_replaced_starts_nothing(tmp_path: Path) -> None:
+    registry = FakeRegistry(promotes=True)
+    registry.uploads.append((b"v1", None))  # type: ignore[arg-type]  # the champion, v1
+    trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), registry)
+    trainer.champion_version = 1
+    for example in credit_examples(900):
+        trainer.examples.add(example)
+    first = drift(1)
+    report = run_one(trainer, Trigger.for_drift(first, first.parsed()))  # type: ignore[arg-type]
+    assert report.status == "completed" and report.aliases == ["champion"]
+    assert trainer.champion_version == 1 + 1  # from the registry's answer, before any models event
+    trainer.handle([message(topics.DRIFT, drift(1))])  # another worker, still on v1
+    assert trainer._pending is None
+
+
 def test_a_standby_runs_nothing_and_a_replica_letting_go_finishes_its_run_first(tmp_path: Path) -> None:
     trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())
     for example in credit_examples(900):
