@@ -1,5 +1,7 @@
 """Each benchmark runs end to end at tiny sizes, peers included (no figures are asserted or
-written: a quick run leaves RESULTS.md as it was)."""
+written: a quick run leaves RESULTS.md as it was). The serving and loop benchmarks' smokes take
+~45 s each even quick (a stack, MLServer, River): they run in `make test-long`, which keeps
+`make test` within its budget for the scale-out test."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ def test_trainer_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Overhead over the bare fit" in quick("bench_trainer", capsys)
 
 
+@pytest.mark.long
 def test_serving_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     if not shutil.which("wrk"):
         pytest.fail("wrk is missing: `make install` installs it (Debian package wrk)")
@@ -44,6 +47,7 @@ def test_monitor_throughput_benchmark_smoke(capsys: pytest.CaptureFixture[str]) 
     assert "Monitor / bare agent" in quick("bench_monitor_throughput", capsys)
 
 
+@pytest.mark.long
 def test_loop_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     out = quick("bench_loop", capsys)
     assert "River ARF, online" in out and "peak under load" in out
