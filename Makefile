@@ -66,6 +66,7 @@ bench: install peers
 	$(PY) -m benchmarks.bench_monitor_throughput
 	$(PY) -m benchmarks.bench_loop
 	$(PY) -m benchmarks.bench_console
+	$(PY) -m benchmarks.bench_replicas
 
 # ruff everywhere; mypy strict on shared/ and services/ (pyproject.toml [tool.mypy]).
 lint: install

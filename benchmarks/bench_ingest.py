@@ -53,7 +53,10 @@ def raw_limit(bootstrap: str, items: list[dict], tuned: bool) -> float:
     return len(items) / elapsed
 
 
-def http_ingest(url: str, token: str, items: list[dict], batch: int, clients: int) -> float:
+def http_ingest(url: str | list[str], token: str, items: list[dict], batch: int, clients: int) -> float:
+    """Records/s of `clients` concurrent clients posting `items` in batches (client k to
+    `url`, or to the k-th of several URLs in turn)."""
+    urls = [url] if isinstance(url, str) else url
     bodies = [json.dumps({"records": items[i : i + batch]}).encode() for i in range(0, len(items), batch)]
     accepted = [0] * clients
     failures: list[str] = []
@@ -62,7 +65,7 @@ def http_ingest(url: str, token: str, items: list[dict], batch: int, clients: in
         with httpx.Client(timeout=60) as http:
             for body in bodies[k::clients]:
                 response = http.post(
-                    f"{url}/v1/records",
+                    f"{urls[k % len(urls)]}/v1/records",
                     content=body,
                     headers={"content-type": "application/json", "Authorization": f"Bearer {token}"},
                 )

@@ -123,11 +123,19 @@ def register(
 
 
 @contextlib.contextmanager
-def bench_stack(services: tuple[str, ...], **env: str) -> Iterator[Stack]:
+def bench_stack(
+    services: tuple[str, ...], replicas: dict[str, int] | None = None, **env: str
+) -> Iterator[Stack]:
     """A throw-away stack (embedded broker and `services` on free ports) for one benchmark."""
     with tempfile.TemporaryDirectory() as folder:
         log = (Path(folder) / "stack.log").open("w")
-        stack = Stack(env={"CTLOOP_DATA_DIR": folder, **env}, free_ports=True, out=log, services=services)
+        stack = Stack(
+            env={"CTLOOP_DATA_DIR": folder, **env},
+            free_ports=True,
+            out=log,
+            services=services,
+            replicas=replicas,
+        )
         stack.start(timeout_s=120)
         try:
             yield stack

@@ -463,7 +463,9 @@ class MonitorSettings(HTTPServiceSettings):
     (`monitor_window_s`)."""
 
     monitor_window: int = Field(500, ge=50)
-    """Records in a count window before it is tested against the reference."""
+    """Records in a count window before it is tested against the reference. Each of N monitor
+    workers sees 1/N of the records: use 500 / N to keep the one-worker detection delay
+    (`ctloop up --replicas monitor=N` does; measured in benchmarks/RESULTS.md)."""
 
     monitor_window_s: float = Field(300.0, gt=0)
     """Seconds of event time in a time window."""

@@ -53,5 +53,10 @@ def test_loop_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert "River ARF, online" in out and "peak under load" in out
 
 
+@pytest.mark.long
+def test_replicas_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "| serving, requests/s |" in quick("bench_replicas", capsys)
+
+
 def test_console_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert "store queries alone" in quick("bench_console", capsys)
