@@ -75,7 +75,10 @@ def trigger_to_upload(
     trainer.trigger(Trigger(kind="manual"))
     with trainer._wake:
         trainer._wake.notify()
+    deadline = time.monotonic() + 1800  # a fit's own time limit, with room
     while len(trainer.runs) <= done or trainer.runs[done].status not in ("completed", "failed"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("no run ended within 30 minutes of its trigger")
         time.sleep(0.005)
     elapsed = time.perf_counter() - start
     report = trainer.runs[done]
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         # placeholder champion of the first run.
         trainer.champion_version, trainer._champion_model = 0, (0, None)  # type: ignore[assignment]
         trainer.prepare()
+        trainer.active.set()  # the only replica: no leadership group to wait for here
         supervisor = Supervisor("bench-trainer")
         supervisor.add(trainer)
         supervisor.start()

@@ -61,6 +61,8 @@ DATASET_ROWS = Histogram(
     "Rows per training run",
     buckets=(100, 500, 1000, 5000, 10_000, 50_000, 100_000),
 )
+ANSWERED_KEPT = 10_000
+"""Answered trigger ids remembered: far more than the tails a takeover reads (200 events)."""
 TRIGGERS = Counter("ctloop_trainer_triggers_total", "Triggers received", ["kind", "outcome"])
 
 
@@ -111,10 +113,11 @@ class Trainer:
         self.active = threading.Event()
         """Set while this replica is the active trainer (`leadership.py`); a lone trainer is
         active once its group gives it the control topic's partition."""
-        self.answered: set[str] = set()
+        self.answered: dict[str, None] = {}
         """Ids of the triggers that runs answered (completed or failed), its own and, from the
         training topic's tail, the previous active replica's: such a trigger read again (an
-        offset not committed before a takeover) starts no second run."""
+        offset not committed before a takeover) starts no second run. The newest
+        `ANSWERED_KEPT`, oldest first (a dict as an ordered set)."""
         self.unsent: list[tuple[str, TrainingStarted | TrainingCompleted | TrainingFailed, Trigger]] = []
         """Run events (id, payload, trigger) not yet acknowledged by Kafka, oldest first; a
         retry sends the same event id, so consumers see one event however often it is sent."""
@@ -381,8 +384,15 @@ class Trainer:
             merged=report.trigger.merged,
         )
         if kind is not TrainingStarted:
-            self.answered.update(filter(None, [report.trigger.event_id, *report.trigger.merged]))
+            self._mark_answered([report.trigger.event_id, *report.trigger.merged])
         self.unsent.append((new_id(), payload, report.trigger))
+
+    def _mark_answered(self, ids: list[str | None]) -> None:
+        for answered in filter(None, ids):
+            self.answered.pop(answered, None)
+            self.answered[answered] = None
+        for oldest in list(self.answered)[: max(0, len(self.answered) - ANSWERED_KEPT)]:
+            del self.answered[oldest]
 
     def _send_unsent(self) -> None:
         """Send the queued run events, each acknowledged before it leaves the queue."""
@@ -426,7 +436,7 @@ class Trainer:
                 isinstance(payload, TrainingCompleted | TrainingFailed)
                 and payload.model_name == self.schema.name
             ):
-                self.answered.update(filter(None, [payload.trigger_event_id, *payload.merged]))
+                self._mark_answered([payload.trigger_event_id, *payload.merged])
         queued: list[Trigger] = []
         if (drift := self._unanswered_drift(tails(topics.DRIFT))) is not None:
             queued.append(self.trigger(drift))

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from services.trainer.app import build_app
 from services.trainer.run import Trigger
-from services.trainer.service import Trainer, refine_onset
+from services.trainer.service import ANSWERED_KEPT, Trainer, refine_onset
 from shared import topics
 from shared.events import (
     DriftDetected,
@@ -192,7 +192,7 @@ def test_a_drift_read_again_after_a_run_answered_it_starts_nothing(tmp_path: Pat
     trainer = Trainer(settings(tmp_path), credit_schema(), publisher, FakeRegistry())
     trainer.champion_version = 3
     answered, stale = drift(3), drift(2)
-    trainer.answered.add(answered.event_id)
+    trainer._mark_answered([answered.event_id])
     trainer.handle([message(topics.DRIFT, answered), message(topics.DRIFT, stale)])
     assert trainer._pending is None
     fresh = drift(3)
@@ -281,3 +281,11 @@ def test_a_run_event_kafka_did_not_take_is_sent_after_the_worker_restarts(tmp_pa
         assert len(publisher.ids) == 3 and publisher.ids[1] == publisher.ids[2]  # the retry is the same event
     finally:
         supervisor.stop(timeout_s=30)
+
+
+def test_answered_triggers_are_remembered_up_to_a_bound(tmp_path: Path) -> None:
+    trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())
+    trainer._mark_answered([f"t-{i}" for i in range(ANSWERED_KEPT + 5)])
+    assert (
+        len(trainer.answered) == ANSWERED_KEPT and "t-4" not in trainer.answered and "t-5" in trainer.answered
+    )
