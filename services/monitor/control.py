@@ -5,8 +5,11 @@ workers by their consumer group, but every worker must learn of every promotion 
 windows against the new champion) and of every failed run (to watch again). So the control
 topics are read by a consume loop of each worker's own (group `ctloop-monitor-<instance>`,
 from the latest offset, as serving does), and each event is handed to faust's event loop,
-where the monitor's state lives. A promotion missed before that loop was first assigned is
-made up by the registry check every `monitor_reconcile_s`.
+where the monitor's state lives. A promotion made before that consumer was first assigned
+(after the start-up fetch of the reference, but before the group join: seconds on Tansu) is
+made up when it is assigned: the reference is asked for again then, and every
+`monitor_reconcile_s`. NOTE: without the ask on assignment a staging monitor watched a
+version promoted in that gap only 58 s later, at the next reconcile (test_environments).
 
 NOTE: before this, one faust group read them too: `models` is keyed by model name (one
 partition), so with 3 workers two never saw a promotion and kept testing against their
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from services.monitor.registry_link import FetchReference, RegistryLink
@@ -29,6 +33,18 @@ from shared.settings import MonitorSettings
 
 log = logging.getLogger(__name__)
 HAND_OVER_TIMEOUT_S = 30.0
+
+
+class _AskOnAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, link: RegistryLink) -> None:
+        self.link = link
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        for slot in self.link.aliases:
+            self.link.ask(FetchReference(slot, only_if_changed=True))
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass
 
 
 class ControlFollower:
@@ -48,6 +64,7 @@ class ControlFollower:
                 settings,
                 f"ctloop-monitor-{settings.instance}",
                 [topics.MODELS, topics.TRAINING],
+                listener=_AskOnAssignment(self.link),
                 auto_offset_reset="latest",
             ),
             self.handle,
