@@ -214,8 +214,9 @@ class Stack:
         self.env["CTLOOP_REGISTRY_URL"] = ",".join(self.urls("registry"))
         if self.replicas["registry"] > 1:
             self.env.setdefault("CTLOOP_REGISTRY_ARTIFACT_URL", "database")
-        if self.replicas["monitor"] > 1:  # each worker sees 1/N of the records (RESULTS.md)
+        if self.replicas["monitor"] > 1:  # each worker sees 1/N of records and labels (RESULTS.md)
             self.env.setdefault("CTLOOP_MONITOR_WINDOW", str(max(50, 500 // self.replicas["monitor"])))
+            self.env.setdefault("CTLOOP_MONITOR_ERROR_THRESHOLD", "10")  # measured for 3 workers
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self._data_dir = data_dir
         for service in self.services:
