@@ -58,6 +58,12 @@ def parse_replicas(text: str) -> dict[str, int]:
 
     >>> parse_replicas("monitor=3, serving=2")
     {'monitor': 3, 'serving': 2}
+    >>> parse_replicas("serving=0")
+    Traceback (most recent call last):
+    ValueError: 'serving=0': expected serving=N with N a whole number from 1
+    >>> parse_replicas("console=2")
+    Traceback (most recent call last):
+    ValueError: console runs at most 1 replica(s)
     """
     counts: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):

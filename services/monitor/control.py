@@ -36,6 +36,9 @@ HAND_OVER_TIMEOUT_S = 30.0
 
 
 class _AskOnAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Asks the registry for the references whenever the control consumer is given its
+    partitions (a promotion may have been made while it was not reading)."""
+
     def __init__(self, link: RegistryLink) -> None:
         self.link = link
 
@@ -44,7 +47,7 @@ class _AskOnAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
             self.link.ask(FetchReference(slot, only_if_changed=True))
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        pass
+        """Nothing to hand over: the consumer commits nothing it has not applied."""
 
 
 class ControlFollower:

@@ -140,6 +140,16 @@ def restart(stack: Stack, service: str) -> None:
     wait_for(lambda: _live(stack, service), f"{service} to come back", timeout_s=120)
 
 
+def health(url: str) -> dict[str, object]:
+    """A service's `/healthz` answer ({} while it does not answer): readiness, and what each
+    service adds (serving's model version, a trainer's `active`)."""
+    try:
+        found: dict[str, object] = httpx.get(f"{url}/healthz", timeout=5).json()
+        return found
+    except (httpx.HTTPError, ValueError):
+        return {}
+
+
 def _live(stack: Stack, service: str) -> bool:
     try:
         return httpx.get(f"{stack.url(service)}/livez", timeout=2).status_code == 200

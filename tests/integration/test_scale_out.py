@@ -24,7 +24,7 @@ from services.demo.stream import ConceptStream
 from services.supervisor import Stack
 from shared import topics
 from shared.events import Envelope
-from tests.integration.conftest import postgres_database, read_all, start_stack, stop_stack, wait_for
+from tests.integration.conftest import health, postgres_database, read_all, start_stack, stop_stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,14 +45,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         )
         yield running
         stop_stack(running)
-
-
-def health(url: str) -> dict[str, object]:
-    try:
-        found: dict[str, object] = httpx.get(f"{url}/healthz", timeout=5).json()
-        return found
-    except (httpx.HTTPError, ValueError):
-        return {}
 
 
 def metric(url: str, name: str) -> float | None:

@@ -19,7 +19,7 @@ from services.supervisor import Stack
 from shared import topics
 from shared.events import DriftDetected, Envelope, Example, Source, encode_event
 from tests.fixtures import demo_rows
-from tests.integration.conftest import read_all, start_stack, stop_stack, wait_for
+from tests.integration.conftest import health, read_all, start_stack, stop_stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +35,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     )
     yield running
     stop_stack(running)
-
-
-def health(url: str) -> dict[str, object]:
-    try:
-        found: dict[str, object] = httpx.get(f"{url}/healthz", timeout=5).json()
-        return found
-    except (httpx.HTTPError, ValueError):
-        return {}
 
 
 def produce(stack: Stack, payloads: list[Example] | list[DriftDetected], topic: str) -> list[str]:
