@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from services.supervisor import die_with_supervisor
+
+    die_with_supervisor()
     importlib.import_module(f"services.{args.service}.main").main()
     return 0
 

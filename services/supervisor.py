@@ -11,7 +11,8 @@ it; the other services are given every registry replica's URL and move to the ne
 one does not answer.
 
 Children get SIGTERM when the supervisor stops, and the kernel sends it to them too if the
-supervisor itself dies (PR_SET_PDEATHSIG), so no orphan outlives it.
+supervisor itself dies (PR_SET_PDEATHSIG, which each child asks for as it starts:
+`die_with_supervisor`), so no orphan outlives it.
 """
 
 from __future__ import annotations
@@ -93,9 +94,24 @@ class StackError(RuntimeError):
     """The stack could not be brought up."""
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+SUPERVISOR_PID = "CTLOOP_SUPERVISOR_PID"
+"""Set in a child's environment: the process it must not outlive."""
+
+
+def die_with_supervisor() -> None:
+    """In a process the supervisor started: be sent SIGTERM when the supervisor dies.
+
+    NOTE: asked for here, after exec, not in a `preexec_fn`: code run between fork and exec
+    in a threaded parent is unsafe, and a pytest process holding gRPC's poller thread saw a
+    child abort there (`epoll_wait error: Bad file descriptor`, exit -6). Without a
+    `preexec_fn`, `subprocess` also forks with vfork, which runs no fork handler."""
+    supervisor = os.environ.get(SUPERVISOR_PID)
+    if supervisor is None:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(supervisor):  # it died before we asked: nobody would send it
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Stack:
@@ -115,7 +131,7 @@ class Stack:
         """`launcher` is the `ctloop` command the services run as (`… run <service>`): this
         interpreter by default; another environment's `ctloop` script to run what it holds.
         `replicas`: processes per service (1 where not given)."""
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, **(env or {}), SUPERVISOR_PID: str(os.getpid())}
         self.launcher = list(launcher)
         self.cwd = cwd
         self.out = out or sys.stdout
@@ -220,9 +236,8 @@ class Stack:
         self.env["CTLOOP_REGISTRY_URL"] = ",".join(self.urls("registry"))
         if self.replicas["registry"] > 1:
             self.env.setdefault("CTLOOP_REGISTRY_ARTIFACT_URL", "database")
-        if self.replicas["monitor"] > 1:  # each worker sees 1/N of records and labels (RESULTS.md)
+        if self.replicas["monitor"] > 1:  # each worker's windows see 1/N of the records (RESULTS.md)
             self.env.setdefault("CTLOOP_MONITOR_WINDOW", str(max(50, 500 // self.replicas["monitor"])))
-            self.env.setdefault("CTLOOP_MONITOR_ERROR_THRESHOLD", "10")  # measured for 3 workers
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self._data_dir = data_dir
         for service in self.services:
@@ -257,7 +272,6 @@ class Stack:
             stdin=subprocess.DEVNULL,
             text=True,
             bufsize=1,
-            preexec_fn=_die_with_parent,
         )
         self.processes[name] = process
         assert process.stdout is not None

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.supervisor import Stack, _die_with_parent
+from services.supervisor import Stack
 from shared import credentials, topics
 from shared.broker import free_port
 from shared.kafka import EventPublisher
@@ -49,7 +49,6 @@ def run_in_staging(stack: Stack, service: str, folder: Path, port: int) -> subpr
         },
         stdout=(folder / f"{service}-staging.log").open("w"),
         stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_parent,
     )
 
 
