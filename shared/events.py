@@ -235,6 +235,21 @@ class Example(BaseModel):
     prediction: LabelValue | None = None
 
 
+class Outcome(BaseModel):
+    """A champion's prediction joined with its label, sent by the monitor worker that joined
+    them to the one worker that judges the model's error stream (`topics.OUTCOMES`)."""
+
+    model_name: str
+    model_version: int
+    correct: bool
+    event_time: datetime
+    """The record's time."""
+    environment: str = "production"
+    challenger_version: int | None = None
+    challenger_correct: bool | None = None
+    """The challenger's shadow prediction of the same record, right or not (None: it had none)."""
+
+
 class FeatureDrift(BaseModel):
     """One feature's (or the prediction's) test result in a window."""
 
@@ -419,6 +434,7 @@ Payload = (
     | DeadLetter
     | Prediction
     | Example
+    | Outcome
     | DriftDetected
     | RunRequested
     | TrainingStarted
@@ -439,6 +455,7 @@ EVENT_PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.INPUT_REJECTED: DeadLetter,
     EventType.PREDICTION_MADE: Prediction,
     EventType.EXAMPLE_LABELLED: Example,
+    EventType.OUTCOME_JOINED: Outcome,
     EventType.DRIFT_DETECTED: DriftDetected,
     EventType.RUN_REQUESTED: RunRequested,
     EventType.TRAINING_STARTED: TrainingStarted,

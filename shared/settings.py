@@ -514,9 +514,8 @@ class MonitorSettings(HTTPServiceSettings):
     error; 0.05 on none of 20, and still fires ~40 labels after a jump to 50% error."""
 
     monitor_error_threshold: float = Field(15.0, gt=0)
-    """Page-Hinkley alarm threshold on the 0/1 error stream. With 3 monitor workers (each sees a
-    third of the labels) 10 keeps a label-only change's delay near one worker's with no false
-    alarm measured (`ctloop up --replicas monitor=N` sets it; benchmarks/RESULTS.md)."""
+    """Page-Hinkley alarm threshold on the 0/1 error stream (one monitor worker judges every
+    label, however many workers there are)."""
 
     monitor_min_error_samples: int = Field(30, ge=1)
     """Labelled predictions needed before the error detector may fire."""

@@ -29,6 +29,11 @@ MODELS = "ctloop.models.v1"
 MONITORING = "ctloop.monitoring.v1"
 """The monitor's measurements (each tested window, live accuracy): history for the console."""
 
+OUTCOMES = "ctloop.outcomes.v1"
+"""The monitor's combination step: each worker joins its partitions' predictions and labels and
+sends the outcomes here, keyed by model name, so that one worker judges a model's whole error
+stream (a Page-Hinkley test over a third of the labels is slower to see a change)."""
+
 TRAINER_CONTROL = "ctloop.trainer-control.v1"
 """Run requests for the active trainer; its one partition is what trainer replicas compete for
 (`services/trainer/leadership.py`): the member of their group that holds it is the active one."""
@@ -44,9 +49,10 @@ ALL_TOPICS = (
     TRAINING,
     MODELS,
     MONITORING,
+    OUTCOMES,
     TRAINER_CONTROL,
 )
-PARTITIONS_OF = {TRAINER_CONTROL: 1}
+PARTITIONS_OF = {TRAINER_CONTROL: 1, OUTCOMES: 1}
 """Topics whose partition count is fixed by their role rather than configured."""
 
 

@@ -18,6 +18,7 @@ class EventType(StrEnum):
     INPUT_REJECTED = "input.rejected"
     PREDICTION_MADE = "prediction.made"
     EXAMPLE_LABELLED = "example.labelled"
+    OUTCOME_JOINED = "outcome.joined"
     DRIFT_DETECTED = "drift.detected"
     RUN_REQUESTED = "run.requested"
     TRAINING_STARTED = "training.started"

@@ -5,8 +5,11 @@ decides.
   record's events land on the same partition) and joins them (`JoinStore`, rebuilt from these
   topics after a restart or rebalance): a record that arrives labelled, or a prediction or
   record whose late label arrives, becomes an `examples` event; a champion's prediction joined
-  with its label feeds the error stream. Entries whose partner never comes expire after
-  `monitor_join_ttl_s`.
+  with its label becomes an `Outcome` on `outcomes`. Entries whose partner never comes expire
+  after `monitor_join_ttl_s`.
+- `judge` reads `outcomes` (one partition, keyed by model name: one worker of the group holds
+  it) and feeds the error stream, so N workers make one concept-drift decision from all the
+  labels, as one worker would; rollback and shadow verdicts come from there too.
 - The control topics (`models`, `training`) are not read here but by every worker's own
   consume loop (`control.py`).
 - Each tested window (drifted or not) and, every `monitor_quality_report_s`, the champion's
@@ -39,6 +42,7 @@ from shared.events import (
     DriftDetected,
     Envelope,
     Example,
+    Outcome,
     Payload,
     Prediction,
     Source,
@@ -68,6 +72,7 @@ class Topics:
     drift: faust.TopicT
     deadletter: faust.TopicT
     monitoring: faust.TopicT
+    outcomes: faust.TopicT
 
     @classmethod
     def of(cls, app: faust.App) -> Topics:
@@ -78,6 +83,7 @@ class Topics:
             drift=app.topic(topics.DRIFT, **raw),
             deadletter=app.topic(topics.DEADLETTER, **raw),
             monitoring=app.topic(topics.MONITORING, **raw),
+            outcomes=app.topic(topics.OUTCOMES, **raw),
         )
 
 
@@ -223,16 +229,40 @@ def install(
         if result.outcome is not None:
             version, correct, at = result.outcome
             if state.reference is not None and version == state.reference.version:
-                await send_drift(state.observe_outcome(correct, at))
-                if (finding := state.take_underperformance()) and settings.monitor_auto_rollback:
-                    link.ask(Rollback(finding))
-                if result.shadow is not None and result.shadow[0] == state.challenger_version:
-                    state.observe_shadow_pair(correct, result.shadow[1])
-                    if verdict := state.take_shadow_verdict():
-                        link.ask(Promote(verdict))
+                challenger, challenger_correct = result.shadow or (None, None)
+                outcome = Outcome(
+                    model_name=schema.name,
+                    model_version=version,
+                    correct=correct,
+                    event_time=at,
+                    environment=settings.monitor_environment,
+                    challenger_version=challenger,
+                    challenger_correct=challenger_correct,
+                )
+                _, sent = encode_event(outcome, source, cause=envelope)
+                await out.outcomes.send(key=schema.name.encode(), value=sent)
         now = time.time()
         joins.put(partition, record_id, result.entry, now)
         joins.expire(partition, now)
+
+    @app.agent(out.outcomes)
+    async def judge(stream: StreamT[bytes]) -> None:
+        async for event, envelope, payload in valid_events(stream):
+            if not isinstance(payload, Outcome):
+                await dead_letter(event, f"a {envelope.type} event does not belong on {event.message.topic}")
+            elif payload.environment == settings.monitor_environment and payload.model_name == schema.name:
+                await guarded(event, functools.partial(judge_one, payload))
+
+    async def judge_one(outcome: Outcome) -> None:
+        if state.reference is None or outcome.model_version != state.reference.version:
+            return  # joined before a swap this worker has already seen: not the champion's
+        await send_drift(state.observe_outcome(outcome.correct, outcome.event_time))
+        if (finding := state.take_underperformance()) and settings.monitor_auto_rollback:
+            link.ask(Rollback(finding))
+        if outcome.challenger_correct is not None and outcome.challenger_version == state.challenger_version:
+            state.observe_shadow_pair(outcome.correct, outcome.challenger_correct)
+            if verdict := state.take_shadow_verdict():
+                link.ask(Promote(verdict))
 
     @app.timer(interval=max(1.0, settings.monitor_join_ttl_s / 4))
     async def expire_joins() -> None:

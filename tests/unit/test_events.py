@@ -119,6 +119,7 @@ def test_every_topic_has_typed_payloads() -> None:
         "input",
         "prediction",
         "example",
+        "outcome",
         "drift",
         "run",
         "training",
