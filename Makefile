@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	  || echo "warning: could not install wrk (Debian package): the serving benchmark needs it"
 	command -v promtool >/dev/null || { apt-get update -q && apt-get install -y -q prometheus; } \
 	  || echo "warning: could not install prometheus (Debian package): tests/deploy/test_prometheus.py needs it"
+	@# nginx (Debian) checks the compose gateway's configuration in tests/deploy/test_compose.py.
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -q && apt-get install -y -q nginx-light; } \
+	  || echo "warning: could not install nginx (Debian package): tests/deploy/test_compose.py needs it"
 	@# chromium (Debian) is the real browser tests/integration/test_console.py drives through
 	@# Playwright (its own browser download is not used).
 	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; } \

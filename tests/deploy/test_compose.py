@@ -1,12 +1,15 @@
 """The compose file is the contract: the real Compose v2 resolves it, each ctloop service's
 settings validate from the environment it gives (with the secrets a user must export), the
-ports it publishes are the ones the services listen on, and the healthcheck and `depends_on`
-chains start everything in an order that works. The same for the Kubernetes manifests: each
+ports it publishes are the ones the services listen on, replicated services sit behind the
+nginx gateway (whose configuration the real nginx accepts), and the healthcheck and
+`depends_on` chains start everything in an order that works. The same for the Kubernetes manifests: each
 Deployment's settings validate from the ConfigMap and the secrets the example names."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from typing import Any
 
 import pytest
@@ -71,17 +74,45 @@ def test_each_service_settings_validate_from_its_compose_environment(
     settings.require_for(service)  # type: ignore[attr-defined]  # what it refuses to start without
     held = {name for name in spec["environment"] if name in credentials.VARIABLES}
     assert held <= credentials.NEEDS[service], f"{service} holds credentials it does not need"
-    assert [p["target"] for p in spec["ports"]] == _ports(settings, service), (
-        f"{service} publishes a port it does not listen on"
-    )
+    assert _offered(spec) == _ports(settings, service), f"{service} offers a port it does not listen on"
     assert settings.host == "0.0.0.0"  # type: ignore[attr-defined]  # reachable from other containers
-    registry_port = config["services"]["registry"]["ports"][0]["target"]
+    registry_port = _offered(config["services"]["registry"])[0]
     assert settings.registry_url == f"http://registry:{registry_port}"  # type: ignore[attr-defined]
     assert settings.kafka_bootstrap == "kafka:9092"  # type: ignore[attr-defined]
     assert spec["command"] == ["ctloop", "run", service]
     healthcheck = spec["healthcheck"]["test"]
     assert healthcheck[:4] == ["CMD", "ctloop", "probe", service]
     assert ("--ready" in healthcheck) == (service != "serving")  # serving is not ready before a model
+
+
+def _offered(spec: dict[str, Any]) -> list[int]:
+    """The ports a compose service publishes, or exposes to the gateway when replicated."""
+    return [p["target"] for p in spec.get("ports", [])] or [int(p) for p in spec.get("expose", [])]
+
+
+REPLICAS = {"ingest": 2, "serving": 2, "registry": 2, "trainer": 2, "monitor": 3}
+"""What tests/integration/test_scale_out.py runs (and the Kubernetes manifests ship)."""
+
+
+def test_replicated_services_sit_behind_the_gateway(config: dict[str, Any]) -> None:
+    services = config["services"]
+    gateway = services["gateway"]
+    published = {p["published"]: p["target"] for p in gateway["ports"]}
+    assert {int(k): v for k, v in published.items()} == {p: p for p in published.values()}
+    for name, replicas in REPLICAS.items():
+        spec = services[name]
+        assert spec["deploy"]["replicas"] == replicas, name
+        assert "ports" not in spec, f"{name} has {replicas} replicas: a fixed host port would clash"
+        if name != "monitor":  # each worker's drift status is its own: read through the console
+            assert set(_offered(spec)) <= set(published.values()), f"the gateway does not publish {name}"
+    assert services["monitor"]["deploy"]["replicas"] <= int(
+        config["x-ctloop"]["environment"]["CTLOOP_TOPIC_PARTITIONS"]
+    )
+    assert services["registry"]["environment"]["CTLOOP_REGISTRY_ARTIFACT_URL"] == "database"
+    mount = next(v for v in gateway["volumes"] if v["target"] == "/etc/nginx/nginx.conf")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    done = subprocess.run([nginx, "-t", "-c", mount["source"]], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_dependencies_start_everything_in_an_order_that_works(config: dict[str, Any]) -> None:

@@ -46,14 +46,17 @@ def promtool(*args: str, cwd: Path = PROMETHEUS_DIR) -> str:
 
 def config_beside_its_rules(folder: Path, targets: dict[str, str] | None = None) -> Path:
     """The shipped prometheus.yml, with its rule file where it is here (the compose file mounts
-    it at /etc/prometheus) and, if given, the services' addresses on this machine."""
+    it at /etc/prometheus) and, if given, the services' addresses on this machine (in place of
+    the DNS names compose answers, with the same `service` label)."""
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     shutil.copy(PROMETHEUS_DIR / "alerts.yml", folder / "alerts.yml")
     config["rule_files"] = ["alerts.yml"]
     if targets is not None:
         config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = "1s"
-        for static in config["scrape_configs"][0]["static_configs"]:
-            static["targets"] = [targets[static["labels"]["service"]]]
+        job = config["scrape_configs"][0]
+        names = [found["names"][0] for found in job.pop("dns_sd_configs")]
+        job.pop("relabel_configs")
+        job["static_configs"] = [{"targets": [targets[name]], "labels": {"service": name}} for name in names]
     path = folder / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     return path
