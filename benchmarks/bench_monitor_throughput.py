@@ -1,7 +1,8 @@
 """Monitor throughput per faust worker: records/s through the full monitor (join table,
 feature and prediction windows, drift tests) beside a bare faust agent that only parses the
 same envelopes, both reading the same pre-filled `records` topic on the embedded broker,
-both pinned to one core, in the same run.
+both pinned to one core, in the same run. Then the monitor as one worker and as three sharing
+its consumer group (unpinned: what this 2-core machine, broker included, can show).
 
     python -m benchmarks.bench_monitor_throughput [--records N] [--runs R] [--quick]
 """
@@ -17,7 +18,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -146,7 +148,10 @@ def monitor_rates(stack: Stack, count: int) -> Rates:
     return rates(progress)
 
 
-def one_run(count: int, schema_path: str) -> tuple[Rates, Rates]:
+@contextmanager
+def registered_stack(schema_path: str, monitors: int = 1) -> Iterator[Stack]:
+    """A broker and a registry holding a champion with its reference profile; the monitor
+    workers (`monitors` of them) are started by the measurement."""
     schema = DatasetSchema.model_validate(SCHEMA)
     rng = random.Random(0)
     rows: list[dict[str, object]] = [{f: rng.gauss(0, 1) for f in FEATURES} for _ in range(2000)]
@@ -159,14 +164,47 @@ def one_run(count: int, schema_path: str) -> tuple[Rates, Rates]:
     )
     with bench_stack(
         ("registry",),
+        replicas={"monitor": monitors},
         CTLOOP_SCHEMA=schema_path,
         CTLOOP_MONITOR_COOLDOWN_S="0",
     ) as stack:
         register(stack, schema, artifact, digest, stack.token("trainer"), profile)
+        yield stack
+
+
+def one_run(count: int, schema_path: str) -> tuple[Rates, Rates]:
+    with registered_stack(schema_path) as stack:
         fill_records(stack.bootstrap, count)
         bare = bare_rates(stack, count)
         full = monitor_rates(stack, count)
     return full, bare
+
+
+def workers_rates(count: int, schema_path: str, workers: int) -> Rates:
+    """`workers` monitor processes in one group, unpinned, on the pre-filled topic: records/s
+    of them all (from the first record processed, so the group's first join is not counted)
+    and records per CPU-second of their processes summed."""
+    with registered_stack(schema_path, workers) as stack:
+        fill_records(stack.bootstrap, count)
+        processes = [stack.spawn(name) for name in stack.names["monitor"]]
+        progress: list[tuple[float, float, float]] = []
+        deadline = time.monotonic() + 600
+        with httpx.Client() as client:
+            while not progress or progress[-1][1] < count:
+                if any(p.poll() is not None for p in processes):
+                    raise RuntimeError("a monitor worker exited during the benchmark")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{workers} monitor workers did not process every record in 600 s")
+                try:
+                    seen = sum(processed(client, url) for url in stack.urls("monitor"))
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+                    continue
+                if seen > 0:
+                    cpu = sum(cpu_seconds(p.pid) for p in processes)
+                    progress.append((time.perf_counter(), seen, cpu))
+                time.sleep(0.05)
+    return rates(progress)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -191,6 +229,14 @@ def main(argv: list[str] | None = None) -> None:
             f"per CPU-second {monitor.per_cpu:,.0f}), bare faust agent {bare.whole:,.0f} rec/s "
             f"(steady {bare.steady:,.0f}, per CPU-second {bare.per_cpu:,.0f})",
             flush=True,
+        )
+
+    scaled: list[tuple[Rates, Rates]] = []
+    for run in range(args.runs):
+        one, three = workers_rates(args.records, schema_path, 1), workers_rates(args.records, schema_path, 3)
+        scaled.append((one, three))
+        print(
+            f"run {run + 1}: 1 worker {one.whole:,.0f} rec/s, 3 workers {three.whole:,.0f} rec/s", flush=True
         )
 
     def ratio(rate: Callable[[Rates], float]) -> str:
@@ -221,6 +267,22 @@ With the join in a faust table (a changelog write per record) the ratio was 0.32
 
 Monitor / bare agent (goal ≥ 0.7): **per CPU-second {ratio(cpu)}**; steady {ratio(steady)};
 whole runs {ratio(whole)}.
+
+### One worker and three
+
+The monitor as 1 worker and as 3 in one consumer group (what `--replicas monitor=3` and the
+Kubernetes manifest run; windows of 166 with 3), on the same pre-filled topic, unpinned, each
+on a fresh broker; rates from the first record processed to the last, CPU summed over the
+workers' processes. This machine has 2 cores for the workers and the broker together, so 3
+workers cannot show more than what 2 cores give; on 3 machines each worker would have a core.
+
+| workers | whole: records/s | records per CPU-second (all workers) |
+|---|---|---|
+| 1 | {fmt([one.whole for one, _ in scaled])} | {fmt([one.per_cpu for one, _ in scaled])} |
+| 3 | {fmt([three.whole for _, three in scaled])} | {fmt([three.per_cpu for _, three in scaled])} |
+
+3 workers / 1: {fmt([three.whole / one.whole for one, three in scaled], "x", 2)} records/s,
+{fmt([three.per_cpu / one.per_cpu for one, three in scaled], "x", 2)} records per CPU-second.
 """
     print(body)
     if not args.quick:

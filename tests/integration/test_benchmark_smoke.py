@@ -1,7 +1,7 @@
 """Each benchmark runs end to end at tiny sizes, peers included (no figures are asserted or
-written: a quick run leaves RESULTS.md as it was). The serving and loop benchmarks' smokes take
-~45 s each even quick (a stack, MLServer, River): they run in `make test-long`, which keeps
-`make test` within its budget for the scale-out test."""
+written: a quick run leaves RESULTS.md as it was). The serving, loop, replicas and monitor
+throughput benchmarks' smokes take 45-75 s each even quick (stacks, MLServer, River): they run
+in `make test-long`, which keeps `make test` within its budget for the scale-out test."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ def test_monitor_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert "false alarms" in quick("bench_monitor", capsys)
 
 
+@pytest.mark.long  # four brokers and six faust workers: over a minute
 def test_monitor_throughput_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Monitor / bare agent" in quick("bench_monitor_throughput", capsys)
 
