@@ -1,5 +1,6 @@
 """Background work that fails is restarted, reported by name meanwhile, and loses nothing:
-a consume loop whose commits are refused after a rebalance, one whose consumer breaks, and
+a consume loop whose commits are refused after a rebalance, one whose consumer breaks, one
+whose batches' writes are still in flight or fail, and
 the monitor's registry calls while the registry is unreachable (real monitor and registry
 processes)."""
 
@@ -9,6 +10,7 @@ import contextlib
 import signal
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import httpx
@@ -16,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import CommitFailedError, RebalanceInProgressError
+from kafka.errors import CommitFailedError, KafkaTimeoutError, RebalanceInProgressError
 
 from shared import topics
 from shared.broker import EmbeddedBroker
@@ -45,10 +47,10 @@ class FaultyConsumer:
         self.commit_errors = commit_errors
         self.poll_errors = poll_errors
 
-    def commit(self) -> None:
+    def commit(self, offsets: Any = None) -> None:
         if self.commit_errors:
             raise self.commit_errors.pop(0)
-        self._consumer.commit()
+        self._consumer.commit(offsets)
 
     def poll(self, **kwargs: Any) -> dict[TopicPartition, list[ConsumerRecord]]:
         batches = self._consumer.poll(**kwargs)
@@ -213,7 +215,7 @@ def running_loop(
     settings: CommonSettings,
     group: str,
     topic: str,
-    handler: Callable[[list[ConsumerRecord]], None],
+    handler: Callable[[list[ConsumerRecord]], Future[None] | None],
     factory: Callable[[], Any] | None = None,
 ) -> Iterator[tuple[ConsumeLoop, Supervisor]]:
     """A supervised consume loop of `topic` (on `factory`'s consumer, or a plain one) with
@@ -302,3 +304,53 @@ def test_a_cause_outside_the_messages_holds_the_partition_says_so_and_loses_noth
         wait_for(lambda: set(values) <= set(seen), "every message once the cause cleared", timeout_s=120)
         wait_for(loop.ready, "readiness again")
         wait_for(lambda: committed_to(broker.bootstrap, group, ends), "the group to commit")
+
+
+def test_writes_in_flight_are_committed_in_order_once_done_and_a_failed_one_is_read_again(
+    broker: EmbeddedBroker,
+) -> None:
+    """A handler that returns the future of its batch's writes (ingest's `raw` handler) lets
+    the loop handle the next batch meanwhile; nothing is committed before the writes of its
+    batch and of every earlier batch are done, and a failed write makes the loop read its
+    batch (and those after it) again."""
+    topic, group = topics.TRAINER_CONTROL, f"recovery-{uuid.uuid4().hex[:6]}"  # one partition
+    settings = CommonSettings(kafka_bootstrap=broker.bootstrap, consumer_retry_backoff_s=0.1)
+    handled: list[tuple[list[str], Future[None]]] = []
+
+    def handler(batch: list[ConsumerRecord]) -> Future[None]:
+        written: Future[None] = Future()
+        handled.append(([m.value.decode() for m in batch], written))
+        return written
+
+    def values_handled() -> list[str]:
+        return [v for values, _ in handled for v in values]
+
+    with running_loop(settings, group, topic, handler):
+        marker = uuid.uuid4().hex[:6]
+        first = [f"first-{marker}-{i}" for i in range(50)]
+        produce(broker.bootstrap, topic, first)
+        wait_for(lambda: set(first) <= set(values_handled()), "the first batch")
+        second = [f"second-{marker}-{i}" for i in range(50)]
+        ends = produce(broker.bootstrap, topic, second)
+        # handled while the first batch's writes are still on their way
+        wait_for(lambda: set(second) <= set(values_handled()), "the second batch, the first unsettled")
+        tp = next(iter(ends))
+        assert not committed_to(broker.bootstrap, group, {tp: 1})  # nothing written: nothing committed
+
+        calls = len(handled)
+        for _, written in handled[1:]:
+            written.set_result(None)  # a later batch done first: still nothing to commit
+        handled[0][1].set_exception(KafkaTimeoutError("injected: the writes were not acknowledged"))
+        wait_for(lambda: len(handled) > calls and handled[calls][0][0] == first[0], "the first batch again")
+        assert not committed_to(
+            broker.bootstrap, group, {tp: 1}
+        )  # the later batch's success alone commits nothing
+
+        def settle_everything() -> bool:
+            for _, written in handled:
+                if not written.done():
+                    written.set_result(None)
+            return committed_to(broker.bootstrap, group, ends)
+
+        wait_for(settle_everything, "the group to commit both batches once written")
+        assert set(first + second) <= set(values_handled()[calls:])  # both read again after the failure
