@@ -57,5 +57,5 @@ class RawHandler:
         # NOTE: not waited for here: the loop commits once it is done, and if it fails, reads
         # the batch again (what was written is then a duplicate, so nothing is doubled).
         # Waiting here stalled the loop for each batch's round trip: the `raw` path went from
-        # 11.5k to 16.7k records/s, 0.52x to 0.73x HTTP's (benchmarks/RESULTS.md, "Ingest throughput").
+        # 11.5k to 16.0k records/s, 0.52x to 0.73x HTTP's (benchmarks/RESULTS.md, "Ingest throughput").
         return outcome.written
