@@ -62,7 +62,9 @@ def status(stack: Stack, url: str) -> dict[str, object] | None:
     return found
 
 
-def test_every_monitor_worker_follows_every_promotion(two_monitors: tuple[Stack, list[str]]) -> None:
+def test_every_monitor_worker_follows_every_promotion_and_one_judges_every_label(
+    two_monitors: tuple[Stack, list[str]],
+) -> None:
     stack, urls = two_monitors
     for url in urls:
         wait_for(lambda url=url: ready(url), f"{url} ready", 180)
