@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,10 +25,32 @@ log = logging.getLogger(__name__)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket() as sock:
+    """A TCP port nothing listens on right now, chosen below the kernel's ephemeral range.
+
+    NOTE: a port the OS picks (bind to port 0) comes from the ephemeral range, which outgoing
+    connections draw from too: between the pick and the service's own bind, a Kafka or HTTP
+    client's socket once took it ("address already in use": a registry that never started, in
+    a full test run). A port below that range is only ever taken by a listener asking for it."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue  # taken: try another
+            return port
+    with socket.socket() as sock:  # that band is full: let the OS pick
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux's default 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class BrokerError(RuntimeError):
