@@ -30,19 +30,28 @@ def free_port(host: str = "127.0.0.1") -> int:
     NOTE: a port the OS picks (bind to port 0) comes from the ephemeral range, which outgoing
     connections draw from too: between the pick and the service's own bind, a Kafka or HTTP
     client's socket once took it ("address already in use": a registry that never started, in
-    a full test run). A port below that range is only ever taken by a listener asking for it."""
+    a full test run). A port below that range is only ever taken by a listener asking for it.
+    Nothing listens on a port between its pick and the service's start, so a port handed out
+    once is never handed out again by this process (two services of one stack got the same
+    port: a trainer that never started, in a full test run)."""
     low = _ephemeral_low()
-    for _ in range(200):
+    for _ in range(500):
         port = random.randrange(max(1024, low - 12_000), low)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue  # taken: try another
-            return port
-    with socket.socket() as sock:  # that band is full: let the OS pick
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as sock:  # that band is used up: let the OS pick
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+_HANDED_OUT: set[int] = set()
 
 
 def _ephemeral_low() -> int:
