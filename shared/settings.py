@@ -403,8 +403,17 @@ class TrainerSettings(HTTPServiceSettings):
     trainer_min_examples: int = Field(800, ge=20)
     """Labelled examples needed to train the first model (cold start)."""
 
-    trainer_min_post_drift: int = Field(600, ge=20)
-    """Labelled examples from after a drift's onset needed before retraining on them."""
+    trainer_min_post_drift: int = Field(150, ge=20)
+    """Labelled examples from after a drift's onset needed for the first candidate trained on
+    them. Small on purpose: a small model that beats a broken champion on post-drift data is
+    worth serving while more data arrives (`trainer_refresh_factor` retrains it on more)."""
+
+    trainer_refresh_factor: float = Field(2.0, ge=0)
+    """Progressive retraining: after a drift's first candidate, and after the first model,
+    retrain the same episode each time the examples it may use (those since the drift's onset,
+    or all of them) have grown by this factor, until the training window
+    (`trainer_max_examples`) is full of them. A refresh must score at least as well as the
+    champion on its own (newest) holdout, with no tolerance. 0 (or anything up to 1): off."""
 
     trainer_schedule_s: float = Field(0.0, ge=0)
     """Retrain on the sliding window every this many seconds (0: no schedule)."""

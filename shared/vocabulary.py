@@ -62,6 +62,9 @@ class TriggerKind(StrEnum):
     MANUAL = "manual"
     SCHEDULE = "schedule"
     NEW_EXAMPLES = "new_examples"
+    REFRESH = "refresh"
+    """The same episode retrained on more of its data (after a drift's first candidate, or
+    after the first model): see `TrainerSettings.trainer_refresh_factor`."""
 
 
 Severity = Literal["warning", "critical"]

@@ -55,6 +55,9 @@ class Trigger(BaseModel):
     """For a drift: the champion version it was about."""
     merged: list[str] = []
     """Ids of further triggers that arrived while this one waited or ran."""
+    min_rows: int | None = None
+    """Examples it may use (since `since`, or all) needed before it runs; None: the settings'
+    minimum for its kind. A refresh waits for its episode's next size."""
 
     @classmethod
     def for_drift(cls, event: Envelope, drift: DriftDetected) -> Trigger:
@@ -205,7 +208,11 @@ def execute(
         reloaded,
         min_accuracy=settings.trainer_min_accuracy,
         champion=champion_score,
-        champion_tolerance=settings.trainer_champion_tolerance,
+        # A refresh replaces a model of its own episode: it goes out only if it is at least
+        # as good on the newest data, or refreshes would trade accuracy for data volume.
+        champion_tolerance=0.0
+        if report.trigger.kind == TriggerKind.REFRESH
+        else settings.trainer_champion_tolerance,
     )
     accuracy = next(g.value for g in gate_report.gates if g.name == "min_accuracy") or 0.0
     report.metrics = {

@@ -3,6 +3,11 @@
 Of several replicas, one is active (`leadership.py`): only it runs triggers; the others keep
 their examples and wait to take over (`take_over`, `step_down`).
 
+A drift is answered progressively (`_Episode`): a first candidate from a small post-onset
+sample, then refreshes each time the episode's data has grown by `trainer_refresh_factor`,
+until the training window is full of it; the first model is refreshed the same way as
+labelled data grows.
+
 The Kafka consume loop only records examples and triggers and returns, so it never blocks
 past `max_poll_interval_ms` (kafka-python #1401, #2179); runs happen in `Trainer.run` (a
 supervised worker, `shared.supervision`), and their fits in a process of their own
@@ -14,9 +19,11 @@ that fails to send one is restarted and sends it first.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from kafka.consumer.fetcher import ConsumerRecord
@@ -84,6 +91,30 @@ def refine_onset(examples: list[Example], since: datetime, p_max: float = 1e-3) 
     return since
 
 
+@dataclass(frozen=True)
+class _Episode:
+    """The data a model was trained on, to be refreshed as it grows: a drift's examples since
+    its onset, or (`since` None) every example, for the first model."""
+
+    since: datetime | None
+    next_rows: int
+    """Examples it must hold before the next refresh."""
+    correlation_id: str | None
+    """The drift's (or the first model's): the refreshes trace back to what started them. They
+    answer no trigger event of their own, so each trigger is still answered by one run."""
+
+    def refresh(self) -> Trigger:
+        return Trigger(
+            kind=TriggerKind.REFRESH,
+            correlation_id=self.correlation_id,
+            since=self.since,
+            # NOTE: not refined again: the champion's errors in its examples now fall where
+            # the episode's own first candidate took over, a change point that is no drift.
+            refined_since=self.since,
+            min_rows=self.next_rows,
+        )
+
+
 class Trainer:
     def __init__(
         self,
@@ -102,6 +133,8 @@ class Trainer:
         self.champion_version: int | None = None
         self._champion_model: tuple[int, Pipeline] | None = None
         self._pending: Trigger | None = None
+        self._episode: _Episode | None = None
+        """What the next refresh retrains, and when (None: nothing to refresh)."""
         self._cold_start_attempt: int | None = None
         self._last_run_at = time.monotonic()
         self._added_at_last_run = 0
@@ -200,7 +233,8 @@ class Trainer:
                 if trigger.kind == TriggerKind.DRIFT:  # a drift outranks a waiting manual or cold start
                     self._pending.kind, self._pending.event_id = TriggerKind.DRIFT, trigger.event_id
                     self._pending.correlation_id = trigger.correlation_id
-                    self._pending.since = trigger.since
+                    self._pending.since, self._pending.refined_since = trigger.since, None
+                    self._pending.reference_version, self._pending.min_rows = trigger.reference_version, None
                 TRIGGERS.labels(trigger.kind, "merged").inc()
             self._wake.notify()
             return self._pending
@@ -219,19 +253,43 @@ class Trainer:
         pending = self._pending
         if pending is None and self._cold_start_due():
             pending = self._pending = Trigger(kind=TriggerKind.COLD_START)
+        if pending is None and self._episode is not None and self._refresh_due(self._episode):
+            pending = self._pending = self._episode.refresh()
         if pending is None and self.champion_version is not None:
             pending = self._pending = self._routine_trigger()
         if pending is None:
             return None
         if pending.since is not None:
-            minimum = self.settings.trainer_min_post_drift
+            minimum = pending.min_rows or self.settings.trainer_min_post_drift
             if self.examples.count_since(pending.since) < minimum:
                 return None
-            pending.refined_since = refine_onset(self.examples.snapshot(since=pending.since), pending.since)
+            if pending.refined_since is None:
+                snapshot = self.examples.snapshot(since=pending.since)
+                pending.refined_since = refine_onset(snapshot, pending.since)
             enough = self.examples.count_since(pending.refined_since) >= minimum
         else:
-            enough = len(self.examples) >= self.settings.trainer_min_examples
+            enough = len(self.examples) >= (pending.min_rows or self.settings.trainer_min_examples)
         return pending if enough else None
+
+    def _refresh_due(self, episode: _Episode) -> bool:
+        held = len(self.examples) if episode.since is None else self.examples.count_since(episode.since)
+        return held >= episode.next_rows
+
+    def _next_episode(self, trigger: Trigger, completed: bool, rows: int) -> _Episode | None:
+        """After a run: the episode its refreshes continue, or None when there is none (the
+        run started none, refreshes are off, or its training window was full)."""
+        factor, window = self.settings.trainer_refresh_factor, self.settings.trainer_max_examples
+        if trigger.kind not in (TriggerKind.DRIFT, TriggerKind.REFRESH, TriggerKind.COLD_START):
+            return self._episode  # a manual or routine run leaves the episode as it was
+        if trigger.kind == TriggerKind.COLD_START and not completed:
+            return None  # the cold start retries with more data (`_cold_start_due`)
+        if factor <= 1 or rows >= window:
+            return None
+        return _Episode(
+            since=trigger.refined_since or trigger.since,
+            next_rows=min(window, max(rows + 1, math.ceil(rows * factor))),
+            correlation_id=trigger.correlation_id,
+        )
 
     def _routine_trigger(self) -> Trigger | None:
         """A scheduled run, or one for enough new examples, when either is configured."""
@@ -301,6 +359,8 @@ class Trainer:
         # A run with no triggering event starts a loop of its own: its id follows it through.
         trigger.correlation_id = trigger.correlation_id or report.run_id
         self.runs.append(report)
+        if trigger.kind in (TriggerKind.DRIFT, TriggerKind.COLD_START):
+            self._episode = None  # a new episode: it replaces the one being refreshed
         del self.runs[: -self.settings.trainer_runs_kept]  # the newest are kept (GET /v1/runs)
         self._last_run_at, self._added_at_last_run = time.monotonic(), self.examples.added
         data = self.examples.training_set(since=trigger.refined_since or trigger.since)
@@ -342,6 +402,7 @@ class Trainer:
                 reason = f"crashed: {exc}"
             report.status, report.reason, report.failed_gate = "failed", reason, None
             report.finished_at = datetime.now(report.started_at.tzinfo) if report.started_at else None
+        self._episode = self._next_episode(trigger, report.status == "completed", len(data))
         for name, ms in report.phases_ms.items():
             RUN_SECONDS.labels(name).observe(ms / 1000)
         RUNS.labels(report.status).inc()

@@ -28,6 +28,7 @@ from shared.events import (
     TrainingStarted,
     encode_event,
 )
+from shared.registry_api import ModelVersion
 from shared.supervision import Supervisor
 from tests.fixtures import consumer_record, credit_examples, credit_schema
 from tests.unit.trainer.helpers import FakePublisher, FakeRegistry, run_one, settings, wait_for
@@ -289,3 +290,97 @@ def test_answered_triggers_are_remembered_up_to_a_bound(tmp_path: Path) -> None:
     assert (
         len(trainer.answered) == ANSWERED_KEPT and "t-4" not in trainer.answered and "t-5" in trainer.answered
     )
+
+
+# --- progressive retraining ------------------------------------------------------------------
+
+
+class PromotingRegistry(FakeRegistry):
+    """Policy `auto`: every upload becomes the champion, and its artifact is handed out to be
+    compared with."""
+
+    def __init__(self) -> None:
+        super().__init__(promotes=True)
+
+    def alias(self, name: str, alias: str = "champion") -> ModelVersion | None:
+        if not self.uploads:
+            return None
+        metadata = self.uploads[-1][1]
+        return ModelVersion(
+            **metadata.model_dump(),
+            name=name,
+            version=len(self.uploads),
+            created_at=datetime.now(UTC),
+            aliases=["champion"],
+        )
+
+    def artifact(self, name: str, version: ModelVersion) -> bytes:
+        return self.uploads[version.version - 1][0]
+
+
+def flipped(examples: list[Example]) -> list[Example]:
+    """The other concept: every label the other way."""
+    return [e.model_copy(update={"label": "no" if e.label == "yes" else "yes"}) for e in examples]
+
+
+def test_a_drift_is_answered_by_a_small_candidate_then_refreshes_at_each_doubling(tmp_path: Path) -> None:
+    registry = PromotingRegistry()
+    trainer = Trainer(
+        settings(tmp_path, trainer_min_post_drift=100, trainer_refresh_factor=2, trainer_max_examples=500),
+        credit_schema(),
+        FakePublisher(),
+        registry,
+    )
+    trainer.prepare()
+    trainer.active.set()
+    supervisor = Supervisor("test")
+    supervisor.add(trainer)
+    supervisor.start()
+    onset = T0 + timedelta(days=1)
+    after = [
+        e.model_copy(update={"record_id": f"after-{i}"})
+        for i, e in enumerate(credit_examples(600, seed=2, start=onset))
+    ]
+
+    def feed(examples: list[Example], runs: int) -> None:
+        for example in examples:
+            trainer.examples.add(example)
+        with trainer._wake:
+            trainer._wake.notify()
+        wait_for(
+            lambda: len(trainer.runs) == runs and trainer.runs[-1].status in ("completed", "failed"),
+            f"run {runs}",
+        )
+
+    try:
+        feed(flipped(credit_examples(300, seed=1, start=T0)), runs=1)  # the first model
+        trainer.trigger(
+            Trigger(kind="drift", event_id="d-1", correlation_id="d-1", since=onset, reference_version=1)
+        )
+        feed(after[:100], runs=2)  # the first candidate, from 100 post-drift examples
+        feed(after[100:200], runs=3)  # refreshed when they double...
+        feed(after[200:400], runs=4)
+        feed(after[400:500], runs=5)  # ...until the window (500) is all post-drift
+        assert trainer._episode is None  # nothing left to refresh
+    finally:
+        supervisor.stop(timeout_s=30)
+        trainer.stop()
+
+    runs = trainer.runs
+    assert [(r.trigger.kind, r.rows) for r in runs] == [
+        ("cold_start", 300),
+        ("drift", 100),
+        ("refresh", 200),
+        ("refresh", 400),
+        ("refresh", 500),
+    ]
+    assert all(r.trigger.correlation_id == "d-1" for r in runs[1:])  # traced to the drift
+    assert [r.trigger.event_id for r in runs[2:]] == [None] * 3  # answering no trigger again
+    gates = [{g.name: g for g in r.gate_report.gates} for r in runs[1:] if r.gate_report]
+    # The champion is judged on the candidate's holdout, the newest post-drift examples: the
+    # model of the old concept gets most of them wrong, so a small candidate replaces it.
+    first = gates[0]["beats_champion"]
+    assert runs[1].status == "completed" and first.threshold is not None and first.threshold < 0.4
+    for gate in gates[1:]:  # a refresh must do at least as well as the model it replaces
+        beats = gate["beats_champion"]
+        assert abs(beats.threshold - float(beats.detail.split()[1])) < 1e-4  # no tolerance
