@@ -502,9 +502,19 @@ class MonitorSettings(HTTPServiceSettings):
     """Multiple-testing correction across features: false-discovery rate (default) or the
     stricter family-wise Bonferroni."""
 
+    monitor_cooldown_records: int = Field(500, ge=0)
+    """No drift alarm after a new champion is promoted until this worker has seen this many
+    records and labels since (its windows and error detector start afresh). Counted in data,
+    not time, so that it means the same at 30 and at 30,000 records/s."""
+
     monitor_cooldown_s: float = Field(10.0, ge=0)
-    """No drift alarm this many seconds after a new champion is promoted: its windows and error
-    detector start empty, and the first labels after a swap still belong to the old one."""
+    """The cooldown's upper bound: it ends after this many seconds even if fewer records came
+    (0: no cooldown)."""
+
+    monitor_rearm_records: int = Field(20_000, ge=1)
+    """After an alarm the monitor is quiet until its episode ends (a new champion, or the run
+    it caused failing); if neither comes, it watches again after this many records and labels
+    (or 300 seconds, whichever comes first)."""
 
     monitor_min_effect: float = Field(0.1, ge=0)
     """Effect size a feature must also show to count as drifted, in the chosen test's unit (KS

@@ -1,9 +1,12 @@
 """The alarm policy: turns the detectors' verdicts into at most one drift event per episode.
 
 A distribution alarm needs `monitor_consecutive` drifted windows in a row; any alarm needs
-the policy to be armed: not within `monitor_cooldown_s` of a promotion (the new champion's
-first windows are judged against a fresh reference), and not after an alarm until the episode
-ends: a new champion, the failure of the run the alarm caused, or `rearm_s` passing.
+the policy to be armed: not within `monitor_cooldown_records` records and labels of a promotion
+(at most `monitor_cooldown_s`: the new champion's first windows are judged against a fresh
+reference), and not after an alarm until the episode ends: a new champion, the failure of the
+run the alarm caused, or `monitor_rearm_records` records and labels (at most `rearm_s`).
+Periods are counted in data, with time only as a bound, so that a fast stream is not left
+unwatched for thousands of records and a slow one not for ever.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ class AlarmPolicy:
         self._promoted_at = -1e9
         self._had_reference = False
         self._alarm_at: float | None = None
+        self._seen = 0
+        """Records and labels observed (`observed`): the clock the periods are counted on."""
+        self._seen_at_promotion = 0
+        self._seen_at_alarm = 0
         self._reset_streaks()
 
     def _reset_streaks(self) -> None:
@@ -43,18 +50,29 @@ class AlarmPolicy:
         """A new reference: a new episode, after a cooldown (the very first reference is no
         promotion to cool down from)."""
         self._promoted_at = time.monotonic() if self._had_reference else -1e9
+        self._seen_at_promotion = self._seen if self._had_reference else -(10**12)
         self._had_reference = True
         self._alarm_at = None
         self._reset_streaks()
 
+    def observed(self, count: int = 1) -> None:
+        """`count` more records or labels seen by this worker."""
+        self._seen += count
+
     @property
     def armed(self) -> bool:
-        now = time.monotonic()
-        if now - self._promoted_at < self.settings.monitor_cooldown_s:
+        now, settings = time.monotonic(), self.settings
+        if (
+            now - self._promoted_at < settings.monitor_cooldown_s
+            and self._seen - self._seen_at_promotion < settings.monitor_cooldown_records
+        ):
             return False
         if self._alarm_at is None:
             return True
-        return now - self._alarm_at >= self.rearm_s
+        return (
+            now - self._alarm_at >= self.rearm_s
+            or self._seen - self._seen_at_alarm >= settings.monitor_rearm_records
+        )
 
     def window(self, kind: DistributionKind, drifted: bool, onset: datetime) -> datetime | None:
         """One closed window's verdict; the episode's onset when an alarm is due now."""
@@ -70,7 +88,7 @@ class AlarmPolicy:
     def alarm(self, drift: DriftDetected) -> DriftDetected:
         """Raise `drift`: rate its severity and start the episode."""
         drift.severity = self.severity(drift)
-        self._alarm_at = time.monotonic()
+        self._alarm_at, self._seen_at_alarm = time.monotonic(), self._seen
         self.last_alarm = drift
         ALARMS.labels(drift.kind).inc()
         return drift

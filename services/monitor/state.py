@@ -83,6 +83,7 @@ class MonitorState:
         self, features: dict[str, object], event_time: datetime, source: Source | None = None
     ) -> DriftDetected | None:
         """One record's features (from `records` or a champion's prediction) at its event time."""
+        self.policy.observed()
         return self._judge(self.distribution.observe_features(features, event_time, source))
 
     def observe_prediction(
@@ -93,6 +94,7 @@ class MonitorState:
 
     def observe_outcome(self, correct: bool, event_time: datetime) -> DriftDetected | None:
         """One labelled prediction of the champion (stamped with the record's time): right?"""
+        self.policy.observed()
         self._count_outcome(correct, event_time)
         baseline = self._baseline_accuracy()
         fired = self.quality.observe(correct, event_time, baseline)

@@ -177,6 +177,23 @@ def test_cooldown_after_a_promotion_holds_alarms_back() -> None:
     assert s.status()["armed"] is False
 
 
+def test_cooldown_and_rearm_are_counted_in_records_not_seconds() -> None:
+    # an hour in seconds, but 200 records and labels: a fast stream is watched again at once
+    s = state(cooldown=3600, monitor_cooldown_records=200, monitor_rearm_records=300)
+    s.set_reference(s.reference.model_copy(update={"version": 2}))  # type: ignore[union-attr]  # a promotion
+    rng = random.Random(15)
+    outcomes = [s.observe_outcome(rng.random() < 0.3, T0 + timedelta(seconds=i)) for i in range(199)]
+    assert not any(outcomes) and not s.armed  # 199 seen: still cooling down
+    s.observe_features(demo_rows(1, seed=1)[0], T0)  # the 200th
+    assert s.armed
+    fired = [i for i in range(200) if s.observe_outcome(rng.random() < 0.3, T0 + timedelta(seconds=i))]
+    assert len(fired) == 1 and not s.armed  # one alarm, then the episode waits for an answer
+    for _ in range(300 - (199 - fired[0])):  # none comes: re-armed after 300 more
+        assert not s.armed
+        s.observe_features(demo_rows(1, seed=1)[0], T0)
+    assert s.armed
+
+
 def test_bonferroni_is_stricter_and_severity_is_set() -> None:
     rows = demo_rows(2000, seed=3, shift_x3_from=1000)
     bh = feed(state(consecutive=1), rows)
