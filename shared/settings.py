@@ -302,6 +302,15 @@ class ServingSettings(HTTPServiceSettings):
     serving_swap_p99_slack_ms: float = Field(2.0, ge=0)
     """...plus this many milliseconds (so that timer noise on very fast models refuses none)."""
 
+    serving_swap_check_rows: int = Field(16, ge=1, le=256)
+    """Recent rows the swap check times both models on, one at a time."""
+
+    serving_swap_check_repeats: int = Field(3, ge=1)
+    """Times each row is predicted by each model in the swap check (the fastest counts).
+    NOTE: 32 rows x 5 repeats took 2.5 s on an idle core with a HistGradientBoosting model
+    (7 ms per one-row predict here) and 8-9 s per swap in the loop test under load, during
+    which the drift's answer waited; 16 x 3 takes 0.67 s idle."""
+
     serving_registry_retry_s: float = Field(2.0, gt=0)
     """Seconds between attempts to reach the registry while no model is loaded."""
 

@@ -10,6 +10,7 @@ while longer to measure the recovered accuracy. Lifecycle events on `drift`, `tr
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -202,13 +203,14 @@ def _drive(
     labels: deque[dict[str, object]] = deque()
     failed = 0
     drift_at_time: float | None = None
+    drift_wall: datetime | None = None
     swap: _Served | None = None
     start = time.monotonic()
     sent = 0
     while time.monotonic() < deadline:
         items = list(stream.take(config.batch))
         if stream.index > drift_index and drift_at_time is None:
-            drift_at_time = time.monotonic()
+            drift_at_time, drift_wall = time.monotonic(), datetime.now(UTC)
             say(f"[{drift_at_time - watcher.start:6.1f}s] the concept changes now (record {drift_index})")
         response = http.post(f"{urls['serving']}/v1/predict", json={"records": [r for r, _ in items]})
         if response.status_code != 200:
@@ -219,8 +221,13 @@ def _drive(
             index = int(record["id"].rsplit("-", 1)[1])
             row = _Served(index, out["model_version"], out["prediction"] == label, now, wall)
             served.append(row)
-            if swap is None and index >= drift_index and row.version != first:
-                swap = row
+            if (
+                swap is None
+                and drift_wall
+                and index >= drift_index
+                and row.version >= answer(watcher, drift_wall)
+            ):
+                swap = row  # to know when to stop (`_report` places it exactly, all events in)
             labels.append({"id": record["id"], "label": label})
         due = [labels.popleft() for _ in range(max(0, len(labels) - config.label_delay))]
         if due:
@@ -234,6 +241,30 @@ def _drive(
     http.close()
     time.sleep(0.5)  # let the watcher print the last events
     return _report(served, first, swap, drift_index, drift_at_time, failed, watcher)
+
+
+def answer(watcher: EventWatcher, drift_at: datetime) -> float:
+    """The version of the first model a drift event's run made after `drift_at` (its refreshes
+    are newer); infinity while there is none. A refresh of the model from before the drift,
+    promoted after it, is no answer to the drift."""
+    versions = [
+        int(e.payload["version"])
+        for e in list(watcher.events)
+        if e.type == "training.completed"
+        and e.payload.get("trigger") == "drift"
+        and e.payload.get("version")
+        and e.occurred_at >= drift_at
+    ]
+    return min(versions, default=math.inf)
+
+
+def _first_new_model(served: list[_Served], drift_index: int, watcher: EventWatcher) -> _Served | None:
+    """The first answer after the drift by a model trained for it (see `answer`)."""
+    drift_at = next((r.wall for r in served if r.index >= drift_index), None)
+    if drift_at is None:
+        return None
+    version = answer(watcher, drift_at)
+    return next((r for r in served if r.index >= drift_index and r.version >= version), None)
 
 
 def _report(
@@ -258,6 +289,7 @@ def _report(
         report.reason = "no model trained after the drift was served within the time limit"
         report.accuracy_just_after = _accuracy([r for r in served if r.index >= drift_index])
         return report
+    swap = _first_new_model(served, drift_index, watcher) or swap
     report.new_version = swap.version
     report.accuracy_just_after = _accuracy([r for r in served if drift_index <= r.index < swap.index])
     report.accuracy_after_swap = _accuracy([r for r in served if r.index >= swap.index])

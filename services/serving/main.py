@@ -46,7 +46,12 @@ def main() -> None:
         / "cache"
         / ("" if settings.serving_environment == PRODUCTION else settings.serving_environment)
         / schema.name,
-        budget=Budget(settings.serving_swap_p99_ratio, settings.serving_swap_p99_slack_ms)
+        budget=Budget(
+            settings.serving_swap_p99_ratio,
+            settings.serving_swap_p99_slack_ms,
+            settings.serving_swap_check_rows,
+            settings.serving_swap_check_repeats,
+        )
         if settings.serving_swap_check
         else None,
     )

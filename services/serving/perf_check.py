@@ -31,8 +31,8 @@ class Budget:
 
     ratio: float
     slack_ms: float
-    rows: int = 32
-    repeats: int = 5
+    rows: int = 16
+    repeats: int = 3
 
     def allowed_ms(self, current_p99_ms: float) -> float:
         return current_p99_ms * self.ratio + self.slack_ms

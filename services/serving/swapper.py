@@ -106,6 +106,9 @@ class Swapper:
             self.holder.drop_challenger()  # the challenger alias trails a promotion: nothing to shadow
             return
         previous = current.number if current else None
+        loop: str | None = None
+        """Without an event to follow (the registry named a newer version, or a reconcile): the
+        version's own loop, from its lineage, so the swap still traces to what caused it."""
         try:
             # NOTE: an event is a hint, the registry is the truth: serving loads what the alias
             # points at now, so a forged or stale `models` event cannot make it load a version
@@ -128,16 +131,18 @@ class Swapper:
                 if slot == Alias.CHALLENGER and champion is not None and champion.number == number:
                     self.holder.drop_challenger()  # as above: nothing to shadow
                     return
+            if cause is None:
+                loop = version.lineage.correlation_id
             swap = self.holder.swap_to(version, slot)
         except (SwapRefused, RegistryError) as exc:
             log.error("%s v%d refused, v%s stays: %s", alias, number, previous, exc)
             if slot == Alias.CHAMPION:
                 check = exc.check if isinstance(exc, SwapRefused) else None
-                self._report(ModelSwapFailed, number, previous, 0.0, cause, str(exc), check)
+                self._report(ModelSwapFailed, number, previous, 0.0, cause, str(exc), check, loop)
             return
         log.info("%s v%s -> v%d loaded in %.0f ms", alias, previous, number, swap.seconds * 1000)
         if slot == Alias.CHAMPION:
-            self._report(ModelSwapped, number, previous, swap.seconds * 1000, cause, None, swap.check)
+            self._report(ModelSwapped, number, previous, swap.seconds * 1000, cause, None, swap.check, loop)
 
     def _report(
         self,
@@ -148,6 +153,7 @@ class Swapper:
         cause: Envelope | None,
         reason: str | None,
         check: SwapCheck | None,
+        loop: str | None = None,
     ) -> None:
         payload = kind(
             model_name=self.holder.schema.name,
@@ -158,7 +164,9 @@ class Swapper:
             check=check,
             environment=self.environment,
         )
-        self.publisher.publish(topics.MODELS, payload, key=self.holder.schema.name, cause=cause)
+        self.publisher.publish(
+            topics.MODELS, payload, key=self.holder.schema.name, cause=cause, correlation_id=loop
+        )
 
     def stop(self) -> None:
         with self._wake:

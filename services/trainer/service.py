@@ -225,19 +225,25 @@ class Trainer:
                 running.merged.append(trigger.event_id or trigger.kind)
                 TRIGGERS.labels(trigger.kind, "merged").inc()
                 return running
-            if self._pending is None:
-                self._pending = trigger
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = trigger
                 TRIGGERS.labels(trigger.kind, "queued").inc()
+            elif trigger.kind == TriggerKind.DRIFT:
+                # A drift outranks a waiting manual run, cold start or refresh, and a newer
+                # drift places the onset anew: it becomes the trigger, the one it replaces is
+                # merged (each id once: as the trigger or merged, never both).
+                pending.merged.append(pending.event_id or pending.kind)
+                pending.kind, pending.event_id = TriggerKind.DRIFT, trigger.event_id
+                pending.correlation_id = trigger.correlation_id
+                pending.since, pending.refined_since = trigger.since, None
+                pending.reference_version, pending.min_rows = trigger.reference_version, None
+                TRIGGERS.labels(trigger.kind, "merged").inc()
             else:
-                self._pending.merged.append(trigger.event_id or trigger.kind)
-                if trigger.kind == TriggerKind.DRIFT:  # a drift outranks a waiting manual or cold start
-                    self._pending.kind, self._pending.event_id = TriggerKind.DRIFT, trigger.event_id
-                    self._pending.correlation_id = trigger.correlation_id
-                    self._pending.since, self._pending.refined_since = trigger.since, None
-                    self._pending.reference_version, self._pending.min_rows = trigger.reference_version, None
+                pending.merged.append(trigger.event_id or trigger.kind)
                 TRIGGERS.labels(trigger.kind, "merged").inc()
             self._wake.notify()
-            return self._pending
+            return pending
 
     # --- the worker ----------------------------------------------------------------------
 

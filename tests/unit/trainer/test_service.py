@@ -64,7 +64,10 @@ def test_a_burst_of_drift_events_makes_one_run(tmp_path: Path) -> None:
         trainer.examples.add(example)
     run_one(trainer)
     assert len(trainer.runs) == 1 and trainer.runs[0].status == "completed"
-    assert len(trainer.runs[0].trigger.merged) == 49  # recorded, not lost
+    run = trainer.runs[0].trigger
+    assert len(run.merged) == 49  # recorded, not lost
+    assert sorted([run.event_id, *run.merged]) == sorted(f"d-{i}" for i in range(50))  # each once
+    assert run.event_id == "d-49"  # the newest drift places the onset
     assert [t for t, _ in publisher.events] == ["training.started", "training.completed"]
 
 
