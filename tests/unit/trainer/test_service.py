@@ -329,7 +329,13 @@ def flipped(examples: list[Example]) -> list[Example]:
 def test_a_drift_is_answered_by_a_small_candidate_then_refreshes_at_each_doubling(tmp_path: Path) -> None:
     registry = PromotingRegistry()
     trainer = Trainer(
-        settings(tmp_path, trainer_min_post_drift=100, trainer_refresh_factor=2, trainer_max_examples=500),
+        settings(
+            tmp_path,
+            trainer_min_examples=300,  # the cold start sees every example of its batch
+            trainer_min_post_drift=100,
+            trainer_refresh_factor=2,
+            trainer_max_examples=500,
+        ),
         credit_schema(),
         FakePublisher(),
         registry,
@@ -387,3 +393,28 @@ def test_a_drift_is_answered_by_a_small_candidate_then_refreshes_at_each_doublin
     for gate in gates[1:]:  # a refresh must do at least as well as the model it replaces
         beats = gate["beats_champion"]
         assert abs(beats.threshold - float(beats.detail.split()[1])) < 1e-4  # no tolerance
+
+
+def test_a_refresh_is_held_while_the_champions_errors_rise(tmp_path: Path) -> None:
+    from services.trainer.service import _Episode
+
+    trainer = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())
+    trainer.champion_version = 1
+    trainer.active.set()
+    rng = random.Random(3)
+    for i, example in enumerate(credit_examples(600)):
+        right = rng.random() < (0.93 if i < 400 else 0.5)  # the champion's errors rise at 400
+        wrong = "no" if example.label == "yes" else "yes"
+        trainer.examples.add(example.model_copy(update={"prediction": example.label if right else wrong}))
+    trainer._episode = _Episode(since=None, next_rows=600, correlation_id="c")
+    assert trainer._ready() is None  # a drift the monitor will report: no refresh mixes it in
+    assert trainer._episode is not None and trainer._episode.next_rows == 1200  # this size skipped
+
+    steady = Trainer(settings(tmp_path), credit_schema(), FakePublisher(), FakeRegistry())
+    steady.champion_version = 1
+    steady.active.set()
+    for example in credit_examples(600):
+        steady.examples.add(example.model_copy(update={"prediction": example.label}))
+    steady._episode = _Episode(since=None, next_rows=600, correlation_id="c")
+    ready = steady._ready()
+    assert ready is not None and ready.kind == "refresh" and ready.min_rows == 600
