@@ -305,11 +305,11 @@ class ServingSettings(HTTPServiceSettings):
     serving_swap_check_rows: int = Field(16, ge=1, le=256)
     """Recent rows the swap check times both models on, one at a time."""
 
-    serving_swap_check_repeats: int = Field(3, ge=1)
+    serving_swap_check_repeats: int = Field(1, ge=1)
     """Times each row is predicted by each model in the swap check (the fastest counts).
-    NOTE: 32 rows x 5 repeats took 2.5 s on an idle core with a HistGradientBoosting model
-    (7 ms per one-row predict here) and 8-9 s per swap in the loop test under load, during
-    which the drift's answer waited; 16 x 3 takes 0.67 s idle."""
+    NOTE: 32 rows x 5 repeats took 2.4 s on an idle core with the demo's HistGradientBoosting
+    pipeline (~8 ms per one-row predict on this machine) and 8-9 s per swap in the loop test
+    under load, while the drift's answer waited (services/serving/perf_check.py)."""
 
     serving_registry_retry_s: float = Field(2.0, gt=0)
     """Seconds between attempts to reach the registry while no model is loaded."""
@@ -511,7 +511,7 @@ class MonitorSettings(HTTPServiceSettings):
     """Multiple-testing correction across features: false-discovery rate (default) or the
     stricter family-wise Bonferroni."""
 
-    monitor_cooldown_records: int = Field(500, ge=0)
+    monitor_cooldown_records: int = Field(200, ge=0)
     """No drift alarm after a new champion is promoted until this worker has seen this many
     records and labels since (its windows and error detector start afresh). Counted in data,
     not time, so that it means the same at 30 and at 30,000 records/s."""

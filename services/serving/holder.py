@@ -50,6 +50,8 @@ class Swap:
 
     seconds: float
     check: SwapCheck | None = None
+    load_seconds: float = 0.0
+    """Of `seconds`: the download, verification, load and warm-up (the rest is the check)."""
 
 
 class ModelHolder:
@@ -105,6 +107,7 @@ class ModelHolder:
             except Exception as exc:
                 SWAPS.labels("refused").inc()
                 raise SwapRefused(f"v{version.version} refused: {exc}") from exc
+            loaded = time.perf_counter() - start
             figures = None
             if alias == Alias.CHAMPION and self.current is not None and self.budget is not None:
                 rows = self.recent.sample(self.budget.rows) or [candidate.synthetic_row()]
@@ -129,7 +132,7 @@ class ModelHolder:
             elapsed = time.perf_counter() - start
             SWAPS.labels("done").inc()
             SWAP_SECONDS.observe(elapsed)
-            return Swap(elapsed, figures)
+            return Swap(elapsed, figures, loaded)
 
     def drop_challenger(self) -> None:
         self.challenger = None

@@ -140,7 +140,15 @@ class Swapper:
                 check = exc.check if isinstance(exc, SwapRefused) else None
                 self._report(ModelSwapFailed, number, previous, 0.0, cause, str(exc), check, loop)
             return
-        log.info("%s v%s -> v%d loaded in %.0f ms", alias, previous, number, swap.seconds * 1000)
+        log.info(
+            "%s v%s -> v%d in %.0f ms (load %.0f ms, check %.0f ms)",
+            alias,
+            previous,
+            number,
+            swap.seconds * 1000,
+            swap.load_seconds * 1000,
+            (swap.seconds - swap.load_seconds) * 1000,
+        )
         if slot == Alias.CHAMPION:
             self._report(ModelSwapped, number, previous, swap.seconds * 1000, cause, None, swap.check, loop)
 
