@@ -418,11 +418,20 @@ class TrainerSettings(HTTPServiceSettings):
     worth serving while more data arrives (`trainer_refresh_factor` retrains it on more)."""
 
     trainer_refresh_factor: float = Field(2.0, ge=0)
-    """Progressive retraining: after a drift's first candidate, and after the first model,
-    retrain the same episode each time the examples it may use (those since the drift's onset,
-    or all of them) have grown by this factor, until the training window
-    (`trainer_max_examples`) is full of them. A refresh must score at least as well as the
-    champion on its own (newest) holdout, with no tolerance. 0 (or anything up to 1): off."""
+    """Progressive retraining: after a drift's first candidate (and, with
+    `trainer_refresh_first_model`, after the first model) retrain the same episode each time the
+    examples it may use (those since the drift's onset, or all of them) have grown by this
+    factor, until the training window (`trainer_max_examples`) is full of them. A refresh must
+    score at least as well as the champion on its own (newest) holdout, with no tolerance.
+    0 (or anything up to 1): off."""
+
+    trainer_refresh_first_model: bool = True
+    """Refresh the first model too as labelled data grows (800, 1,600, 3,200, ... examples).
+    NOTE: measured on the demo stream, 3 seeds each, on and off: accuracy over the last 1,000
+    records before the drift 94.0% vs 92.8% (the model improves with data), the drift's first
+    new model 1,940 vs 1,920 records after the drift, accuracy after it 91.1% vs 92.1%. A
+    refresh promoted just before a drift restarts the monitor's watch on the new champion (and
+    once drew an auto-rollback that cost a swap); `false` avoids that."""
 
     trainer_schedule_s: float = Field(0.0, ge=0)
     """Retrain on the sliding window every this many seconds (0: no schedule)."""

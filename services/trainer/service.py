@@ -323,8 +323,10 @@ class Trainer:
         factor, window = self.settings.trainer_refresh_factor, self.settings.trainer_max_examples
         if trigger.kind not in (TriggerKind.DRIFT, TriggerKind.REFRESH, TriggerKind.COLD_START):
             return self._episode  # a manual or routine run leaves the episode as it was
-        if trigger.kind == TriggerKind.COLD_START and not completed:
-            return None  # the cold start retries with more data (`_cold_start_due`)
+        if trigger.kind == TriggerKind.COLD_START and not (
+            completed and self.settings.trainer_refresh_first_model
+        ):
+            return None  # a failed cold start retries with more data (`_cold_start_due`)
         if factor <= 1 or rows >= window:
             return None
         return _Episode(

@@ -335,6 +335,7 @@ def test_a_drift_is_answered_by_a_small_candidate_then_refreshes_at_each_doublin
             trainer_min_post_drift=100,
             trainer_refresh_factor=2,
             trainer_max_examples=500,
+            trainer_refresh_first_model=True,
         ),
         credit_schema(),
         FakePublisher(),
