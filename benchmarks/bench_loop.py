@@ -8,8 +8,9 @@ a labelled warm-up for the first model, then records through serving at 300/s wi
 50 records late, the concept changing at a known record. The baselines replay the same
 records offline in the same order, with the same label delay and the same first training set
 (the warm-up) and estimator. Accuracy is prequential (each record predicted before its label
-is known), over the same index ranges for every method: before the drift, from the drift to
-ctloop's swap, and after the swap.
+is known), over the same index ranges for every method: the last 1,000 before the drift, from
+the drift to ctloop's first new model (the first answer by the model of a drift-triggered run,
+or of its refreshes), the first 1,000 after the drift, after that model, and everything.
 
     python -m benchmarks.bench_loop [--runs R] [--quick]
 """
