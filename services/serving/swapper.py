@@ -106,9 +106,9 @@ class Swapper:
             self.holder.drop_challenger()  # the challenger alias trails a promotion: nothing to shadow
             return
         previous = current.number if current else None
+        # Without an event to follow (the registry named a newer version, or a reconcile), the
+        # swap carries the version's own loop, from its lineage: it still traces to its cause.
         loop: str | None = None
-        """Without an event to follow (the registry named a newer version, or a reconcile): the
-        version's own loop, from its lineage, so the swap still traces to what caused it."""
         try:
             # NOTE: an event is a hint, the registry is the truth: serving loads what the alias
             # points at now, so a forged or stale `models` event cannot make it load a version

@@ -285,9 +285,9 @@ class Trainer:
         training data and, once promoted, hide (the monitor's alarm would be about a replaced
         champion). The monitor's alarm answers it; this size is skipped.
 
-        NOTE: measured on the demo stream (drift after 3,000 records): the first model's
-        refresh at 4,800 examples, ~550 of them post-drift, passed its gates, and the drift's
-        first new model came 3,140-3,420 records after the drift instead of ~900."""
+        NOTE: measured on the demo stream (drift after 3,000 records), before this hold: the
+        first model's refresh at 4,800 examples, ~550 of them post-drift, passed its gates, and
+        the drift's first new model came 3,140-3,420 records after the drift (two runs)."""
         scored = [e for e in self.examples.snapshot(since=episode.since) if e.prediction is not None]
         errors = [float(e.prediction != e.label) for e in scored]
         k = change_point(errors)

@@ -170,7 +170,7 @@ def test_a_worse_challenger_is_not_promoted_and_a_promotion_clears_it() -> None:
 
 
 def test_cooldown_after_a_promotion_holds_alarms_back() -> None:
-    s = state(cooldown=3600)
+    s = state(cooldown=3600, monitor_cooldown_records=1000)  # 1,000 records or an hour
     s.set_reference(s.reference.model_copy(update={"version": 2}))  # type: ignore[union-attr]  # a promotion
     rng = random.Random(15)
     assert not any(s.observe_outcome(rng.random() < 0.3, T0 + timedelta(seconds=i)) for i in range(400))
