@@ -8,6 +8,7 @@ the one the registry recorded, and one whose skops content asks for any type out
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import skops.io as sio
 from skops.io.exceptions import UntrustedTypesFoundException
@@ -42,6 +43,13 @@ def dump_model(model: object) -> tuple[bytes, str]:
     return data, digest(data)
 
 
+_LOADING = threading.Lock()
+"""One load at a time per process. NOTE: numpy reads each array's header with
+`ast.literal_eval`, and CPython 3.11's AST conversion is not safe in two threads at once: two
+uploads verified at once by one registry failed one with "SystemError: AST constructor recursion
+depth mismatch" (a full test run, test_registry_replicas). A load takes ~20-40 ms."""
+
+
 def load_model(data: bytes, expected_digest: str | None = None) -> object:
     """Verify and load an artifact. Raises `ArtifactError` saying why it was refused."""
     if expected_digest is not None and digest(data) != expected_digest:
@@ -49,7 +57,8 @@ def load_model(data: bytes, expected_digest: str | None = None) -> object:
     # NOTE: one pass: skops audits every type against its defaults plus ours before it builds
     # anything (listing the untrusted types first read the artifact twice: +40% per load).
     try:
-        return sio.loads(data, trusted=sorted(TRUSTED_TYPES))
+        with _LOADING:
+            return sio.loads(data, trusted=sorted(TRUSTED_TYPES))
     except UntrustedTypesFoundException:
         refused = sorted(set(sio.get_untrusted_types(data=data)) - TRUSTED_TYPES)
         raise ArtifactError(f"artifact asks for untrusted types: {refused}") from None
