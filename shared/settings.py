@@ -567,7 +567,10 @@ class MonitorSettings(HTTPServiceSettings):
 
     monitor_auto_rollback: bool = True
     """Ask the registry to roll back when a new champion's first 200 labelled predictions are
-    significantly worse (by `monitor_min_effect` at least) than the champion it replaced."""
+    significantly worse (by `monitor_min_effect` at least) than the champion it replaced. Not
+    when it started as well as the replaced one and its errors rose only later inside those
+    200 (a drift under it, which the replaced model never saw either: the drift alarm answers
+    that)."""
 
     monitor_shadow_min_labels: int = Field(200, ge=10)
     """Labelled records scored by both champion and challenger before the challenger may be
