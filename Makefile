@@ -66,6 +66,7 @@ bench: install peers
 	$(PY) -m benchmarks.bench_trainer
 	$(PY) -m benchmarks.bench_serving
 	$(PY) -m benchmarks.bench_monitor
+	$(PY) -m benchmarks.bench_estimated
 	$(PY) -m benchmarks.bench_monitor_throughput
 	$(PY) -m benchmarks.bench_loop
 	$(PY) -m benchmarks.bench_console

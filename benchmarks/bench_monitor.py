@@ -15,13 +15,12 @@ order than the records').
 
 from __future__ import annotations
 
-import argparse
 import random
 from datetime import UTC, datetime, timedelta
 
-from benchmarks.common import fmt, write_section
+from benchmarks.common import bench_version, fmt, seeded_arguments, write_section
 from services.monitor.state import MonitorState
-from shared.registry_api import GateReport, Lineage, ModelVersion, ReferenceProfile
+from shared.registry_api import ReferenceProfile
 from shared.schema import DatasetSchema
 from shared.settings import MonitorSettings
 
@@ -42,18 +41,7 @@ def monitor(seed: int, accuracy: float = 0.92, window: int = 500) -> MonitorStat
     # No cooldown: the benchmark re-arms after every alarm to count them all.
     settings = MonitorSettings(monitor_cooldown_s=0, monitor_window=window)
     state = MonitorState(settings, SCHEMA)
-    state.set_reference(
-        ModelVersion(
-            name="bench",
-            version=1,
-            created_at=T0,
-            digest="sha256:" + "0" * 64,
-            input_schema=SCHEMA,
-            gate_report=GateReport(passed=True, gates=[]),
-            lineage=Lineage(run_id="b", trigger="manual"),
-            reference_profile=ReferenceProfile(sample=sample, validation_accuracy=accuracy),
-        )
-    )  # type: ignore[arg-type]
+    state.set_reference(bench_version(SCHEMA, ReferenceProfile(sample=sample, validation_accuracy=accuracy)))  # type: ignore[arg-type]
     return state
 
 
@@ -114,14 +102,7 @@ def error_alarms(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    stationary_n = 100_000
-    if args.quick:
-        args.seeds, stationary_n = 1, 5_000
-    seeds = range(args.seeds)
+    seeds, stationary_n, quick = seeded_arguments(__doc__, argv, 100_000, 5_000)
     change = 10_000
     rows = []
     early = 0
@@ -166,14 +147,14 @@ def main(argv: list[str] | None = None) -> None:
     body = f"""
 What: the monitor's decision logic (`services/monitor/state.py`, what the faust agents call)
 with its default settings (windows of 500, BH at 0.01, effect >= 0.1, Page-Hinkley delta 0.05
-and threshold 15, proportion test) on seeded synthetic streams; {args.seeds} seeds each.
+and threshold 15, proportion test) on seeded synthetic streams; {len(seeds)} seeds each.
 Reference: 1,000 rows of 10 independent N(0, 1) features; validation accuracy 0.92.
 
 | measurement | median (min, max, n) | goal |
 |---|---|---|
 {table}
 
-Alarms before the change in the change runs: {early} of {6 * args.seeds} runs. With several
+Alarms before the change in the change runs: {early} of {6 * len(seeds)} runs. With several
 workers each keeps windows of its own partitions' records, so a window of 500 fills N times
 slower in stream records: a feature shift is seen later. Windows of 500 / N
 (`CTLOOP_MONITOR_WINDOW`) fill at the one-worker pace, at some cost in power per window (the
@@ -186,7 +167,7 @@ scale-out test lists them as merged).
 Throughput per faust worker: the "Monitor throughput" section (bench_monitor_throughput).
 """
     print(body)
-    if not args.quick:
+    if not quick:
         write_section("Drift detection quality", body)
 
 

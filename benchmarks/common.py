@@ -6,6 +6,7 @@ at a time without erasing the others' figures.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import platform
@@ -24,7 +25,7 @@ import httpx
 from services.supervisor import Stack
 from services.trainer.pipeline import build_pipeline, make_estimator
 from shared.features import encode_features
-from shared.registry_api import GateReport, Lineage, ReferenceProfile, VersionMetadata
+from shared.registry_api import GateReport, Lineage, ModelVersion, ReferenceProfile, VersionMetadata
 from shared.schema import DatasetSchema
 from shared.serialization import dump_model
 
@@ -164,6 +165,32 @@ def packages() -> str:
 def summary(values: list[float]) -> tuple[float, float, float]:
     """Median, min and max."""
     return statistics.median(values), min(values), max(values)
+
+
+def bench_version(schema: DatasetSchema, profile: ReferenceProfile) -> ModelVersion:
+    """Version 1 of `schema`'s model with `profile`, as the monitor receives a champion."""
+    return ModelVersion(
+        name=schema.name,
+        version=1,
+        created_at=datetime(2026, 11, 21, tzinfo=UTC),
+        digest="sha256:" + "0" * 64,
+        input_schema=schema,
+        gate_report=GateReport(passed=True, gates=[]),
+        lineage=Lineage(run_id="bench", trigger="manual"),
+        reference_profile=profile,
+    )
+
+
+def seeded_arguments(doc: str, argv: list[str] | None, size: int, quick_size: int) -> tuple[range, int, bool]:
+    """`--seeds N` (5) and `--quick` (one seed of `quick_size`, for the smoke tests): the
+    seeds, the stream size and whether it is quick (then nothing is written)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        return range(1), quick_size, True
+    return range(args.seeds), size, False
 
 
 def fmt(values: list[float], unit: str = "", digits: int = 0) -> str:

@@ -283,6 +283,11 @@ class DriftDetected(BaseModel):
     error_rate: float | None = None
     """Concept drift: the champion's error rate on the labels since the estimated onset."""
     baseline_accuracy: float | None = None
+    estimated_accuracy: float | None = None
+    """The champion's accuracy estimated from its calibrated confidence (no labels), with its
+    95% interval (`estimated_interval`): on the alarm's window (`estimated-performance`), or on
+    the last prediction window (`feature`, `prediction`: does the shift matter?)."""
+    estimated_interval: list[float] | None = None
     detector: str
     severity: Severity = "warning"
     """`critical`: a large effect (twice the minimum, or three features or more) or an error
@@ -406,6 +411,9 @@ class WindowTested(BaseModel):
     min_effect: float
     features: list[FeatureDrift]
     histograms: list[ColumnHistogram] = []
+    estimated_accuracy: float | None = None
+    """Prediction windows: the champion's accuracy estimated from its calibrated confidence
+    (None without a calibration: a reference from before holdout outcomes were kept)."""
 
 
 class QualityMeasured(BaseModel):

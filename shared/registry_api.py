@@ -67,7 +67,9 @@ class ReferenceProfile(BaseModel):
     class_frequencies: dict[str, float] = {}
     predictions: dict[str, list[FeatureValue]] = {}
     """The model's own outputs on its holdout (rows it did not train on): `prediction` (class,
-    as text) and `score` (the top class's probability), the reference for prediction drift."""
+    as text) and `score` (the top class's probability), the reference for prediction drift,
+    and `correct` (1 where the prediction was right), which calibrates the score into an
+    estimate of accuracy for the monitor's estimated-performance signal."""
 
 
 class Lineage(BaseModel):

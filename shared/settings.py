@@ -540,6 +540,15 @@ class MonitorSettings(HTTPServiceSettings):
     for each), so that verdicts do not flip with the window size. Also the smallest accuracy
     drop that counts for the live-accuracy test and the automatic rollback."""
 
+    monitor_estimated_performance: bool = True
+    """Estimate the champion's accuracy on each prediction window from its confidence (the
+    score calibrated on its holdout's outcomes, as NannyML's CBPE does) and alarm
+    (`estimated-performance`) when it falls significantly, by `monitor_estimated_min_drop` at
+    least, below the holdout's: a covariate shift that matters, seen before its labels come."""
+
+    monitor_estimated_min_drop: float = Field(0.05, ge=0, le=1)
+    """The smallest drop of the estimated accuracy below the holdout's that counts."""
+
     monitor_consecutive: int = Field(2, ge=1)
     """Drifting windows in a row needed before an alarm. Measured (benchmarks/bench_monitor.py,
     10 seeds of 100k stationary records, 10 features): 1 gave up to 2 false alarms per 100k,

@@ -48,10 +48,16 @@ class DriftKind(StrEnum):
     """The champion's predictions (class, score) moved away from those on its validation set."""
     CONCEPT = "concept"
     """The champion's live accuracy fell (joined predictions and late labels)."""
+    ESTIMATED_PERFORMANCE = "estimated-performance"
+    """The champion's accuracy estimated from its own confidence (no labels needed) fell: the
+    inputs moved to where it is less sure. Blind to a concept change (that is `concept`'s)."""
 
 
 DistributionKind = Literal[DriftKind.FEATURE, DriftKind.PREDICTION]
 """The drift kinds judged on windows of a distribution (not on the error stream)."""
+
+WindowedKind = Literal[DriftKind.FEATURE, DriftKind.PREDICTION, DriftKind.ESTIMATED_PERFORMANCE]
+"""The drift kinds judged per closed window (an alarm needs `monitor_consecutive` in a row)."""
 
 
 class TriggerKind(StrEnum):

@@ -332,5 +332,11 @@ def apply_reference(state: MonitorState, request: FetchReference, version: Model
 def describe(drift: DriftDetected) -> str:
     if drift.kind == DriftKind.CONCEPT:
         return f"error rate {drift.error_rate:.2f} vs validation accuracy {drift.baseline_accuracy}"
+    if drift.kind == DriftKind.ESTIMATED_PERFORMANCE:
+        low, high = drift.estimated_interval or (0.0, 1.0)
+        return (
+            f"estimated accuracy {drift.estimated_accuracy:.3f} [{low:.3f}, {high:.3f}] "
+            f"vs holdout {drift.baseline_accuracy:.3f}, no labels needed"
+        )
     drifted = [f for f in drift.features if f.drifted]
     return ", ".join(f"{f.feature} {f.test}={f.statistic:.3g} p={f.p_value:.2g}" for f in drifted)

@@ -18,7 +18,7 @@ from prometheus_client import Counter
 
 from shared.events import DriftDetected
 from shared.settings import MonitorSettings
-from shared.vocabulary import DistributionKind, DriftKind, Severity
+from shared.vocabulary import DriftKind, Severity, WindowedKind
 
 ALARMS = Counter("ctloop_monitor_drift_events_total", "Drift events emitted", ["kind"])
 
@@ -40,11 +40,13 @@ class AlarmPolicy:
         self._reset_streaks()
 
     def _reset_streaks(self) -> None:
-        self.drifting_in_a_row: dict[DistributionKind, int] = {DriftKind.FEATURE: 0, DriftKind.PREDICTION: 0}
-        self.first_drifting_start: dict[DistributionKind, datetime | None] = {
-            DriftKind.FEATURE: None,
-            DriftKind.PREDICTION: None,
-        }
+        kinds: tuple[WindowedKind, ...] = (
+            DriftKind.FEATURE,
+            DriftKind.PREDICTION,
+            DriftKind.ESTIMATED_PERFORMANCE,
+        )
+        self.drifting_in_a_row: dict[WindowedKind, int] = dict.fromkeys(kinds, 0)
+        self.first_drifting_start: dict[WindowedKind, datetime | None] = dict.fromkeys(kinds)
 
     def new_champion(self) -> None:
         """A new reference: a new episode, after a cooldown (the very first reference is no
@@ -74,7 +76,7 @@ class AlarmPolicy:
             or self._seen - self._seen_at_alarm >= settings.monitor_rearm_records
         )
 
-    def window(self, kind: DistributionKind, drifted: bool, onset: datetime) -> datetime | None:
+    def window(self, kind: WindowedKind, drifted: bool, onset: datetime) -> datetime | None:
         """One closed window's verdict; the episode's onset when an alarm is due now."""
         if not drifted:
             self.drifting_in_a_row[kind], self.first_drifting_start[kind] = 0, None
@@ -113,6 +115,9 @@ class AlarmPolicy:
         if drift.kind == DriftKind.CONCEPT:
             promised = 1 - (drift.baseline_accuracy or 1.0)
             return "critical" if (drift.error_rate or 0) - promised >= 0.15 else "warning"
+        if drift.kind == DriftKind.ESTIMATED_PERFORMANCE:
+            drop = (drift.baseline_accuracy or 0.0) - (drift.estimated_accuracy or 0.0)
+            return "critical" if drop >= 0.15 else "warning"
         drifted = [f for f in drift.features if f.drifted]
         large = any(f.effect >= 2 * self.settings.monitor_min_effect for f in drifted)
         return "critical" if large or len(drifted) >= 3 else "warning"

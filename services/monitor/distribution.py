@@ -4,7 +4,9 @@ learned from.
 Each record's features (and each champion prediction's class and score) go into a window;
 when one closes, every column is tested against the champion's reference profile with the
 configured test, the p-values corrected for the number of columns, and the window comes back
-as a `WindowVerdict`. Whether a verdict is worth an alarm is the alarm policy's decision.
+as a `WindowVerdict`; a prediction window also carries the champion's accuracy estimated from
+its confidence (`estimated.py`). Whether a verdict is worth an alarm is the alarm policy's
+decision.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 from prometheus_client import Counter, Gauge
 
 from services.monitor.drift_tests import CATEGORICAL, NUMERIC, TestResult
 from services.monitor.drift_tests.base import Sample
 from services.monitor.drift_tests.base import numeric as numeric_sample
+from services.monitor.estimated import ConfidenceCalibration, EstimatedAccuracy
 from services.monitor.histograms import histogram
 from services.monitor.stats import adjusted_p_values, benjamini_hochberg, bonferroni
 from services.monitor.windows import Observation, Window, offsets
@@ -51,6 +55,8 @@ class WindowVerdict:
     """The change point of the most drifted numeric feature (features), else the start."""
     histograms: list[ColumnHistogram]
     """Each column's window and reference distributions, on shared bins."""
+    estimated: EstimatedAccuracy | None = None
+    """Prediction windows: the champion's accuracy estimated from its confidence."""
 
     @property
     def drifted(self) -> bool:
@@ -65,6 +71,7 @@ class WindowVerdict:
             "size": self.size,
             "drifted": self.drifted,
             "features": [v.model_dump() for v in self.features],
+            **({"estimated_accuracy": self.estimated.estimate} if self.estimated else {}),
         }
 
 
@@ -82,6 +89,7 @@ class DistributionDrift:
         """A new reference (or none): empty windows, tested against `profile` from now on."""
         s = self.settings
         self.profile = profile
+        self.calibration = ConfidenceCalibration.of(profile) if s.monitor_estimated_performance else None
         self._columns_of = {}
         self.windows: dict[DistributionKind, Window] = {
             kind: Window(
@@ -129,8 +137,12 @@ class DistributionDrift:
             histogram(name, type_, reference, [o.values.get(name) for o in window])
             for name, type_, reference in self._columns(kind)
         ]
+        estimated = None
+        if kind == DriftKind.PREDICTION and self.calibration is not None:
+            scores = np.array([o.values["prediction.score"] for o in window], dtype=float)
+            estimated = self.calibration.estimate(scores)
         return WindowVerdict(
-            kind, verdicts, start, max(times), len(window), offsets(window), onset, histograms
+            kind, verdicts, start, max(times), len(window), offsets(window), onset, histograms, estimated
         )
 
     def _columns(self, kind: DistributionKind) -> list[tuple[str, str, Sample]]:

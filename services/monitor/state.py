@@ -1,7 +1,8 @@
 """The monitor's decisions, free of faust: the parts that watch the champion, put together.
 
 - `DistributionDrift` (`distribution.py`): feature and prediction windows tested against the
-  champion's reference profile;
+  champion's reference profile, and its accuracy estimated from its confidence
+  (`estimated.py`) on each prediction window;
 - `LiveQuality` (`quality.py`): the error stream of joined predictions and labels;
 - `ReplacedChampion`, `ShadowComparison` (`comparison.py`): rollback and shadow verdicts;
 - `AlarmPolicy` (`alarm_policy.py`): at most one drift event per episode.
@@ -17,13 +18,15 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from services.monitor.alarm_policy import AlarmPolicy
 from services.monitor.comparison import ReplacedChampion, ShadowComparison, ShadowVerdict, Underperformance
 from services.monitor.distribution import DistributionDrift, Source, WindowVerdict
+from services.monitor.estimated import ESTIMATED, EstimatedAccuracy
 from services.monitor.quality import LiveQuality
 from services.monitor.windows import Window
-from shared.events import DriftDetected, QualityMeasured, WindowTested
+from shared.events import DriftDetected, FeatureDrift, QualityMeasured, WindowTested
 from shared.registry_api import ModelVersion
 from shared.schema import DatasetSchema
 from shared.settings import MonitorSettings
@@ -63,6 +66,11 @@ class MonitorState:
         self.tested: deque[WindowTested] = deque(maxlen=TESTED_KEPT)
         self.tallies: dict[int, QualityTally] = {}
         """Per champion version: what `take_quality` reports next."""
+        self._last_features: list[FeatureDrift] = []
+        """The last feature window's verdicts (an estimated-performance alarm names them)."""
+        self._last_estimate: EstimatedAccuracy | None = None
+        """The last prediction window's estimated accuracy (a feature alarm carries it: does
+        the shift matter?)."""
 
     # --- what the agents tell it ---------------------------------------------------------
 
@@ -73,6 +81,7 @@ class MonitorState:
         self.reference = version
         self.shadow.new_champion(version.version)
         self.distribution.reset(version.reference_profile)
+        self._last_features, self._last_estimate = [], None
         self.quality.reset()
         self.policy.new_champion()
 
@@ -104,18 +113,14 @@ class MonitorState:
             return None
         drop = self.quality.drop(fired)
         return self._alarm(
-            DriftDetected(
-                model_name=self.schema.name,
-                reference_version=self._ref_version(),
-                kind=DriftKind.CONCEPT,
-                window_start=drop.first,
-                window_end=drop.last,
-                window_size=drop.outcomes,
-                onset_time=drop.onset,
-                error_rate=drop.error_rate,
-                baseline_accuracy=baseline,
-                detector=drop.detector,
-            )
+            DriftKind.CONCEPT,
+            window_start=drop.first,
+            window_end=drop.last,
+            window_size=drop.outcomes,
+            onset_time=drop.onset,
+            error_rate=drop.error_rate,
+            baseline_accuracy=baseline,
+            detector=drop.detector,
         )
 
     def observe_shadow_pair(self, champion_correct: bool, challenger_correct: bool) -> None:
@@ -206,6 +211,10 @@ class MonitorState:
         """A window closed: report it, and raise an alarm if the policy says so."""
         if verdict is None:
             return None
+        if verdict.kind == DriftKind.FEATURE:
+            self._last_features = verdict.features
+        if verdict.estimated is not None:
+            self._last_estimate = verdict.estimated
         self.reports.append(verdict.report())
         self.tested.append(
             WindowTested(
@@ -220,29 +229,69 @@ class MonitorState:
                 min_effect=self.settings.monitor_min_effect,
                 features=verdict.features,
                 histograms=verdict.histograms,
+                estimated_accuracy=verdict.estimated.estimate if verdict.estimated else None,
             )
         )
+        # the more specific alarm first: it disarms the policy, so one window raises one alarm
+        estimated = self._judge_estimate(verdict)
         onset = self.policy.window(verdict.kind, verdict.drifted, verdict.onset)
-        if onset is None:
-            return None
+        if estimated is not None or onset is None:
+            return estimated
         tests = f"{self.settings.monitor_numeric_test}/{self.settings.monitor_categorical_test}"
         return self._alarm(
-            DriftDetected(
-                model_name=self.schema.name,
-                reference_version=self._ref_version(),
-                kind=verdict.kind,
-                features=verdict.features,
-                window_start=verdict.start,
-                window_end=verdict.end,
-                window_size=verdict.size,
-                window_offsets=verdict.offsets,
-                onset_time=onset,
-                detector=f"{tests} + {self.settings.monitor_correction}",
-            )
+            verdict.kind,
+            **self._window_fields(verdict, onset, verdict.features, self._last_estimate),
+            detector=f"{tests} + {self.settings.monitor_correction}",
         )
 
-    def _alarm(self, drift: DriftDetected) -> DriftDetected:
-        drift.environment = self.settings.monitor_environment
+    def _judge_estimate(self, verdict: WindowVerdict) -> DriftDetected | None:
+        """A prediction window's estimated accuracy: an alarm when it fell significantly (in
+        `monitor_consecutive` windows in a row)."""
+        if (estimated := verdict.estimated) is None:
+            return None
+        ESTIMATED.set(estimated.estimate)
+        dropped = estimated.dropped(self.settings.monitor_alpha, self.settings.monitor_estimated_min_drop)
+        onset = self.policy.window(DriftKind.ESTIMATED_PERFORMANCE, dropped, verdict.start)
+        if onset is None:
+            return None
+        # NOTE: the features are ranked by their last window's effect size: which of them the
+        # model's confidence depends on is not known here.
+        features = sorted(self._last_features, key=lambda f: (f.drifted, f.effect), reverse=True)
+        return self._alarm(
+            DriftKind.ESTIMATED_PERFORMANCE,
+            **self._window_fields(verdict, onset, features, estimated),
+            detector=f"confidence-based estimate (isotonic), z-test p={estimated.p_value:.2g}",
+        )
+
+    @staticmethod
+    def _window_fields(
+        verdict: WindowVerdict,
+        onset: datetime,
+        features: list[FeatureDrift],
+        estimated: EstimatedAccuracy | None,
+    ) -> dict[str, Any]:
+        """A window alarm's event fields: the window, its onset, the features, the estimate."""
+        return {
+            "features": features,
+            "window_start": verdict.start,
+            "window_end": verdict.end,
+            "window_size": verdict.size,
+            "window_offsets": verdict.offsets,
+            "onset_time": onset,
+            "baseline_accuracy": estimated.reference if estimated else None,
+            "estimated_accuracy": estimated.estimate if estimated else None,
+            "estimated_interval": list(estimated.interval) if estimated else None,
+        }
+
+    def _alarm(self, kind: DriftKind, **fields: Any) -> DriftDetected:
+        """Raise a drift of `kind` about the current champion (`fields`: the rest of the event)."""
+        drift = DriftDetected(
+            model_name=self.schema.name,
+            reference_version=self._ref_version(),
+            kind=kind,
+            environment=self.settings.monitor_environment,
+            **fields,
+        )
         self.policy.alarm(drift)
         self.reports.append(
             {**drift.model_dump(mode="json", exclude={"features"}), "kind": "alarm", "drift_kind": drift.kind}

@@ -116,18 +116,24 @@ class _DataProfile:
 
 
 def _reference(
-    schema: DatasetSchema, data: _DataProfile, accuracy: float, evidence: Evidence
+    schema: DatasetSchema, data: _DataProfile, accuracy: float, evidence: Evidence, y_holdout: np.ndarray
 ) -> ReferenceProfile:
     # NOTE: the model's outputs on rows it never saw: on its own training rows it is more
     # confident than on live traffic, and the score test would call that difference drift
     # (it did, in the demo, within a few windows of the first model).
     proba = evidence.holdout_proba[:REFERENCE_SAMPLE]
-    classes = [schema.label.classes[int(evidence.classes[i])] for i in proba.argmax(axis=1)]
+    predicted = evidence.classes[proba.argmax(axis=1)]
+    classes = [schema.label.classes[int(p)] for p in predicted]
+    correct = (predicted == y_holdout[: len(proba)]).astype(int)
     return ReferenceProfile(
         sample=data.sample,
         validation_accuracy=accuracy,
         class_frequencies=data.class_frequencies,
-        predictions={"prediction": [str(c) for c in classes], "score": proba.max(axis=1).tolist()},
+        predictions={
+            "prediction": [str(c) for c in classes],
+            "score": proba.max(axis=1).tolist(),
+            "correct": correct.tolist(),
+        },
     )
 
 
@@ -233,7 +239,7 @@ def execute(
         metrics=report.metrics,
         gate_report=gate_report,
         dataset=report.dataset,
-        reference_profile=_reference(schema, data_profile, accuracy, evidence),
+        reference_profile=_reference(schema, data_profile, accuracy, evidence, y_holdout),
         estimator=settings.trainer_estimator,
         package_versions=_package_versions(),
         lineage=Lineage(

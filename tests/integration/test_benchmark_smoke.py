@@ -43,6 +43,10 @@ def test_monitor_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert "false alarms" in quick("bench_monitor", capsys)
 
 
+def test_estimated_performance_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "harmful covariate shift" in quick("bench_estimated", capsys)
+
+
 @pytest.mark.long  # four brokers and six faust workers: over a minute
 def test_monitor_throughput_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Monitor / bare agent" in quick("bench_monitor_throughput", capsys)
