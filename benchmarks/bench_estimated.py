@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import cross_val_predict
 
 from benchmarks.common import bench_version, fmt, seeded_arguments, write_section
 from services.monitor.estimated import ConfidenceCalibration
@@ -65,10 +66,15 @@ def labels(rng: np.random.Generator, x: np.ndarray, changed: bool = False) -> np
     return (signal + rng.logistic(0.0, 0.3, len(x)) > 0).astype(int)
 
 
-def champion(seed: int) -> tuple[HistGradientBoostingClassifier, ModelVersion]:
+def champion_data(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The champion's 2,000 training rows and 500 holdout rows, before any shift."""
     rng = np.random.default_rng(seed)
     x = inputs(rng, 2_500, None)
-    y = labels(rng, x)
+    return x, labels(rng, x)
+
+
+def champion(seed: int) -> tuple[HistGradientBoostingClassifier, ModelVersion]:
+    x, y = champion_data(seed)
     model = HistGradientBoostingClassifier(random_state=seed).fit(x[:2_000], y[:2_000])
     proba = model.predict_proba(x[2_000:])
     predicted = model.classes_[proba.argmax(axis=1)]
@@ -133,6 +139,43 @@ def run(seed: int, records: int, shift: str | None) -> dict[str, object]:
     return result
 
 
+def reweighted(seed: int, unlabelled: np.ndarray) -> HistGradientBoostingClassifier:
+    """The champion's training rows refitted with importance weights towards `unlabelled`
+    inputs (the density ratio from a domain classifier's out-of-fold probabilities): what
+    could be trained before any post-shift label."""
+    x, y = champion_data(seed)
+    x, y = x[:2_000], y[:2_000]
+    both = np.vstack([x, unlabelled])
+    domain = np.concatenate([np.zeros(len(x)), np.ones(len(unlabelled))])
+    proba = cross_val_predict(
+        HistGradientBoostingClassifier(max_iter=50, random_state=seed),
+        both,
+        domain,
+        cv=5,
+        method="predict_proba",
+    )[: len(x), 1].clip(0.01, 0.99)
+    weights = (proba / (1 - proba)) * len(x) / len(unlabelled)
+    weights = (weights / weights.mean()).clip(max=20.0)
+    return HistGradientBoostingClassifier(random_state=seed).fit(x, y, sample_weight=weights)
+
+
+def answers(seed: int, shift: str) -> dict[str, object]:
+    """Accuracy on the shifted stream (its records 2,000 to 10,000 after the shift) of the
+    champion, of the champion's data reweighted towards the first 1,000 shifted inputs (no new
+    label), and of a model trained on the first 2,000 shifted records' labels."""
+    model, _ = champion(seed)
+    rng = np.random.default_rng(seed + 2_000)
+    x = inputs(rng, 10_000, shift)
+    y = labels(rng, x)
+    test_x, test_y = x[2_000:], y[2_000:]
+    fresh = HistGradientBoostingClassifier(random_state=seed).fit(x[:2_000], y[:2_000])
+    return {
+        "champion": float((model.predict(test_x) == test_y).mean()),
+        "reweighted": float((reweighted(seed, x[:1_000]).predict(test_x) == test_y).mean()),
+        "fresh": float((fresh.predict(test_x) == test_y).mean()),
+    }
+
+
 def column(results: list[dict[str, object]], key: str) -> list[float]:
     return [float(r[key]) for r in results]  # type: ignore[arg-type]
 
@@ -160,6 +203,17 @@ def main(argv: list[str] | None = None) -> None:
             + "|"
         )
     table = "\n".join(lines)
+    actions = []
+    for shift in ("harmful", "harmless"):
+        found = [answers(s, shift) for s in seeds]
+        actions.append(
+            f"| {shift} | "
+            + " | ".join(
+                fmt([100 * v for v in column(found, k)], "%", 1) for k in ("champion", "reweighted", "fresh")
+            )
+            + " |"
+        )
+    action_table = "\n".join(actions)
     body = f"""
 What: `benchmarks/bench_estimated.py`: the monitor's decision logic with its default settings
 (windows of 500, two in a row, alpha 0.01; estimated accuracy must fall by 0.05 at least) on
@@ -180,6 +234,22 @@ predictions, about {LABEL_DELAY:,} records before the error stream can (it waits
 labels); the feature tests see both shifts but cannot say which one matters. Known limit: a
 concept change leaves the champion as sure as before, so the estimate does not move (that is
 the error stream's job).
+
+What could be done before the labels come, measured on the same covariate shifts (accuracy on
+the shifted stream's records 2,000 to 10,000): the champion as it is; the champion's own
+2,000 training rows refitted with importance weights towards the first 1,000 shifted inputs
+(density ratio from a domain classifier's out-of-fold probabilities, weights clipped at 20);
+and, for scale, a model trained on the first 2,000 shifted records' labels.
+
+| covariate shift | champion | reweighted, no new label | trained on 2,000 new labels |
+|---|---|---|---|
+{action_table}
+
+Reweighting the old labelled data buys nothing here, and even 2,000 fresh labels little: the
+shift moves the inputs to where the classes overlap (the best possible accuracy there is
+66.5%, computed from the generating rule), which no model undoes. So the trainer answers an
+`estimated-performance` drift as it answers a feature drift (it waits for labelled data from
+the onset); the signal's worth today is the early, specific warning.
 """
     print(body)
     if not quick:
