@@ -130,6 +130,11 @@ def describe(event: Envelope) -> str:
                 for f in p["features"]
                 if f["drifted"]
             )
+            if p.get("estimated_accuracy") is not None:
+                what += (
+                    f"; estimated accuracy {p['estimated_accuracy']:.2f} "
+                    f"(holdout {p['baseline_accuracy']:.2f}, no labels)"
+                )
         return (
             f"DRIFT detected ({p['kind']}, {p['detector']}): {what}; window of {p['window_size']}, "
             f"reference v{p['reference_version']}  [loop {corr}]"
