@@ -52,7 +52,8 @@ up: install
 test: install peers lint
 	$(PY) -m pytest -q -m 'not long' --durations=15
 
-# Minutes-long runs: the soak test, a deeper fuzzing of every HTTP API and of the parsers.
+# Minutes-long runs: the soak test, a deeper fuzzing of every HTTP API and of the parsers, and
+# the variants marked `long` to keep `make test` under 25 minutes (README.md lists them).
 test-long: install peers
 	$(PY) -m pytest -q -s -m long
 	CTLOOP_FUZZ_EXAMPLES=300 $(PY) -m pytest -q -s tests/integration/test_fuzz_http.py

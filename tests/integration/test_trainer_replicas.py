@@ -72,6 +72,8 @@ def runs_of(events: list[Envelope], trigger_id: str) -> list[Envelope]:
     ]
 
 
+# 50 s: in `make test-long`; test_scale_out.py kills the active trainer in `make test`
+@pytest.mark.long
 def test_one_trainer_runs_and_a_standby_takes_over_a_pending_trigger(stack: Stack) -> None:
     urls = dict(zip(stack.names["trainer"], stack.urls("trainer"), strict=True))
     wait_for(
