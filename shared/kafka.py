@@ -68,17 +68,25 @@ def _consumer_config(settings: CommonSettings) -> dict[str, object]:
     }
 
 
+def _loop_fetch(settings: CommonSettings, prompt: bool) -> dict[str, object]:
+    """A prompt consumer's fetches wait `kafka_loop_fetch_wait_ms` at most for data."""
+    return {"fetch_max_wait_ms": settings.kafka_loop_fetch_wait_ms} if prompt else {}
+
+
 def make_consumer(
     settings: CommonSettings,
     group_id: str,
     topics: Iterable[str],
     listener: ConsumerRebalanceListener | None = None,
+    prompt: bool = False,
     **overrides: object,
 ) -> KafkaConsumer:
     """A group consumer with explicit commits, reading from the start of new partitions
-    (`listener`: told when the group gives it partitions and takes them back)."""
+    (`listener`: told when the group gives it partitions and takes them back; `prompt`: one of
+    the loop's hops, see `kafka_loop_fetch_wait_ms`)."""
     config: dict[str, object] = {
         **_consumer_config(settings),
+        **_loop_fetch(settings, prompt),
         "group_id": group_id,
         "auto_offset_reset": "earliest",
         "session_timeout_ms": settings.kafka_session_timeout_ms,
@@ -91,12 +99,12 @@ def make_consumer(
 
 
 def make_replay_consumer(
-    settings: CommonSettings, topic: str, keep: int, timeout_s: float = 60.0
+    settings: CommonSettings, topic: str, keep: int, timeout_s: float = 60.0, prompt: bool = False
 ) -> KafkaConsumer:
     """A consumer of every partition of `topic` without a group, from the newest `keep`
     messages of each partition: for state rebuilt from a topic at every start (it commits
     nothing, so a restart reads the same tail again)."""
-    consumer = KafkaConsumer(**_consumer_config(settings), group_id=None)
+    consumer = KafkaConsumer(**_consumer_config(settings), **_loop_fetch(settings, prompt), group_id=None)
     deadline = time.monotonic() + timeout_s
     while not (numbers := consumer.partitions_for_topic(topic)):
         if time.monotonic() > deadline:

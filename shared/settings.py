@@ -87,6 +87,15 @@ class CommonSettings(BaseSettings):
     kafka_heartbeat_interval_ms: int = Field(1000, ge=100)
     """Consumer heartbeat interval; must stay well below the session timeout."""
 
+    kafka_loop_fetch_wait_ms: int = Field(50, ge=1, le=1500)
+    """How long a fetch by the loop's own consumers (the monitor's faust streams; drift,
+    models, training, examples and control events) may wait at the broker for data: each hop
+    of the loop can wait this long. NOTE: measured on Tansu (one hop, ~300 messages/s), the
+    median latency was 149 ms at kafka-python's default wait (500 ms), 466 ms at faust's
+    (1,500 ms) and 14-15 ms at 20 ms; an idle consumer costs 1.5% of a core at 500 ms, 4.1%
+    at 50 ms and 8.3% at 20 ms. The data plane's consumers (ingest's `raw`, the console, the
+    registry's evidence) keep kafka-python's default."""
+
     schema_path: Path = Field(DEFAULT_SCHEMA, validation_alias="CTLOOP_SCHEMA")
     """The dataset schema file (YAML or JSON) that every service reads the same way."""
 

@@ -68,6 +68,7 @@ class ControlFollower:
                 f"ctloop-monitor-{settings.instance}",
                 [topics.MODELS, topics.TRAINING],
                 listener=_AskOnAssignment(self.link),
+                prompt=True,
                 auto_offset_reset="latest",
             ),
             self.handle,

@@ -65,7 +65,11 @@ def main() -> None:
     loop = ConsumeLoop(
         "consume-models",
         lambda: make_consumer(
-            settings, f"ctloop-serving-{settings.instance}", [topics.MODELS], auto_offset_reset="latest"
+            settings,
+            f"ctloop-serving-{settings.instance}",
+            [topics.MODELS],
+            prompt=True,
+            auto_offset_reset="latest",
         ),
         swapper.handle,
         publisher,

@@ -87,6 +87,7 @@ class Leadership(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-pyth
                 LEADER_GROUP,
                 [topics.TRAINER_CONTROL],
                 listener=self,
+                prompt=True,
                 # the revoke callback waits for a run: the group must wait for it as long
                 max_poll_interval_ms=int((settings.trainer_fit_timeout_s + 120) * 1000),
             ),

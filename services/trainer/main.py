@@ -42,14 +42,14 @@ def main() -> None:
     # by a group that commits, and only while this replica is the active one.
     examples = ConsumeLoop(
         "consume-examples",
-        lambda: make_replay_consumer(settings, topics.EXAMPLES, settings.trainer_max_examples),
+        lambda: make_replay_consumer(settings, topics.EXAMPLES, settings.trainer_max_examples, prompt=True),
         trainer.handle,
         trainer.publisher,
         settings,
     )
     events = ConsumeLoop(
         "consume-events",
-        lambda: make_consumer(settings, "ctloop-trainer", [topics.DRIFT, topics.MODELS]),
+        lambda: make_consumer(settings, "ctloop-trainer", [topics.DRIFT, topics.MODELS], prompt=True),
         trainer.handle,
         trainer.publisher,
         settings,
