@@ -4,6 +4,7 @@ arithmetic is what the settings say."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from services.serving.model import LoadedModel
@@ -40,6 +41,30 @@ def test_a_much_slower_model_fails_and_one_as_fast_passes() -> None:
     assert slow.rows == 16 and slow.current_version == 1
     same = check(current, loaded(3, "sklearn.linear_model.LogisticRegression"), ROWS, BUDGET)
     assert same.passed, same
+
+
+class _Hiccup:
+    """A model as fast as another, but whose first `slow_calls` predictions stall (a loaded
+    machine, a collection in another thread): the check's first pass sees a slow model."""
+
+    def __init__(self, model: LoadedModel, slow_calls: int) -> None:
+        self.model, self.number, self.calls, self.slow_calls = model, model.number, 0, slow_calls
+
+    def predict(self, rows: list[dict[str, object]]) -> object:
+        self.calls += 1
+        if self.calls <= self.slow_calls:
+            time.sleep(0.03)
+        return self.model.predict(rows)
+
+
+def test_a_refusal_is_confirmed_by_more_passes_before_it_stands() -> None:
+    current = loaded(1, "sklearn.linear_model.LogisticRegression")
+    stalled = _Hiccup(loaded(2, "sklearn.linear_model.LogisticRegression"), slow_calls=17)  # a first pass
+    assert check(current, stalled, ROWS, BUDGET).passed  # type: ignore[arg-type]
+    always = _Hiccup(loaded(3, "sklearn.linear_model.LogisticRegression"), slow_calls=10**6)
+    refused = check(current, always, ROWS, BUDGET)  # type: ignore[arg-type]
+    assert not refused.passed and refused.candidate_p99_ms >= 30
+    assert always.calls == 1 + 3 * len(ROWS)  # the warm-up, then three passes before refusing
 
 
 def test_the_budget_is_a_ratio_plus_a_slack() -> None:
