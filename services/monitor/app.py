@@ -41,6 +41,8 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class _PromptConsumerThread(faust_kafka.AIOKafkaConsumerThread):
+    """faust's consumer thread, its fetch wait taken from the app (`MonitorApp.fetch_wait_ms`)."""
+
     def _create_worker_consumer(self, transport: faust_kafka.Transport) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # faust fixes the worker's fetch wait at 1,500 ms, and on Tansu a hop then took 466 ms
@@ -50,11 +52,15 @@ class _PromptConsumerThread(faust_kafka.AIOKafkaConsumerThread):
 
 
 class _PromptConsumer(faust_kafka.Consumer):
+    """faust's aiokafka consumer, on the prompt thread."""
+
     def _new_consumer_thread(self) -> faust_kafka.AIOKafkaConsumerThread:
         return _PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class _PromptTransport(faust_kafka.Transport):
+    """faust's aiokafka transport, with the prompt consumer (`MonitorApp._new_transport`)."""
+
     Consumer = _PromptConsumer
 
 
