@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import numpy as np
 from prometheus_client import Counter, Gauge
 
 from services.monitor.drift_tests import CATEGORICAL, NUMERIC, TestResult
@@ -139,8 +138,10 @@ class DistributionDrift:
         ]
         estimated = None
         if kind == DriftKind.PREDICTION and self.calibration is not None:
-            scores = np.array([o.values["prediction.score"] for o in window], dtype=float)
-            estimated = self.calibration.estimate(scores)
+            # a score that is no number (a NaN in a predictions event) would make the whole
+            # window's estimate NaN, silently: it is left out, as the score test leaves it out
+            scores = numeric_sample([o.values.get("prediction.score") for o in window])
+            estimated = self.calibration.estimate(scores) if len(scores) else None
         return WindowVerdict(
             kind, verdicts, start, max(times), len(window), offsets(window), onset, histograms, estimated
         )

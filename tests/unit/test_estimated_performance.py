@@ -94,6 +94,17 @@ def test_falling_confidence_raises_one_alarm_before_any_label() -> None:
     assert any(r.get("drift_kind") == DriftKind.ESTIMATED_PERFORMANCE for r in reports)
 
 
+def test_a_score_that_is_no_number_is_left_out_of_the_estimate() -> None:
+    s = _state()
+    scores = np.random.default_rng(8).uniform(0.5, 1.0, 250)
+    scores[::10] = np.nan  # a predictions event may carry NaN (JSON parsers accept it)
+    _predict(s, scores, 0)
+    reports = s.status()["reports"]
+    assert isinstance(reports, list)
+    (estimate,) = [r["estimated_accuracy"] for r in reports if "estimated_accuracy" in r]
+    assert 0.6 < estimate < 0.9
+
+
 def test_rising_confidence_is_no_loss() -> None:
     s = _state()
     rng = np.random.default_rng(6)
