@@ -1,13 +1,17 @@
 """A loaded model version: its pipeline, its input schema, and how it turns records into
-predictions with class probabilities keyed by the schema's classes."""
+predictions with class probabilities keyed by the schema's classes.
+
+The pipeline's preparation step runs compiled (`shared.compiled_preparation`) when it is the
+trainer's own and proven equal to scikit-learn's; otherwise through scikit-learn."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from shared.compiled_preparation import Predictor
 from shared.features import encode_features
 from shared.registry_api import ModelVersion
 from shared.schema import DatasetSchema, LabelValue
@@ -18,6 +22,10 @@ from shared.validation import Row
 class LoadedModel:
     version: ModelVersion
     pipeline: Pipeline
+    predictor: Predictor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "predictor", Predictor.of(self.pipeline))  # frozen: set once, here
 
     @property
     def number(self) -> int:
@@ -31,7 +39,7 @@ class LoadedModel:
         """Predicted classes and per-class probabilities for validated feature dicts."""
         classes = self.schema.label.classes
         keys = self.schema.class_keys
-        proba = self.pipeline.predict_proba(encode_features(self.schema, rows))
+        proba = self.predictor.predict_proba(encode_features(self.schema, rows))
         # The pipeline was fit on class indices, maybe not all of them: spread into all classes.
         full = np.zeros((len(rows), len(classes)))
         full[:, self.pipeline.classes_.astype(int)] = proba

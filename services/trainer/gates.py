@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from shared.compiled_preparation import Predictor
 from shared.features import UNSEEN
 from shared.registry_api import GateReport, GateResult
 from shared.schema import DatasetSchema
@@ -48,7 +49,7 @@ class Evidence:
     """The candidate's probabilities on the holdout, reused by whoever needs them next."""
     edge_proba: np.ndarray
     latency_ms: float
-    """Fastest of `LATENCY_CALLS` one-row predictions."""
+    """Fastest of `LATENCY_CALLS` one-row predictions, the way serving predicts."""
     converged: GateResult
 
 
@@ -76,10 +77,11 @@ def examine(
     holdout_proba = model.predict_proba(x_holdout)
     edge_proba = model.predict_proba(edge_inputs(schema))
     one_row = x_holdout[:1]
+    predictor = Predictor.of(model)  # as serving predicts
     timings = []
     for _ in range(LATENCY_CALLS):
         start = time.perf_counter()
-        model.predict_proba(one_row)
+        predictor.predict_proba(one_row)
         timings.append((time.perf_counter() - start) * 1000)
     return Evidence(
         classes=np.asarray(model.classes_),
