@@ -127,11 +127,13 @@ class DatasetSchema(BaseModel):
         """The feature names as a set, made once: validation checks every record against it."""
         return frozenset(self.feature_names)
 
+    @cached_property
+    def features_by_name(self) -> dict[str, NumericFeature | CategoricalFeature]:
+        """Each feature by its name, made once: the V2 API looks up every tensor's."""
+        return {f.name: f for f in self.features}
+
     def feature(self, name: str) -> NumericFeature | CategoricalFeature:
-        for f in self.features:
-            if f.name == name:
-                return f
-        raise KeyError(name)
+        return self.features_by_name[name]
 
     @property
     def class_keys(self) -> list[str]:

@@ -167,23 +167,32 @@ def _rows(model: LoadedModel, request: InferenceRequest) -> list[tuple[object, o
     """Columns of tensors -> (record id, features) rows; 422 naming the tensor and the reason."""
     errors: list[dict[str, object]] = []
     columns: dict[str, list[Any]] = {}
+    # NOTE: looked up in the schema's dict: a list of names rebuilt per tensor made this
+    # function 10% of the V2 JSON path's CPU (py-spy, 20 features, 64 connections).
+    features = model.schema.features_by_name
     for tensor in request.inputs:
-        field = f"inputs.{tensor.name}"
-        values = _flatten(tensor.data or [])
-        if len(tensor.shape) != 1 and not (len(tensor.shape) == 2 and tensor.shape[1] == 1):
-            errors.append({"field": field, "reason": f"shape {tensor.shape} must be [N]"})
-        elif len(values) != tensor.shape[0]:
-            errors.append({"field": field, "reason": f"{len(values)} values for shape {tensor.shape}"})
-        elif tensor.name != "id" and tensor.name not in model.schema.feature_names:
-            errors.append({"field": field, "reason": "is not a feature of the model"})
+        data = tensor.data or []
+        values = _flatten(data) if any(isinstance(x, list) for x in data) else data
+        shape = tensor.shape
+        spec = features.get(tensor.name)
+        if len(shape) != 1 and not (len(shape) == 2 and shape[1] == 1):
+            errors.append({"field": f"inputs.{tensor.name}", "reason": f"shape {shape} must be [N]"})
+        elif len(values) != shape[0]:
+            errors.append(
+                {"field": f"inputs.{tensor.name}", "reason": f"{len(values)} values for shape {shape}"}
+            )
+        elif tensor.name != "id" and spec is None:
+            errors.append({"field": f"inputs.{tensor.name}", "reason": "is not a feature of the model"})
         else:
-            spec = None if tensor.name == "id" else model.schema.feature(tensor.name)
             wanted = Datatype.BYTES if spec is None or spec.type == "categorical" else Datatype.FP64
             if (wanted == Datatype.FP64 and tensor.datatype not in NUMERIC_TYPES) or (
                 wanted == Datatype.BYTES and tensor.datatype != Datatype.BYTES
             ):
                 errors.append(
-                    {"field": field, "reason": f"datatype {tensor.datatype} where {wanted} is expected"}
+                    {
+                        "field": f"inputs.{tensor.name}",
+                        "reason": f"datatype {tensor.datatype} where {wanted} is expected",
+                    }
                 )
             else:
                 columns[tensor.name] = values
@@ -322,42 +331,8 @@ def v2_router(scorer: Scorer) -> APIRouter:
     errors: dict[int | str, dict[str, Any]] = {code: {"model": V2Error} for code in (400, 404, 413, 422, 503)}
     router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], responses=errors)
 
-    @router.get("", response_model=ServerMetadata)
-    def server_metadata() -> ServerMetadata:
-        """The server's name, version and the protocol extensions it supports."""
-        return ServerMetadata(name="ctloop", version=server_version(), extensions=EXTENSIONS)
-
-    @router.get("/health/live", response_model=ServerLive)
-    def live() -> ServerLive:
-        return ServerLive(live=True)
-
-    @router.get("/health/ready", response_model=ServerReady, responses={503: {"model": ServerReady}})
-    def ready() -> JSONResponse:
-        is_ready = scorer.holder.current is not None
-        return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
-
-    def loaded(name: str, version: int | None) -> LoadedModel:
-        return loaded_model(scorer, name, version, "v2")
-
-    @router.get("/models/{name}", response_model=ModelMetadata)
-    @_v2_errors
-    def metadata(name: str) -> ModelMetadata:
-        return model_metadata(loaded(name, None))
-
-    @router.get("/models/{name}/versions/{version}", response_model=ModelMetadata)
-    @_v2_errors
-    def version_metadata(name: str, version: VersionNumber) -> ModelMetadata:
-        return model_metadata(loaded(name, version))
-
-    @router.get("/models/{name}/ready", response_model=ModelReady)
-    @_v2_errors
-    def model_ready(name: str) -> ModelReady:
-        return ModelReady(name=loaded(name, None).schema.name, ready=True)
-
-    @router.get("/models/{name}/versions/{version}/ready", response_model=ModelReady)
-    @_v2_errors
-    def version_ready(name: str, version: VersionNumber) -> ModelReady:
-        return ModelReady(name=name, ready=loaded(name, version).number == version)
+    # NOTE: the inference routes first: routes are matched in order, and they take nearly all
+    # the traffic (matching the metadata routes before them was ~3% of the V2 path's CPU).
 
     async def infer(name: str, version: int | None, request: InferenceRequest) -> Response:
         model, outputs = await infer_outputs(scorer, name, version, request, "v2")
@@ -408,5 +383,42 @@ def v2_router(scorer: Scorer) -> APIRouter:
             return _error_response(exc)
         except BodyTooLarge as exc:  # the body limit, met while the body was read
             return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @router.get("", response_model=ServerMetadata)
+    def server_metadata() -> ServerMetadata:
+        """The server's name, version and the protocol extensions it supports."""
+        return ServerMetadata(name="ctloop", version=server_version(), extensions=EXTENSIONS)
+
+    @router.get("/health/live", response_model=ServerLive)
+    def live() -> ServerLive:
+        return ServerLive(live=True)
+
+    @router.get("/health/ready", response_model=ServerReady, responses={503: {"model": ServerReady}})
+    def ready() -> JSONResponse:
+        is_ready = scorer.holder.current is not None
+        return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+    def loaded(name: str, version: int | None) -> LoadedModel:
+        return loaded_model(scorer, name, version, "v2")
+
+    @router.get("/models/{name}", response_model=ModelMetadata)
+    @_v2_errors
+    def metadata(name: str) -> ModelMetadata:
+        return model_metadata(loaded(name, None))
+
+    @router.get("/models/{name}/versions/{version}", response_model=ModelMetadata)
+    @_v2_errors
+    def version_metadata(name: str, version: VersionNumber) -> ModelMetadata:
+        return model_metadata(loaded(name, version))
+
+    @router.get("/models/{name}/ready", response_model=ModelReady)
+    @_v2_errors
+    def model_ready(name: str) -> ModelReady:
+        return ModelReady(name=loaded(name, None).schema.name, ready=True)
+
+    @router.get("/models/{name}/versions/{version}/ready", response_model=ModelReady)
+    @_v2_errors
+    def version_ready(name: str, version: VersionNumber) -> ModelReady:
+        return ModelReady(name=name, ready=loaded(name, version).number == version)
 
     return router
