@@ -1,7 +1,8 @@
 """The whole loop on a stream with an abrupt concept drift, beside what else one could run on
-the same stream: (a) the first model, never retrained; (b) River's Adaptive Random Forest,
-learning online; (c) retraining every N records on the last 1,000 labelled ones; (d) an oracle
-with ctloop's data rules that knows where the drift is and trains instantly.
+the same stream: (a) the first model, never retrained; (b) River's Adaptive Random Forest
+and Hoeffding Adaptive Tree, learning online; (c) retraining every N records on the last
+1,000 labelled ones; (d) an oracle with ctloop's data rules that knows where the drift is and
+trains instantly.
 
 ctloop runs as five processes on the embedded broker, driven by the demo (`ctloop demo`):
 a labelled warm-up for the first model, then records through serving at 300/s with labels
@@ -127,15 +128,16 @@ def oracle(config: DemoConfig, rows: list[dict], labels: list[int]) -> tuple[lis
     return correct, refits
 
 
-def river_arf(config: DemoConfig, rows: list[dict], labels: list[int]) -> list[bool]:
+def river(model: str, config: DemoConfig, rows: list[dict], labels: list[int]) -> list[bool]:
+    """River's `model` (arf, hat) test-then-train on the same stream, in .venv-peers/river."""
     python = peer_python("river")
     if python is None:
         raise RuntimeError("River is not installed: run `make peers`")
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         for x, y in zip(rows, labels, strict=True):
             f.write(json.dumps({"features": x, "label": y}) + "\n")
-    script = Path(__file__).parent / "peers" / "river_arf.py"
-    options = ["--warmup", str(config.warmup), "--label-delay", str(config.label_delay)]
+    script = Path(__file__).parent / "peers" / "river_online.py"
+    options = ["--model", model, "--warmup", str(config.warmup), "--label-delay", str(config.label_delay)]
     out = subprocess.run(
         [str(python), str(script), f.name, *options, "--seed", str(config.seed)],
         capture_output=True,
@@ -183,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
         methods = {
             "ctloop (drift-triggered retraining)": ours,
             "static model, never retrained": static(config, rows, labels),
-            "River ARF, online": river_arf(config, rows, labels),
+            "River ARF, online": river("arf", config, rows, labels),
+            "River Hoeffding Adaptive Tree, online": river("hat", config, rows, labels),
         }
         periodic_same, points_same = periodic(config, rows, labels, same_every)
         methods["oracle: ctloop's data rules at the true drift, instantly"] = oracle(config, rows, labels)[0]

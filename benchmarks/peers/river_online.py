@@ -1,4 +1,5 @@
-"""River's Adaptive Random Forest, test-then-train on a stream file, for the loop benchmark.
+"""River's online learners, test-then-train on a stream file, for the loop benchmark: the
+Adaptive Random Forest (`arf`) or the Hoeffding Adaptive Tree (`hat`), with their defaults.
 
 Runs in .venv-peers/river (no ctloop imports). Input: JSON lines of `{"features": {...},
 "label": y}` in stream order. Each record is predicted first; its label is learned
@@ -6,7 +7,7 @@ Runs in .venv-peers/river (no ctloop imports). Input: JSON lines of `{"features"
 learned at once (ctloop's cold start gets them labelled too). Output: one line per streamed
 record after the warm-up, 1 if the prediction was right, else 0.
 
-    python river_arf.py STREAM.jsonl --warmup 1200 --label-delay 50 --seed 7
+    python river_online.py STREAM.jsonl --model arf --warmup 1200 --label-delay 50 --seed 7
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, required=True)
     parser.add_argument("--label-delay", type=int, required=True)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--model", choices=("arf", "hat"), default="arf")
     args = parser.parse_args()
-    from river import forest  # only in .venv-peers/river; importing this module needs no River
+    # only in .venv-peers/river; importing this module needs no River
+    from river import forest, tree
 
-    model = forest.ARFClassifier(seed=args.seed)
+    if args.model == "arf":
+        model = forest.ARFClassifier(seed=args.seed)
+    else:
+        model = tree.HoeffdingAdaptiveTreeClassifier(seed=args.seed)
     waiting: deque[tuple[dict, int]] = deque()
     out = []
     with open(args.stream) as lines:

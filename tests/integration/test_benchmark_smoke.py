@@ -55,7 +55,7 @@ def test_monitor_throughput_benchmark_smoke(capsys: pytest.CaptureFixture[str]) 
 @pytest.mark.long
 def test_loop_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     out = quick("bench_loop", capsys)
-    assert "River ARF, online" in out and "peak under load" in out
+    assert "River ARF, online" in out and "Hoeffding Adaptive Tree" in out and "peak under load" in out
 
 
 @pytest.mark.long
