@@ -27,11 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import grpc
 import httpx
 import yaml
 
@@ -39,6 +40,7 @@ from benchmarks.common import bench_stack, fitted_artifact, fmt, register, write
 from benchmarks.peers import mlserver, peer_python
 from services.serving.model import LoadedModel
 from services.serving.protocol import inference_pb2 as pb
+from services.serving.v2_binary import HEADER
 from services.supervisor import Stack
 from shared.broker import free_port
 from shared.registry_api import GateReport, Lineage, ModelVersion
@@ -76,13 +78,19 @@ def binary_body() -> tuple[bytes, int]:
     return header + b"".join(struct.pack("<d", v) for v in ROW.values()), len(header)
 
 
-def grpc_requests(folder: Path) -> dict[str, Path]:
-    """The serialized gRPC ModelInferRequests: ctloop's tensor per feature as raw contents
-    (tritonclient.grpc's way), MLServer's one [1, 20] tensor as typed contents."""
+def grpc_message() -> bytes:
+    """ctloop's gRPC ModelInferRequest, serialized: a tensor per feature as raw contents
+    (tritonclient.grpc's way)."""
     ours = pb.ModelInferRequest(model_name="bench")
     for name, value in ROW.items():
         ours.inputs.add(name=name, datatype="FP64", shape=[1])
         ours.raw_input_contents.append(struct.pack("<d", value))
+    return ours.SerializeToString()
+
+
+def grpc_requests(folder: Path) -> dict[str, Path]:
+    """The serialized gRPC ModelInferRequests: ctloop's (`grpc_message`), and MLServer's one
+    [1, 20] tensor as typed contents."""
     theirs = pb.ModelInferRequest(model_name="bench")
     theirs.inputs.add(
         name="x",
@@ -93,7 +101,7 @@ def grpc_requests(folder: Path) -> dict[str, Path]:
     theirs.outputs.add(name="predict")
     theirs.outputs.add(name="predict_proba")
     files = {"ctloop": folder / "grpc-ctloop.bin", "mlserver": folder / "grpc-mlserver.bin"}
-    files["ctloop"].write_bytes(ours.SerializeToString())
+    files["ctloop"].write_bytes(grpc_message())
     files["mlserver"].write_bytes(theirs.SerializeToString())
     return files
 
@@ -271,35 +279,79 @@ SWAP_DEADLINE_S = 120.0
 under load swaps in seconds: the pre-swap check times both models there)."""
 
 
+SWAP_PATHS = ("/v1", "V2 JSON", "V2 binary", "gRPC")
+"""The paths the swap is measured on, each in its own run of `swap_under_load`."""
+
+Answer = tuple[int, int | None]
+"""A call's outcome: its status (HTTP's, 200 for a gRPC OK, 0 for a failure without one) and
+the model version that answered."""
+
+
+def swap_call(
+    path: str, stack: Stack, http: aiohttp.ClientSession, channel: grpc.aio.Channel
+) -> Callable[[], Awaitable[Answer]]:
+    """One one-row request on `path` (as its clients send it by default), reporting its answer."""
+    serving = stack.url("serving")
+    if path == "gRPC":
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer", request_serializer=None, response_deserializer=None
+        )
+        request = grpc_message()
+
+        async def by_grpc() -> Answer:
+            try:
+                answer = pb.ModelInferResponse.FromString(await call(request, timeout=10))
+            except grpc.aio.AioRpcError:
+                return 0, None
+            return 200, int(answer.model_version)
+
+        return by_grpc
+    if path == "V2 binary":
+        url, (body, header_length) = f"{serving}/v2/models/bench/infer", binary_body()
+        headers = {"Content-Type": "application/octet-stream", HEADER: str(header_length)}
+    else:
+        url = f"{serving}/v1/predict" if path == "/v1" else f"{serving}/v2/models/bench/infer"
+        body = json.dumps(BODIES["v1" if path == "/v1" else "v2"]).encode()
+        headers = {"Content-Type": "application/json"}
+
+    async def by_http() -> Answer:
+        try:
+            async with http.post(url, data=body, headers=headers) as r:
+                if r.status != 200:
+                    return r.status, None
+                raw = await r.read()
+        except aiohttp.ClientError:
+            return 0, None
+        if HEADER in r.headers:  # binary outputs after a JSON header
+            raw = raw[: int(r.headers[HEADER])]
+        return 200, int(json.loads(raw)["model_version"])
+
+    return by_http
+
+
 async def load_with_swap(
-    url: str, seconds: float, swap_at: float, swap: Callable[[], None]
+    path: str, stack: Stack, seconds: float, swap_at: float, swap: Callable[[], None]
 ) -> tuple[list[tuple[float, float, int, int | None]], float]:
-    """64 connections of one-row requests for at least `seconds`, and on until 1 s after the
-    new version's first answer; `swap()` runs (in a thread) at `swap_at`.
+    """64 connections (or gRPC calls in flight) of one-row requests on `path` for at least
+    `seconds`, and on until 1 s after the new version's first answer; `swap()` runs (in a
+    thread) at `swap_at`.
 
     Returns every request as (finish time, latency, status, version) and when the swap began.
     """
     done: list[tuple[float, float, int, int | None]] = []
     start = time.monotonic()
     first_new: list[float] = []
-    body = json.dumps(BODIES["v1"]).encode()
 
     def going(now: float) -> bool:
         if now > SWAP_DEADLINE_S:
             return False
         return now < seconds or not first_new or now < first_new[0] + 1.0
 
-    async def client(http: aiohttp.ClientSession) -> None:
+    async def client(call: Callable[[], Awaitable[Answer]]) -> None:
         while going(time.monotonic() - start):
             sent = time.monotonic()
-            try:
-                async with http.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
-                    answer = await r.json() if r.status == 200 else None
-                    status = r.status
-            except aiohttp.ClientError:
-                answer, status = None, 0
+            status, version = await call()
             now = time.monotonic()
-            version = answer["model_version"] if answer else None
             done.append((now - start, now - sent, status, version))
             if version not in (None, 1) and not first_new:
                 first_new.append(now - start)
@@ -311,8 +363,12 @@ async def load_with_swap(
         return began
 
     connector = aiohttp.TCPConnector(limit=64)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        *_, began = await asyncio.gather(*(client(http) for _ in range(64)), trigger())
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        grpc.aio.insecure_channel(stack.grpc_target) as channel,
+    ):
+        call = swap_call(path, stack, http, channel)
+        *_, began = await asyncio.gather(*(client(call) for _ in range(64)), trigger())
     return done, began
 
 
@@ -320,8 +376,8 @@ def p99(latencies: list[float]) -> float:
     return statistics.quantiles(latencies, n=100)[98] * 1e3 if len(latencies) > 1 else float("nan")
 
 
-def swap_under_load(schema_path: Path, schema: DatasetSchema, seconds: float) -> dict[str, float]:
-    """One hot swap from version 1 to 2 in the middle of a steady load, on one core."""
+def swap_under_load(schema_path: Path, schema: DatasetSchema, seconds: float, path: str) -> dict[str, float]:
+    """One hot swap from version 1 to 2 in the middle of a steady load on `path`, on one core."""
     first, second = model_bytes(schema, 0), model_bytes(schema, 1)
     with ctloop_stack(schema_path, "256") as stack:  # type: ignore[attr-defined]
         upload(stack, schema, *first)
@@ -333,7 +389,8 @@ def swap_under_load(schema_path: Path, schema: DatasetSchema, seconds: float) ->
         try:
             done, began = asyncio.run(
                 load_with_swap(
-                    f"{stack.url('serving')}/v1/predict",
+                    path,
+                    stack,
                     seconds,
                     seconds / 3,
                     lambda: upload(stack, schema, *second),
@@ -590,10 +647,20 @@ def main(argv: list[str] | None = None) -> None:
     one_row = {
         name: in_process_rate(schema, *model_bytes(schema, model=name), args.seconds) for name in models
     }
-    swaps = []
+    swaps: dict[str, list[dict[str, float]]] = {path: [] for path in SWAP_PATHS}
     for _ in range(args.runs):
-        swaps.append(swap_under_load(schema_path, schema, max(args.seconds * 1.5, 6)))
-        print(f"swap: {swaps[-1]}", flush=True)
+        for path in SWAP_PATHS:
+            swaps[path].append(swap_under_load(schema_path, schema, max(args.seconds * 1.5, 6), path))
+            print(f"swap on {path}: {swaps[path][-1]}", flush=True)
+    swap_table = "\n".join(
+        f"| {path} | {fmt([s['steady_p99'] for s in runs_], ' ms', 1)} | "
+        f"{fmt([s['swap_p99'] for s in runs_], ' ms', 1)} | "
+        f"{fmt([s['swap_p99'] / s['steady_p99'] for s in runs_], 'x', 2)} | "
+        f"{fmt([s['swap_s'] for s in runs_], ' s', 2)} | "
+        f"{sum(int(s['failed']) for s in runs_)} of {sum(int(s['requests']) for s in runs_):,} | "
+        f"{sum(int(s['unknown_versions']) for s in runs_)} |"
+        for path, runs_ in swaps.items()
+    )
 
     lr = results["logistic regression"]
     batched = [
@@ -660,14 +727,16 @@ and batching work as `/v1`.
 
 Micro-batching over no batching (logistic regression, /v1): {fmt(batched, "x", 2)}.
 
-Hot swap under load (ctloop, micro-batching, 64 connections from an aiohttp client on core 1,
-a new version registered a third of the way in; {len(swaps)} runs): p99 while swapping (from
-the upload to 1 s after the first answer by the new version) {fmt([s["swap_p99"] for s in swaps], " ms", 1)}
-against {fmt([s["steady_p99"] for s in swaps], " ms", 1)} steady before it, a ratio of
-{fmt([s["swap_p99"] / s["steady_p99"] for s in swaps], "x", 2)}; upload to first new answer
-{fmt([s["swap_s"] for s in swaps], " s", 2)}; failed requests {sum(int(s["failed"]) for s in swaps)} of
-{sum(int(s["requests"]) for s in swaps):,}; answers naming an unknown version
-{sum(int(s["unknown_versions"]) for s in swaps)}.
+Hot swap under load on each path (ctloop, micro-batching, 64 connections or gRPC calls in
+flight from an aiohttp or grpc.aio client on core 1, each path's request as its clients send
+it by default, a new version registered a third of the way in; {args.runs} runs per path): p99
+steady before the swap and while swapping (from the upload to 1 s after the first answer by
+the new version), upload to the first new answer, failed requests (non-200 or no answer), and
+answers naming a version that is neither:
+
+| path | p99 steady | p99 swapping | ratio | upload to first new answer | failed | unknown version |
+|---|---|---|---|---|---|---|
+{swap_table}
 """
     print(body)
     if not args.quick:
