@@ -174,7 +174,7 @@ def _rows(model: LoadedModel, request: InferenceRequest) -> list[tuple[object, o
         data = tensor.data or []
         values = _flatten(data) if any(isinstance(x, list) for x in data) else data
         shape = tensor.shape
-        spec = features.get(tensor.name)
+        spec = None if tensor.name == "id" else features.get(tensor.name)  # `id`: record ids
         if len(shape) != 1 and not (len(shape) == 2 and shape[1] == 1):
             errors.append({"field": f"inputs.{tensor.name}", "reason": f"shape {shape} must be [N]"})
         elif len(values) != shape[0]:
