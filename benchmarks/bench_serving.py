@@ -2,8 +2,9 @@
 MLServer (the issue's peer) and the limits, all in the same run: an empty FastAPI endpoint
 (HTTP alone) and the model's own in-process predict. Every ctloop path is measured: `/v1`,
 V2 JSON, V2 binary (tritonclient's default) and V2 over gRPC (beside MLServer's gRPC). Then
-a HistGradientBoosting model (~1 ms per one-row predict, where micro-batching matters most),
-and a hot swap under load, with the p99 around the swap beside the steady p99.
+a HistGradientBoosting model (~0.6 ms per one-row predict, 100 trees: where micro-batching
+matters most), and a hot swap under load on each of the four paths, with the p99 around the
+swap beside the steady p99.
 
 The HTTP load generator is wrk (Debian package), the gRPC one benchmarks/grpc_load.py, both
 pinned to the other core. The models are 20-feature pipelines; MLServer loads the very object
@@ -714,9 +715,10 @@ wrk's is 2 s) aborts the run for ctloop and is counted for the peers.
 {chr(10).join(sections)}
 {limit}
 
-Where the time went (py-spy, 200 Hz, the serving process at 64 connections, logistic
-regression): one-row predicts had spent most of their time in scikit-learn's input checks
-(`ColumnTransformer.transform` alone 1.15 ms per call on the demo pipeline); the pipeline's
+Where the time went (measured once by hand on 2026-12-03, not by this script: py-spy, 200 Hz,
+the serving process at 64 connections, logistic regression): one-row predicts had spent most
+of their time in scikit-learn's input checks (`ColumnTransformer.transform` alone 1.15 ms per
+call on the demo pipeline); the pipeline's
 preparation step now runs compiled (`shared/compiled_preparation.py`, checked bit for bit
 against scikit-learn at load): one-row predict 1.42 -> 0.10 ms (logistic regression) and
 1.98 -> 0.57 ms (HistGradientBoosting), in-process, same machine. On the V2 JSON path, a list
