@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import httpx
 from pydantic import BaseModel, Field
 
-from services.demo.stream import ConceptStream
+from services.demo.stream import ConceptStream, RecordStream, StreamKind
 from services.supervisor import SERVICES, Stack
 from shared import topics
 from shared.events import BadEvent, Envelope
@@ -32,6 +32,8 @@ from shared.settings import CommonSettings
 
 class DemoConfig(BaseModel):
     seed: int = 7
+    stream: StreamKind = "abrupt"
+    """What changes at `drift_at` (see services/demo/stream.py)."""
     warmup: int = 1200
     """Labelled records sent through ingest for the first model (cold start)."""
     drift_at: int = 3000
@@ -44,6 +46,10 @@ class DemoConfig(BaseModel):
     """Labels arrive this many records after their prediction."""
     after_swap: int = 1000
     """Records to stream after the swap, to measure the recovered accuracy."""
+    length: int | None = None
+    """Stream exactly this many records (after the warm-up), swap or not, instead of stopping
+    `after_swap` records after the swap: for streams where nothing, or more than one thing,
+    is to be answered."""
     timeout_s: float = 300.0
     """Give up (the loop did not close) after this long."""
 
@@ -63,6 +69,8 @@ class DemoReport(BaseModel):
     drift_record: int | None = None
     failed_requests: int = 0
     versions_seen: list[int] = []
+    alarms: list[tuple[int, str]] = []
+    """(record index being served when it was raised, kind) of every drift event."""
     trace: list[str] = []
     """The lifecycle events of the loop that closed, all with its correlation id."""
     outcomes: list[tuple[int, int, bool]] = Field(default_factory=list, exclude=True)
@@ -169,24 +177,34 @@ def _accuracy(rows: list[_Served]) -> float | None:
     return sum(r.correct for r in rows) / len(rows) if rows else None
 
 
-def run_demo(stack: Stack, config: DemoConfig, say: Callable[[str], None] = print) -> DemoReport:
-    """Drive the demo stream through a running stack (ingest's writes with its producer's
-    token) and report what the loop did."""
+def run_demo(
+    stack: Stack, config: DemoConfig, say: Callable[[str], None] = print, stream: RecordStream | None = None
+) -> DemoReport:
+    """Drive the demo stream (or `stream`, records of the stack's schema) through a running
+    stack (ingest's writes with its producer's token) and report what the loop did."""
     urls, producer_token = {s: stack.url(s) for s in SERVICES}, stack.token("producer")
     watcher = EventWatcher(stack.bootstrap, say)
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     try:
-        return _drive(urls, config, say, watcher, producer_token)
+        if stream is None:
+            stream = ConceptStream(
+                seed=config.seed, drift_at=config.warmup + config.drift_at, kind=config.stream
+            )
+        return _drive(urls, config, say, watcher, producer_token, stream)
     finally:
         watcher.stop()
         thread.join(5)
 
 
 def _drive(
-    urls: dict[str, str], config: DemoConfig, say: Callable[[str], None], watcher: EventWatcher, token: str
+    urls: dict[str, str],
+    config: DemoConfig,
+    say: Callable[[str], None],
+    watcher: EventWatcher,
+    token: str,
+    stream: RecordStream,
 ) -> DemoReport:
-    stream = ConceptStream(seed=config.seed, drift_at=config.warmup + config.drift_at)
     drift_index = config.warmup + config.drift_at
     deadline = time.monotonic() + config.timeout_s
     http = httpx.Client(timeout=30.0, headers={"Authorization": f"Bearer {token}"} if token else {})
@@ -201,7 +219,7 @@ def _drive(
     first = http.get(f"{urls['serving']}/healthz").json()["model_version"]
     say(
         f"serving v{first}; streaming {config.rate:.0f} records/s, labels {config.label_delay} "
-        f"records late; the concept changes at record {drift_index}"
+        f"records late; the {config.stream} stream changes at record {drift_index}"
     )
 
     served: list[_Served] = []
@@ -213,10 +231,12 @@ def _drive(
     start = time.monotonic()
     sent = 0
     while time.monotonic() < deadline:
-        items = list(stream.take(config.batch))
+        size = config.batch if config.length is None else min(config.batch, config.length - sent)
+        items = list(stream.take(size))
         if stream.index > drift_index and drift_at_time is None:
             drift_at_time, drift_wall = time.monotonic(), datetime.now(UTC)
-            say(f"[{drift_at_time - watcher.start:6.1f}s] the concept changes now (record {drift_index})")
+            at = f"[{drift_at_time - watcher.start:6.1f}s]"
+            say(f"{at} the {config.stream} stream changes now (record {drift_index})")
         response = http.post(f"{urls['serving']}/v1/predict", json={"records": [r for r, _ in items]})
         if response.status_code != 200:
             failed += 1
@@ -238,7 +258,10 @@ def _drive(
         if due:
             http.post(f"{urls['ingest']}/v1/labels", json={"labels": due}).raise_for_status()
         sent += len(items)
-        if swap is not None and sum(1 for r in served if r.index >= swap.index) >= config.after_swap:
+        if config.length is not None:
+            if sent >= config.length:
+                break
+        elif swap is not None and sum(1 for r in served if r.index >= swap.index) >= config.after_swap:
             break
         pause = start + sent / config.rate - time.monotonic()
         if pause > 0:
@@ -289,6 +312,11 @@ def _report(
         versions_seen=sorted({r.version for r in served}),
         accuracy_before=_accuracy([r for r in served if drift_index - 1000 <= r.index < drift_index]),
         outcomes=[(r.index, r.version, r.correct) for r in served],
+        alarms=[
+            (next((r.index for r in served if r.wall >= e.occurred_at), served[-1].index), e.payload["kind"])
+            for e in list(watcher.events)
+            if e.type == "drift.detected" and served
+        ],
     )
     if swap is None:
         report.reason = "no model trained after the drift was served within the time limit"
