@@ -30,20 +30,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 StreamKind = Literal[
     "abrupt", "noisy", "gradual", "recurring", "covariate", "harmful-covariate", "stationary"
 ]
-STREAM_KINDS: tuple[StreamKind, ...] = (
-    "abrupt",
-    "noisy",
-    "gradual",
-    "recurring",
-    "covariate",
-    "harmful-covariate",
-    "stationary",
-)
+STREAM_KINDS: tuple[StreamKind, ...] = get_args(StreamKind)
 
 
 class RecordStream(Protocol):
