@@ -144,11 +144,17 @@ def test_the_loop_closes_on_replicas_when_one_of_each_dies(stack: Stack) -> None
 
     # every labelled record is in the (new) active trainer's store exactly once
     assert health(trainers[standby]).get("active")
-    wait_for(
-        lambda: metric(trainers[standby], "ctloop_trainer_examples") == len(labelled),
-        f"the active trainer to hold {len(labelled)} examples, each once",
-        120,
-    )
+    held: list[float | None] = []  # the counts read, for the message when they never match
+    try:
+        wait_for(
+            lambda: (
+                held.append(metric(trainers[standby], "ctloop_trainer_examples")) or held[-1] == len(labelled)
+            ),
+            f"the active trainer to hold {len(labelled)} examples, each once",
+            120,
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; it held {sorted(set(held), key=held.index)[-5:]}") from None
 
     # each trigger trained once; the drift's triggers answered by one run
     training = read_all(stack.bootstrap, topics.TRAINING, lambda es: len(es) > 0, quiet_s=5)

@@ -127,6 +127,18 @@ def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 60) 
         time.sleep(0.02)
 
 
+def runs_finished(trainer: Trainer, count: int) -> bool:
+    """Whether the trainer's first `count` runs are over, bookkeeping included: a run's
+    status is final before the worker has set what follows it (the next refresh, the
+    champion), which is done once the worker is idle or on its next run."""
+    runs = trainer.runs
+    return (
+        len(runs) >= count
+        and runs[count - 1].status in ("completed", "failed")
+        and (len(runs) > count or trainer._running is None)
+    )
+
+
 def run_one(trainer: Trainer, trigger: Trigger | None = None) -> RunReport:
     """Queue `trigger` (if any), run the trainer's worker until its first run ends."""
     from shared.supervision import Supervisor
@@ -139,7 +151,7 @@ def run_one(trainer: Trainer, trigger: Trigger | None = None) -> RunReport:
     supervisor.add(trainer)
     supervisor.start()
     try:
-        wait_for(lambda: trainer.runs and trainer.runs[0].status in ("completed", "failed"), "a finished run")
+        wait_for(lambda: runs_finished(trainer, 1), "a finished run")
         wait_for(lambda: not trainer.unsent, "its events to be sent")
     finally:
         supervisor.stop(timeout_s=30)

@@ -31,7 +31,14 @@ from shared.events import (
 from shared.registry_api import ModelVersion
 from shared.supervision import Supervisor
 from tests.fixtures import consumer_record, credit_examples, credit_schema
-from tests.unit.trainer.helpers import FakePublisher, FakeRegistry, run_one, settings, wait_for
+from tests.unit.trainer.helpers import (
+    FakePublisher,
+    FakeRegistry,
+    run_one,
+    runs_finished,
+    settings,
+    wait_for,
+)
 
 
 def test_refine_onset_moves_an_early_onset_to_the_change() -> None:
@@ -357,10 +364,7 @@ def test_a_drift_is_answered_by_a_small_candidate_then_refreshes_at_each_doublin
             trainer.examples.add(example)
         with trainer._wake:
             trainer._wake.notify()
-        wait_for(
-            lambda: len(trainer.runs) == runs and trainer.runs[-1].status in ("completed", "failed"),
-            f"run {runs}",
-        )
+        wait_for(lambda: runs_finished(trainer, runs), f"run {runs}")
 
     try:
         feed(flipped(credit_examples(300, seed=1, start=T0)), runs=1)  # the first model
