@@ -77,6 +77,8 @@ class Lineage(BaseModel):
     trigger: str
     trigger_event_id: str | None = None
     correlation_id: str | None = None
+    recalled_from: int | None = None
+    """The earlier version whose model this one registers again (a recurring concept)."""
 
 
 class VersionMetadata(BaseModel):

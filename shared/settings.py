@@ -465,6 +465,13 @@ class TrainerSettings(HTTPServiceSettings):
     trainer_min_accuracy: float = Field(0.6, ge=0, le=1)
     """Gate: the candidate's holdout accuracy must reach this."""
 
+    trainer_recall_episodes: int = Field(3, ge=0)
+    """Recurring concepts: a drift's first candidate competes with the newest model of each of
+    this many earlier episodes (other than the champion's), each scored on all the post-drift
+    examples (none of which it saw); when one scores at least as well as the fresh fit on its
+    holdout, that model goes through the gates instead and is registered again as the new
+    version (its lineage says which it recalls); the episode's refreshes must beat it. 0: off."""
+
     trainer_champion_tolerance: float = Field(0.01, ge=0, le=1)
     """Gate: the candidate may trail the champion on the same holdout by at most this."""
 

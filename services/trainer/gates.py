@@ -133,6 +133,11 @@ def _round_trip(reloaded: np.ndarray | str, evidence: Evidence) -> GateResult:
     return GateResult(name="round_trip", passed=same, detail=detail)
 
 
+def holdout_accuracy(evidence: Evidence, y_holdout: np.ndarray) -> float:
+    predicted = evidence.classes[evidence.holdout_proba.argmax(axis=1)]
+    return float(np.mean(predicted == y_holdout))
+
+
 def run_gates(
     evidence: Evidence,
     y_holdout: np.ndarray,
@@ -144,8 +149,7 @@ def run_gates(
 ) -> GateReport:
     """Every gate, in a fixed order, each with its measured value. `reloaded`: what
     `reload_and_score` gave (or why there was no artifact to load)."""
-    predicted = evidence.classes[evidence.holdout_proba.argmax(axis=1)]
-    accuracy = float(np.mean(predicted == y_holdout))
+    accuracy = holdout_accuracy(evidence, y_holdout)
     gates = [
         GateResult(
             name="min_accuracy", passed=accuracy >= min_accuracy, value=accuracy, threshold=min_accuracy

@@ -4,6 +4,11 @@ The fit happens in the fit process (`services.trainer.fitting`); this process wr
 dataset version and scores the champion meanwhile, then loads the artifact for the round
 trip. A run that fails a gate is reported with that gate and never uploaded. Phases are
 timed so the run report says where the time went.
+
+A drift's run may also be handed models of earlier episodes (a concept that recurs). None of
+them saw any of the run's (post-onset) examples, so each is scored on all of them, a closer
+estimate than the fresh fit's on its holdout alone; the best replaces the fresh fit as the
+candidate when it scores at least as well, and goes through the same gates.
 """
 
 from __future__ import annotations
@@ -25,13 +30,21 @@ from sklearn.pipeline import Pipeline
 from services.trainer.dataset import materialize, prune_datasets
 from services.trainer.examples import TrainingSet
 from services.trainer.fitting import FitJob, FitProcess
-from services.trainer.gates import Evidence, reload_and_score, run_gates, score_champion
+from services.trainer.gates import (
+    Evidence,
+    examine,
+    holdout_accuracy,
+    reload_and_score,
+    run_gates,
+    score_champion,
+)
 from shared.events import DriftDetected, Envelope, Example
 from shared.gc_tuning import cyclic_gc_resumed
 from shared.registry_api import (
     DatasetManifest,
     GateReport,
     Lineage,
+    ModelVersion,
     ReferenceProfile,
     VersionMetadata,
 )
@@ -91,6 +104,17 @@ class RunReport(BaseModel):
     aliases: list[str] = []
     """The aliases the registry gave the version on upload (by its promotion policy)."""
     dataset: DatasetManifest | None = None
+    recalled_from: int | None = None
+    """The earlier version registered again instead of the fresh fit (it scored higher)."""
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """A model of an earlier episode, loaded, that a drift's candidate competes with."""
+
+    version: ModelVersion
+    model: Pipeline
+    artifact: bytes
 
 
 @dataclass(frozen=True)
@@ -151,10 +175,11 @@ def execute(
     champion: Callable[[], Pipeline | None],
     fitter: FitProcess,
     offsets: Callable[[], dict[str, list[int]]] | None = None,
+    earlier: Callable[[], list[Earlier]] | None = None,
 ) -> RunReport:
     """Run the phases; fills `report` in place and returns it. `champion` gives the model to
     beat (loaded, if need be, beside the fit); `offsets` the examples' source offset ranges
-    for the manifest.
+    for the manifest; `earlier` the models of earlier episodes the fresh fit competes with.
 
     The phases are the trainer's wall clock, one after another: `prepare` (split off the
     holdout, hand the job to the fit process), `fit` (until the model is serialized; the dataset version is
@@ -197,6 +222,10 @@ def execute(
         if champion_model is not None:
             champion_score = score_champion(champion_model, x_holdout, y_holdout)
         beside("champion", started)
+        started = time.perf_counter()
+        recalled = _best_earlier(earlier() if earlier else [], x, y)
+        if earlier is not None:
+            beside("earlier", started)
         with cyclic_gc_resumed():
             serialized = fit.serialized()
         report.beside_fit_ms["fit_process_fit"] = round(serialized.fit_ms, 2)
@@ -208,6 +237,15 @@ def execute(
             schema, serialized.artifact, serialized.digest, x_holdout
         )
         evidence = fit.evidence()
+    artifact, digest, estimator = serialized.artifact, serialized.digest, settings.trainer_estimator
+    if recalled is not None and recalled[1] >= holdout_accuracy(evidence, y_holdout):
+        # A concept seen before: its model, trained on a whole episode, knows it at least as
+        # well as a fit on the few examples since the onset (on a tie, it learned from more).
+        was = recalled[0]
+        evidence = examine(schema, was.model, x_holdout, [])
+        reloaded = reload_and_score(schema, was.artifact, was.version.digest, x_holdout)
+        artifact, digest, estimator = was.artifact, was.version.digest, was.version.estimator
+        report.recalled_from = was.version.version
     gate_report = report.gate_report = run_gates(
         evidence,
         y_holdout,
@@ -234,26 +272,38 @@ def execute(
         )
 
     metadata = VersionMetadata(
-        digest=serialized.digest,
+        digest=digest,
         input_schema=schema,
         metrics=report.metrics,
         gate_report=gate_report,
         dataset=report.dataset,
         reference_profile=_reference(schema, data_profile, accuracy, evidence, y_holdout),
-        estimator=settings.trainer_estimator,
+        estimator=estimator,
         package_versions=_package_versions(),
         lineage=Lineage(
             run_id=report.run_id,
             trigger=report.trigger.kind,
             trigger_event_id=report.trigger.event_id,
             correlation_id=report.trigger.correlation_id,
+            recalled_from=report.recalled_from,
         ),
     )
-    created = registry.upload(schema.name, serialized.artifact, metadata)
+    created = registry.upload(schema.name, artifact, metadata)
     report.version, report.aliases = created.version, list(created.aliases)
     phase("upload")
     report.status, report.finished_at = "completed", datetime.now(UTC)
     return report
+
+
+def _best_earlier(earlier: list[Earlier], x: np.ndarray, y: np.ndarray) -> tuple[Earlier, float] | None:
+    """The earlier model with the highest accuracy on `x`, `y` (the newest on a tie), or None
+    when there is none or none can score them."""
+    best: tuple[Earlier, float] | None = None
+    for candidate in sorted(earlier, key=lambda e: -e.version.version):
+        score = score_champion(candidate.model, x, y).accuracy
+        if score == score and (best is None or score > best[1]):  # NaN: it cannot score this data
+            best = (candidate, score)
+    return best
 
 
 def _fail(report: RunReport, gate: str, reason: str) -> RunReport:

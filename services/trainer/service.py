@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from services.trainer.examples import ExampleStore
 from services.trainer.fitting import FitError, FitProcess
-from services.trainer.run import RunReport, Trigger, execute
+from services.trainer.run import Earlier, RunReport, Trigger, execute
 from shared import topics
 from shared.changepoint import change_point, split_p_value
 from shared.events import (
@@ -49,7 +49,7 @@ from shared.events import (
 from shared.gc_tuning import cyclic_gc_paused
 from shared.ids import new_id
 from shared.kafka import EventPublisher, decoded
-from shared.registry_api import PRODUCTION
+from shared.registry_api import PRODUCTION, ModelVersion
 from shared.registry_client import ModelVersions, RegistryError
 from shared.schema import DatasetSchema
 from shared.serialization import ArtifactError, load_model
@@ -134,6 +134,8 @@ class Trainer:
         self.runs: list[RunReport] = []
         self.champion_version: int | None = None
         self._champion_model: tuple[int, Pipeline] | None = None
+        self._earlier_models: dict[int, Earlier] = {}
+        """Models of earlier episodes loaded for a drift's run, by version (kept for the next)."""
         self._pending: Trigger | None = None
         self._episode: _Episode | None = None
         """What the next refresh retrains, and when (None: nothing to refresh)."""
@@ -398,6 +400,42 @@ class Trainer:
         self._champion_model = (self.champion_version, model)
         return model
 
+    def _earlier(self) -> list[Earlier]:
+        """The newest model of each of the last `trainer_recall_episodes` episodes other than
+        the champion's, for the same schema; those that cannot be read are left out."""
+        wanted = self.settings.trainer_recall_episodes
+        if not wanted:
+            return []
+        try:
+            versions = self.registry.versions(self.schema.name)
+        except RegistryError as exc:
+            log.warning("no earlier models to compare with: %s", exc)
+            return []
+        newest = sorted(versions, key=lambda v: -v.version)
+        episodes = {v.lineage.correlation_id for v in newest if v.version == self.champion_version}
+        chosen: list[ModelVersion] = []
+        for version in newest:
+            episode = version.lineage.correlation_id
+            if len(chosen) == wanted:
+                break
+            if episode in episodes or version.status != "active" or version.input_schema != self.schema:
+                continue
+            episodes.add(episode)
+            chosen.append(version)
+        loaded: dict[int, Earlier] = {}
+        for version in chosen:
+            found = self._earlier_models.get(version.version)
+            if found is None:
+                try:
+                    artifact = self.registry.artifact(self.schema.name, version)
+                    found = Earlier(version, load_model(artifact, version.digest), artifact)
+                except (RegistryError, ArtifactError) as exc:
+                    log.warning("earlier v%s left out: %s", version.version, exc)
+                    continue
+            loaded[version.version] = found
+        self._earlier_models = loaded
+        return list(loaded.values())
+
     def _run(self, trigger: Trigger) -> None:
         report = RunReport(trigger=trigger)
         # A run with no triggering event starts a loop of its own: its id follows it through.
@@ -437,6 +475,7 @@ class Trainer:
                     self._champion,
                     self.fitter,
                     offsets=lambda: self.examples.offset_ranges(data.examples),
+                    earlier=self._earlier if trigger.kind == TriggerKind.DRIFT else None,
                 )
         except Exception as exc:
             if isinstance(exc, FitError):  # its reason says it all; the traceback is the child's
@@ -459,10 +498,11 @@ class Trainer:
             self.champion_version = max(self.champion_version or 0, report.version)
         if report.status == "completed":
             log.info(
-                "run %s completed: v%s accuracy %.3f",
+                "run %s completed: v%s accuracy %.3f%s",
                 report.run_id,
                 report.version,
                 report.metrics.get("accuracy", float("nan")),
+                f" (recalls v{report.recalled_from})" if report.recalled_from else "",
             )
             self._emit(TrainingCompleted, report)
         else:

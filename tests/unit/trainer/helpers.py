@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,6 +50,9 @@ class FakeRegistry:
 
     def version(self, name: str, version: int) -> ModelVersion | None:
         return None  # no champion artifact to compare with
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        return []  # no earlier model to recall
 
     def artifact(self, name: str, version: ModelVersion) -> bytes:
         raise AssertionError("no artifact to download")
@@ -156,3 +160,32 @@ def run_one(trainer: Trainer, trigger: Trigger | None = None) -> RunReport:
     finally:
         supervisor.stop(timeout_s=30)
     return trainer.runs[0]
+
+
+Feed = Callable[[list[Example], int], None]
+
+
+@contextmanager
+def fed(trainer: Trainer) -> Iterator[Feed]:
+    """The trainer's worker running; yields `feed(examples, runs)`, which adds examples, wakes
+    the worker and waits until its first `runs` runs are over."""
+    from shared.supervision import Supervisor
+
+    trainer.prepare()
+    trainer.active.set()
+    supervisor = Supervisor("test")
+    supervisor.add(trainer)
+    supervisor.start()
+
+    def feed(examples: list[Example], runs: int) -> None:
+        for example in examples:
+            trainer.examples.add(example)
+        with trainer._wake:
+            trainer._wake.notify()
+        wait_for(lambda: runs_finished(trainer, runs), f"run {runs}")
+
+    try:
+        yield feed
+    finally:
+        supervisor.stop(timeout_s=30)
+        trainer.stop()

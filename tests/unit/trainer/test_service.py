@@ -34,8 +34,8 @@ from tests.fixtures import consumer_record, credit_examples, credit_schema
 from tests.unit.trainer.helpers import (
     FakePublisher,
     FakeRegistry,
+    fed,
     run_one,
-    runs_finished,
     settings,
     wait_for,
 )
@@ -313,16 +313,19 @@ class PromotingRegistry(FakeRegistry):
         super().__init__(promotes=True)
 
     def alias(self, name: str, alias: str = "champion") -> ModelVersion | None:
-        if not self.uploads:
-            return None
-        metadata = self.uploads[-1][1]
-        return ModelVersion(
-            **metadata.model_dump(),
-            name=name,
-            version=len(self.uploads),
-            created_at=datetime.now(UTC),
-            aliases=["champion"],
-        )
+        return self.versions(name)[-1] if self.uploads else None
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        return [
+            ModelVersion(
+                **metadata.model_dump(),
+                name=name,
+                version=number,
+                created_at=datetime.now(UTC),
+                aliases=["champion"] if number == len(self.uploads) else [],
+            )
+            for number, (_, metadata) in enumerate(self.uploads, start=1)
+        ]
 
     def artifact(self, name: str, version: ModelVersion) -> bytes:
         return self.uploads[version.version - 1][0]
@@ -348,25 +351,12 @@ def test_a_drift_is_answered_by_a_small_candidate_then_refreshes_at_each_doublin
         FakePublisher(),
         registry,
     )
-    trainer.prepare()
-    trainer.active.set()
-    supervisor = Supervisor("test")
-    supervisor.add(trainer)
-    supervisor.start()
     onset = T0 + timedelta(days=1)
     after = [
         e.model_copy(update={"record_id": f"after-{i}"})
         for i, e in enumerate(credit_examples(600, seed=2, start=onset))
     ]
-
-    def feed(examples: list[Example], runs: int) -> None:
-        for example in examples:
-            trainer.examples.add(example)
-        with trainer._wake:
-            trainer._wake.notify()
-        wait_for(lambda: runs_finished(trainer, runs), f"run {runs}")
-
-    try:
+    with fed(trainer) as feed:
         feed(flipped(credit_examples(300, seed=1, start=T0)), runs=1)  # the first model
         trainer.trigger(
             Trigger(kind="drift", event_id="d-1", correlation_id="d-1", since=onset, reference_version=1)
@@ -376,9 +366,6 @@ def test_a_drift_is_answered_by_a_small_candidate_then_refreshes_at_each_doublin
         feed(after[200:400], runs=4)
         feed(after[400:500], runs=5)  # ...until the window (500) is all post-drift
         assert trainer._episode is None  # nothing left to refresh
-    finally:
-        supervisor.stop(timeout_s=30)
-        trainer.stop()
 
     runs = trainer.runs
     assert [(r.trigger.kind, r.rows) for r in runs] == [
@@ -398,6 +385,46 @@ def test_a_drift_is_answered_by_a_small_candidate_then_refreshes_at_each_doublin
     for gate in gates[1:]:  # a refresh must do at least as well as the model it replaces
         beats = gate["beats_champion"]
         assert abs(beats.threshold - float(beats.detail.split()[1])) < 1e-4  # no tolerance
+
+
+def test_a_concept_that_returns_brings_back_the_model_of_its_earlier_episode(tmp_path: Path) -> None:
+    registry = PromotingRegistry()
+    trainer = Trainer(
+        settings(
+            tmp_path,
+            trainer_min_examples=500,
+            trainer_min_post_drift=60,  # a fresh fit on 45 examples, a holdout of 15
+            trainer_refresh_factor=0,
+            trainer_max_examples=500,
+        ),
+        credit_schema(),
+        FakePublisher(),
+        registry,
+    )
+    second, third = T0 + timedelta(days=1), T0 + timedelta(days=2)
+
+    def renamed(examples: list[Example], prefix: str) -> list[Example]:
+        return [e.model_copy(update={"record_id": f"{prefix}-{i}"}) for i, e in enumerate(examples)]
+
+    with fed(trainer) as feed:
+        feed(credit_examples(500, seed=1, start=T0), runs=1)  # v1: concept A
+        trainer.trigger(Trigger(kind="drift", event_id="d-1", correlation_id="d-1", since=second))
+        feed(renamed(flipped(credit_examples(60, seed=2, start=second)), "b"), runs=2)  # v2: B
+        trainer.trigger(Trigger(kind="drift", event_id="d-2", correlation_id="d-2", since=third))
+        feed(renamed(credit_examples(60, seed=3, start=third), "a"), runs=3)  # A again
+
+    runs = trainer.runs
+    assert [r.status for r in runs] == ["completed"] * 3, [r.reason for r in runs]
+    assert runs[1].recalled_from is None  # B was never seen: nothing earlier knows it
+    assert runs[2].recalled_from == 1 and runs[2].version == 3  # v3 registers v1 again
+    artifact, metadata = registry.uploads[2]
+    assert artifact == registry.uploads[0][0] and metadata.digest == registry.uploads[0][1].digest
+    assert metadata.lineage.recalled_from == 1 and metadata.lineage.correlation_id == "d-2"
+    # v1, scored on all 60 examples since the onset, did at least as well as the fresh fit on
+    # its 15 (a tie goes to the model that learned from more), and passed the gates there
+    beats = {g.name: g for g in runs[2].gate_report.gates}["beats_champion"]  # type: ignore[union-attr]
+    assert beats.passed and beats.value is not None and beats.threshold is not None
+    assert beats.value > beats.threshold + 0.5  # B's model gets A's labels wrong
 
 
 def test_a_refresh_is_held_while_the_champions_errors_rise(tmp_path: Path) -> None:
