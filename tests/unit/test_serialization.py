@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -26,6 +29,25 @@ def test_round_trip_gives_identical_predictions(estimator: str) -> None:
     assert data_digest == digest(data) and data_digest.startswith("sha256:")
     x = encode_features(schema, [e.features for e in examples])
     assert np.array_equal(load_model(data, data_digest).predict_proba(x), model.predict_proba(x))  # type: ignore[attr-defined]
+
+
+def test_artifacts_are_skops_files_as_its_own_dumps_writes_them() -> None:
+    # dump_model writes skops's format itself (a compact schema.json): skops reads it as its
+    # own, with the same entries and types as skops.io.dumps's file (array files are named by
+    # object id, so the names differ from one dump to the next).
+    schema, examples = credit_schema(), credit_examples(300)
+    model = tiny_pipeline(
+        schema, examples, "sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 5}
+    )
+    ours, theirs = dump_model(model)[0], sio.dumps(model)
+    with zipfile.ZipFile(io.BytesIO(ours)) as a, zipfile.ZipFile(io.BytesIO(theirs)) as b:
+        assert len(a.namelist()) == len(b.namelist())
+        assert len(a.read("schema.json")) < len(b.read("schema.json"))
+        assert json.loads(a.read("schema.json"))["protocol"] == json.loads(b.read("schema.json"))["protocol"]
+    assert sio.get_untrusted_types(data=ours) == sio.get_untrusted_types(data=theirs)
+    x = encode_features(schema, [e.features for e in examples])
+    trusted = sio.get_untrusted_types(data=theirs)
+    assert np.array_equal(sio.loads(ours, trusted=trusted).predict_proba(x), model.predict_proba(x))
 
 
 def test_tampered_artifact_is_refused() -> None:
