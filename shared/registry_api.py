@@ -103,6 +103,13 @@ MAX_VERSION = 2**31 - 1
 VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION, description="Version number")]
 
 
+class StagedArtifact(BaseModel):
+    """An artifact the registry verified and holds for the version that will name it."""
+
+    digest: str
+    size: int
+
+
 class ModelVersion(VersionMetadata):
     name: str
     version: int

@@ -4,12 +4,14 @@ Writes need a role's bearer token (docs/security.md): uploads the `trainer`'s; a
 `operator`'s, or the `monitor`'s for the loop's own two (rolling back the champion, making its
 challenger champion). When a `reader` token is configured, reads need it or any role's token.
 An upload is refused unless its bytes match the declared digest, it loads under ctloop's skops
-allow-list, and it carries an input schema. A candidate whose gates passed enters the
-environments whose rule lets it in at once (`environments.py`: by default staging, then
-production's champion under policy `auto`) in the transaction that registers it; a version
-reaches an environment only after the previous one. Every version is signed (Ed25519 over its
-name, number, digest and input schema, with a key only the registry holds); downloads carry the
-digest and the signature in headers for the loader to verify.
+allow-list, and it carries an input schema; the artifact may come with the version or ahead of
+it (staged: verified at once and held in memory, so the trainer's gates run meanwhile). A
+candidate whose gates passed enters the environments whose rule lets it in at once
+(`environments.py`: by default staging, then production's champion under policy `auto`) in the
+transaction that registers it; a version reaches an environment only after the previous one.
+Every version is signed (Ed25519 over its name, number, digest and input schema, with a key only
+the registry holds); downloads carry the digest and the signature in headers for the loader to
+verify.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from services.registry.artifacts import Artifacts
+from services.registry.artifacts import Artifacts, StagedArtifacts
 from services.registry.environments import Environments, UnknownEnvironment
 from services.registry.store import RegistryStore, StoreConflict
 from shared.http import BadRequest, Conflict, Forbidden, NotFound, RoleRule, Unprocessable, create_app
@@ -38,6 +40,7 @@ from shared.registry_api import (
     ModelVersion,
     PromoteRequest,
     RollbackRequest,
+    StagedArtifact,
     VersionLineage,
     VersionMetadata,
     VersionNumber,
@@ -55,6 +58,7 @@ ROLLBACKS = Counter("ctloop_registry_rollbacks_total", "Champion rollbacks")
 
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="Model (dataset schema) name")]
 Alias = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+ArtifactDigest = Annotated[str, Path(pattern=r"^sha256:[0-9a-f]{64}$", description="sha256 of the artifact")]
 
 
 UPLOAD_FORM: dict[str, object] = {
@@ -70,15 +74,25 @@ UPLOAD_FORM: dict[str, object] = {
                         "metadata": {"type": "string", "description": "VersionMetadata as JSON"},
                     },
                 }
-            }
+            },
+            "application/json": {
+                "schema": {"type": "object", "description": "VersionMetadata, for a staged artifact"}
+            },
         },
     }
 }
 """The upload's body, documented by hand: the route reads its form itself (after the token)."""
+ARTIFACT_BODY: dict[str, object] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 MODEL = r"/v1/models/[^/]+"
 GUARDED_WRITES: list[RoleRule] = [
     ("POST", MODEL + r"/versions", ("trainer",), "uploading a version"),
+    ("PUT", r"/v1/artifacts/[^/]+", ("trainer",), "staging an artifact"),
     ("POST", MODEL + r"/versions/[^/]+/promote", ("operator", "monitor"), "promoting"),
     ("POST", MODEL + r"/versions/[^/]+/approve", ("operator",), "approving"),
     ("POST", MODEL + r"/versions/[^/]+/archive", ("operator",), "archiving"),
@@ -98,12 +112,16 @@ def build_app(
     supervisor: Supervisor | None = None,
 ) -> FastAPI:
     environments = Environments.from_settings(settings)
+    staged = StagedArtifacts()
     app = create_app(
         "ctloop registry",
         health=lambda: {"ready": True, "service": "registry"},
         supervisor=supervisor,
         max_body_bytes=settings.http_max_body_bytes,
-        larger_bodies=[("POST", r"/v1/models/[^/]+/versions", settings.registry_max_artifact_bytes)],
+        larger_bodies=[
+            ("POST", r"/v1/models/[^/]+/versions", settings.registry_max_artifact_bytes),
+            ("PUT", r"/v1/artifacts/[^/]+", settings.registry_max_artifact_bytes),
+        ],
         tokens={role: settings.token(role) for role in ROLES},
         guarded=[*GUARDED_WRITES, READS] if settings.token("reader") else GUARDED_WRITES,
     )
@@ -144,6 +162,34 @@ def build_app(
             raise NotFound(f"no model named {name!r}")
         return found
 
+    @app.put(
+        "/v1/artifacts/{artifact_digest}", status_code=201, tags=["versions"], openapi_extra=ARTIFACT_BODY
+    )
+    async def stage_artifact(artifact_digest: ArtifactDigest, request: Request) -> StagedArtifact:
+        """Send an artifact (the skops file, as the body) ahead of the version that will name
+        it: verified now (digest, allow-listed load), then held in this replica's memory for
+        a `POST .../versions` whose body is the metadata alone. Nothing is stored until then."""
+        data = await request.body()
+        return await run_in_threadpool(stage, artifact_digest, data)
+
+    def stage(artifact_digest: str, data: bytes) -> StagedArtifact:
+        verify(data, artifact_digest, "the digest in the path")
+        staged.add(artifact_digest, data)
+        UPLOADS.labels("staged").inc()
+        return StagedArtifact(digest=artifact_digest, size=len(data))
+
+    def verify(data: bytes, artifact_digest: str, declared: str) -> None:
+        """Refuse (400) bytes that are not `artifact_digest`'s (as `declared` names it), or
+        that do not load under the allow-list."""
+        if digest(data) != artifact_digest:
+            UPLOADS.labels("digest_mismatch").inc()
+            raise BadRequest(f"artifact digest {digest(data)} does not match {declared} {artifact_digest}")
+        try:
+            load_model(data, artifact_digest)
+        except ArtifactError as exc:
+            UPLOADS.labels("refused_artifact").inc()
+            raise BadRequest(f"artifact refused: {exc}") from exc
+
     @app.post(
         "/v1/models/{name}/versions",
         response_model=ModelVersion,
@@ -154,7 +200,12 @@ def build_app(
     async def upload_version(name: ModelName, request: Request) -> ModelVersion:
         """Register a new version: a multipart form of the `artifact` (skops file) and its
         `metadata` (VersionMetadata as JSON: digest, input schema, metrics, gate report,
-        dataset manifest, reference profile, lineage)."""
+        dataset manifest, reference profile, lineage); or the metadata alone as a JSON body,
+        for an artifact staged on this replica (`PUT /v1/artifacts/{digest}`; 409 when it is
+        not staged here)."""
+        if request.headers.get("content-type", "").startswith("application/json"):
+            alone = (await request.body()).decode("utf-8", errors="replace")
+            return await run_in_threadpool(register, name, None, alone)
         # NOTE: the form is read here, after the token was checked (a dependency): declared as
         # parameters, FastAPI read and spooled the whole body first, so a 5 MB upload without
         # a token cost its full read before the 401.
@@ -167,7 +218,8 @@ def build_app(
                     [
                         {
                             "field": "body",
-                            "reason": "a multipart form with an `artifact` file and `metadata` text",
+                            "reason": "a multipart form with an `artifact` file and `metadata` text, "
+                            "or the metadata alone as JSON for a staged artifact",
                         }
                     ]
                 )
@@ -176,7 +228,9 @@ def build_app(
         # event loop that answers serving's downloads and every health check meanwhile.
         return await run_in_threadpool(register, name, data, metadata)
 
-    def register(name: str, data: bytes, metadata: str) -> ModelVersion:
+    def register(name: str, data: bytes | None, metadata: str) -> ModelVersion:
+        """`data`: the artifact, verified here; None: the one staged under the metadata's
+        digest (verified when it was staged)."""
         try:
             meta = VersionMetadata.model_validate_json(metadata)
         except ValidationError as exc:
@@ -190,14 +244,16 @@ def build_app(
         if meta.input_schema.name != name:
             UPLOADS.labels("invalid").inc()
             raise BadRequest(f"input schema is for {meta.input_schema.name!r}, not {name!r}")
-        if digest(data) != meta.digest:
-            UPLOADS.labels("digest_mismatch").inc()
-            raise BadRequest(f"artifact digest {digest(data)} does not match metadata.digest {meta.digest}")
-        try:
-            load_model(data, meta.digest)
-        except ArtifactError as exc:
-            UPLOADS.labels("refused_artifact").inc()
-            raise BadRequest(f"artifact refused: {exc}") from exc
+        if data is None:
+            data = staged.take(meta.digest)
+            if data is None:
+                UPLOADS.labels("not_staged").inc()
+                raise Conflict(
+                    f"artifact {meta.digest} is not staged on this registry replica: send it with "
+                    "the version (multipart form) or PUT it to /v1/artifacts/{digest} first"
+                )
+        else:
+            verify(data, meta.digest, "metadata.digest")
         artifacts.put(data)
         # the environments it enters at once (a shadow production with no champion yet takes it
         # as champion: there is nothing to shadow against)

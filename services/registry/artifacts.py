@@ -20,7 +20,10 @@ the row is written before the version's row, so a version never names a missing 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +34,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from shared.serialization import digest
+
+STAGED_KEPT = 2
+"""Staged artifacts a registry holds in memory at once (the newest): the trainer stages one per
+run and registers or forgets it within seconds."""
+STAGED_TTL_S = 600.0
+"""A staged artifact no version named within this long is dropped."""
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +170,38 @@ class ArtifactStore:
         """The digests of every artifact stored here."""
         names = (path.rsplit("/", 1)[-1] for path in self.fs.find(self.root))
         return [f"sha256:{name}" for name in names if len(name) == 64 and not name.startswith(".")]
+
+
+class StagedArtifacts:
+    """Verified artifacts sent ahead of their version (`PUT /v1/artifacts/{digest}`), held in
+    this process's memory until a version names them.
+
+    The trainer sends its artifact as soon as it is serialized, so the registry verifies it
+    (a full load) while the trainer runs its gates; the version's registration then sends the
+    metadata alone. They are kept in memory, not in the store: a candidate that fails its
+    gates is never registered, and must not leave bytes behind. A registry that restarts, or
+    a replica other than the one that verified them, does not have them: the version is then
+    refused with 409 and the client sends the artifact with it.
+    """
+
+    def __init__(self, kept: int = STAGED_KEPT, ttl_s: float = STAGED_TTL_S) -> None:
+        self.kept, self.ttl_s = kept, ttl_s
+        self._staged: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, artifact_digest: str, data: bytes) -> None:
+        """Hold verified bytes under their digest (the newest `kept`)."""
+        with self._lock:
+            self._staged.pop(artifact_digest, None)
+            self._staged[artifact_digest] = (time.monotonic(), data)
+            while len(self._staged) > self.kept:
+                self._staged.popitem(last=False)
+
+    def take(self, artifact_digest: str) -> bytes | None:
+        """The staged bytes of a digest, no longer held; None when they are not here (never
+        staged, dropped, or staged longer ago than `ttl_s`)."""
+        with self._lock:
+            staged = self._staged.pop(artifact_digest, None)
+        if staged is None or time.monotonic() - staged[0] > self.ttl_s:
+            return None
+        return staged[1]

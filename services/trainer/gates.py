@@ -74,8 +74,9 @@ def examine(
     schema: DatasetSchema, model: Pipeline, x_holdout: np.ndarray, convergence_warnings: list[str]
 ) -> Evidence:
     """Score the holdout and the edge inputs, time one-row predictions, check convergence."""
-    holdout_proba = model.predict_proba(x_holdout)
-    edge_proba = model.predict_proba(edge_inputs(schema))
+    # One call for both: each predict_proba costs ~2 ms before its first row.
+    proba = model.predict_proba(np.vstack([x_holdout, edge_inputs(schema)]))
+    holdout_proba, edge_proba = proba[: len(x_holdout)], proba[len(x_holdout) :]
     one_row = x_holdout[:1]
     predictor = Predictor.of(model)  # as serving predicts
     timings = []

@@ -232,7 +232,10 @@ def execute(
         report.beside_fit_ms["fit_process_dump"] = round(serialized.dump_ms, 2)
         phase("fit")
 
-        # The child examines the model while this process loads its artifact.
+        # The child examines the model while this process loads its artifact, and the
+        # registry verifies it (it is sent now, registered only if the gates pass).
+        if serialized.error is None:
+            registry.stage(serialized.artifact)
         reloaded = serialized.error or reload_and_score(
             schema, serialized.artifact, serialized.digest, x_holdout
         )

@@ -15,13 +15,16 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import skops.io as sio
+from sklearn.preprocessing import FunctionTransformer
 
 from services.supervisor import Stack
 from shared import topics
-from shared.registry_api import VersionMetadata
+from shared.registry_api import GateReport, Lineage, VersionMetadata
 from shared.registry_client import RegistryClient
-from shared.serialization import ArtifactError
+from shared.serialization import ArtifactError, digest
 from shared.signing import Verifier, generate_keypair
+from tests.fixtures import demo_artifact, demo_schema
 from tests.integration.conftest import read_all, start_stack, stop_stack, upload_demo
 
 pytestmark = pytest.mark.integration
@@ -133,6 +136,56 @@ def test_each_role_may_do_only_its_part(registry: Stack) -> None:
         assert httpx.get(artifact, headers=registry.auth(role)).status_code == 200
     assert httpx.get(f"{url}/v1/auth", headers=registry.auth("operator")).json() == {"role": "operator"}
     assert httpx.get(f"{url}/livez").status_code == 200  # probes stay open
+
+
+def test_an_artifact_staged_ahead_of_its_version(registry: Stack) -> None:
+    url, trainer = registry.url("registry"), registry.auth("trainer")
+    artifact, artifact_digest = demo_artifact(rows=300, seed=21)
+    meta = VersionMetadata(
+        digest=artifact_digest,
+        input_schema=demo_schema().model_copy(update={"name": "staged"}),
+        gate_report=GateReport(passed=True, gates=[]),
+        lineage=Lineage(run_id="run-staged", trigger="manual"),
+    )
+    versions = f"{url}/v1/models/staged/versions"
+    stored = registry.folder / "registry" / "artifacts" / artifact_digest[7:9] / artifact_digest[7:]  # type: ignore[attr-defined]
+
+    # staging is the trainer's, verified as an upload is, and stores nothing
+    put = f"{url}/v1/artifacts/{artifact_digest}"
+    assert httpx.put(put, content=artifact, headers=registry.auth("operator")).status_code == 403
+    lying = httpx.put(put, content=artifact[:-1] + b"x", headers=trainer)
+    assert lying.status_code == 400 and "does not match the digest in the path" in lying.json()["detail"]
+    untrusted = sio.dumps(FunctionTransformer(os.system))
+    refused = httpx.put(f"{url}/v1/artifacts/{digest(untrusted)}", content=untrusted, headers=trainer)
+    assert refused.status_code == 400 and "posix.system" in refused.json()["detail"]
+    assert httpx.put(f"{url}/v1/artifacts/md5:abc", content=artifact, headers=trainer).status_code == 422
+    assert httpx.put(put, content=artifact, headers=trainer).json() == {
+        "digest": artifact_digest,
+        "size": len(artifact),
+    }
+    assert not stored.exists()
+
+    # the metadata alone registers the staged artifact; it is stored then, and only once
+    alone = httpx.post(
+        versions, content=meta.model_dump_json(), headers={**trainer, "Content-Type": "application/json"}
+    )
+    assert alone.status_code == 201 and alone.json()["digest"] == artifact_digest
+    assert stored.read_bytes() == artifact
+    again = httpx.post(
+        versions, content=meta.model_dump_json(), headers={**trainer, "Content-Type": "application/json"}
+    )
+    assert again.status_code == 409 and "not staged on this registry replica" in again.json()["detail"]
+
+    # the client: staged, then the metadata; or, when the registry did not take it, the form
+    writer = RegistryClient(url, registry.token("trainer"))
+    writer.stage(artifact)
+    assert writer.upload("staged", artifact, meta).digest == artifact_digest
+    writer.stage(b"not a model")  # refused by the registry: the upload sends the artifact itself
+    assert writer.upload("staged", artifact, meta).digest == artifact_digest
+    writer.close()
+    outcomes = httpx.get(f"{url}/metrics").text
+    assert 'ctloop_registry_uploads_total{outcome="staged"} 2.0' in outcomes
+    assert 'ctloop_registry_uploads_total{outcome="not_staged"} 1.0' in outcomes
 
 
 def test_events_survive_a_paused_broker(registry: Stack) -> None:

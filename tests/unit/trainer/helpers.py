@@ -35,6 +35,9 @@ class FakeRegistry:
         self.promotes = promotes
         """Whether an upload becomes champion at once (policy `auto`)."""
 
+    def stage(self, artifact: bytes) -> None:
+        pass  # uploads carry their artifact
+
     def upload(self, name: str, artifact: bytes, metadata: VersionMetadata) -> ModelVersion:
         self.uploads.append((artifact, metadata))
         return ModelVersion(
