@@ -1,5 +1,5 @@
 """The artifact stores on a local folder, an fsspec URL (no half-written artifact after a
-crash) and a database (with what a folder held copied in), and start-up refusal of missing
+crash) and a database (with what a folder held copied in), artifacts staged in memory, and start-up refusal of missing
 or placeholder credentials outside dev mode."""
 
 from __future__ import annotations
@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from services.registry.artifacts import DATABASE, Artifacts, ArtifactStore, DatabaseArtifacts, open_artifacts
+from services.registry.artifacts import (
+    DATABASE,
+    Artifacts,
+    ArtifactStore,
+    DatabaseArtifacts,
+    StagedArtifacts,
+    open_artifacts,
+)
 from services.registry.migrate import migrate
 from shared.serialization import digest
 from shared.settings import CredentialsError, RegistrySettings
@@ -34,6 +41,19 @@ def test_store_round_trip_and_idempotence(tmp_path: Path, where: str) -> None:
         store.get(digest(b"never stored"))
     with pytest.raises(ValueError, match="not a sha256 digest"):
         store.get("sha256:../../etc/passwd")
+
+
+def test_staged_artifacts_are_taken_once_and_the_oldest_or_expired_are_dropped() -> None:
+    staged = StagedArtifacts(kept=2, ttl_s=3600)
+    for data in (b"first", b"second", b"third"):
+        staged.add(digest(data), data)
+    assert staged.take(digest(b"first")) is None  # only the newest two are held
+    assert staged.take(digest(b"third")) == b"third"
+    assert staged.take(digest(b"third")) is None  # a version took it
+    assert staged.take(digest(b"second")) == b"second"
+    expired = StagedArtifacts(kept=2, ttl_s=0.0)
+    expired.add(digest(b"old"), b"old")
+    assert expired.take(digest(b"old")) is None
 
 
 def test_a_registry_moved_to_the_database_copies_its_folder_in(tmp_path: Path) -> None:
