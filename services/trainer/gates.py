@@ -32,7 +32,7 @@ NOTE: the median was the value until the loop test, with refreshes fitting besid
 serving at 300 records/s on 2 cores, measured 27-31 ms for a HistGradientBoosting model whose
 one-row predict takes 7 ms on an idle core, and refused it: the scheduler's wait, not the
 model's cost. The fastest call is what the row costs (as in serving's swap check)."""
-ROUND_TRIP_ROWS = 2000
+ROUND_TRIP_ROWS = 500
 """Holdout rows (spread over it) the reloaded model must score identically, with the edge
 inputs. skops rebuilds the fitted arrays exactly or not at all, so a sample tells as much as
 the whole holdout. The trainer loads and scores while the fit process examines the model
