@@ -126,6 +126,15 @@ def _check_time(schema: DatasetSchema, value: Any, now: datetime) -> datetime:
 
 
 def _check_numeric(spec: NumericFeature, value: Any) -> float:
+    # NOTE: the common case first (a finite float within bounds), without building the field's
+    # name: 10 numeric features took 4.9 µs per record before, in the monitor and in ingest.
+    if (
+        type(value) is float
+        and math.isfinite(value)
+        and (spec.min is None or value >= spec.min)
+        and (spec.max is None or value <= spec.max)
+    ):
+        return value
     field = f"features.{spec.name}"
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidField(field, f"must be a number, got {type(value).__name__}", "type")
