@@ -15,9 +15,8 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.events import Example, Prediction
 from shared.validation import Label, Record
@@ -25,8 +24,9 @@ from shared.validation import Label, Record
 Entry = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
+    # NOTE: a tuple, not a frozen dataclass: one is made per event the monitor reads, and a
+    # frozen dataclass's __init__ sets each field through object.__setattr__.
     entry: Entry | None
     """What to keep for the record id now; None: nothing (forget it)."""
     features: tuple[dict[str, Any], datetime] | None = None
