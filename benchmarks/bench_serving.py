@@ -37,7 +37,7 @@ import grpc
 import httpx
 import yaml
 
-from benchmarks.common import bench_stack, fitted_artifact, fmt, register, write_section
+from benchmarks.common import bench_stack, cpu_seconds, fitted_artifact, fmt, register, write_section
 from benchmarks.peers import mlserver, peer_python
 from services.serving.model import LoadedModel
 from services.serving.protocol import inference_pb2 as pb
@@ -138,14 +138,6 @@ def pin(pid: int, core: int) -> None:
     for process in process_tree(pid):
         for task in Path(f"/proc/{process}/task").iterdir():
             os.sched_setaffinity(int(task.name), {core})
-
-
-def cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for process in process_tree(pid):
-        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def wrk(url: str, seconds: float, connections: int, script: Path) -> dict[str, float]:
