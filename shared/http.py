@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -288,9 +290,19 @@ def create_app(
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _registry() -> CollectorRegistry:
+    """This process's metrics; in a process of several sharing a port (a service's workers,
+    `PROMETHEUS_MULTIPROC_DIR` set), every worker's, summed (gauges with a `pid` label)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
 
 
 def serve(app: FastAPI, host: str, port: int, log_level: str = "info") -> None:

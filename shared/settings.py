@@ -361,6 +361,11 @@ class IngestSettings(HTTPServiceSettings):
     ingest_retry_after_s: int = Field(5, ge=1)
     """The `Retry-After` a 503 carries when the broker cannot take writes."""
 
+    ingest_workers: int = Field(1, ge=1, le=32)
+    """Processes of one ingest replica, sharing its port (uvicorn's workers): each takes
+    records at most as fast as one core runs Python. Each has its own de-duplication window,
+    as replicas do (docs/operations.md), and is a member of the `raw` consumer group."""
+
 
 class RegistrySettings(HTTPServiceSettings):
     """The model registry."""

@@ -19,6 +19,7 @@ from kafka.errors import KafkaError
 from prometheus_client import Histogram
 from pydantic import BaseModel
 from pydantic_core import to_json
+from starlette.types import Lifespan
 
 from services.ingest.intake import Intake, Outcome
 from shared.http import BadRequest, TooLarge, Unavailable, create_app
@@ -69,9 +70,12 @@ def build_app(
     intake: Intake,
     ready: Callable[[], bool],
     supervisor: Supervisor | None = None,
+    lifespan: Lifespan[FastAPI] | None = None,
 ) -> FastAPI:
+    """`lifespan`: what the process does when the server starts and stops."""
     app = create_app(
         "ctloop ingest",
+        lifespan=lifespan,
         health=lambda: {"ready": ready(), "service": "ingest"},
         supervisor=supervisor,
         max_body_bytes=settings.ingest_max_body_bytes,
