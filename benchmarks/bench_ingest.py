@@ -9,7 +9,8 @@
   `ctloop.records.v1`, as HTTP's "accepted" says), then checked on `records` off the clock.
 
 Runs alternate (raw, HTTP, raw topic) so drift of the shared machine hits all alike; the
-ratio is computed per run and reported as a median.
+ratio is computed per run and reported as a median. Then the same on a second stack whose
+ingest replica runs two worker processes (`CTLOOP_INGEST_WORKERS=2`), with its memory.
 
     python -m benchmarks.bench_ingest [--records N] [--runs R] [--quick]
 """
@@ -22,11 +23,12 @@ import re
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 import httpx
 from kafka import KafkaProducer
 
-from benchmarks.common import bench_stack, cpu_seconds, fmt, write_section
+from benchmarks.common import bench_stack, cpu_seconds, fmt, rss_mib, write_section
 from services.demo.stream import ConceptStream
 from shared import topics
 from shared.kafka import make_consumer, make_producer
@@ -171,6 +173,62 @@ def raw_topic_path(bootstrap: str, url: str, items: list[dict], meter: CpuMeter)
     return len(items) / elapsed
 
 
+@dataclass
+class Measured:
+    """One stack's runs: records/s by path, CPU meters by path, and the ingest replica's
+    resident memory (all its processes) after the runs."""
+
+    rates: dict[str, list[float]]
+    meters: dict[str, CpuMeter]
+    rss_mib: float
+
+    def ratio(self, path: str, to: str) -> list[float]:
+        """Per run: `path`'s rate over `to`'s."""
+        return [a / b for a, b in zip(self.rates[path], self.rates[to], strict=True)]
+
+
+def measure(args: argparse.Namespace, workers: int) -> Measured:
+    """The runs on a stack whose ingest replica has `workers` processes (the raw producer's
+    limits only with one: the same broker and producer either way)."""
+    paths = ("raw", "tuned", "http", "path") if workers == 1 else ("raw", "http", "path")
+    with bench_stack(
+        ("ingest",), CTLOOP_INGEST_MAX_BATCH=str(args.batch), CTLOOP_INGEST_WORKERS=str(workers)
+    ) as stack:
+        assert stack.broker is not None and stack.broker.process is not None
+        ingest = stack.processes[stack.names["ingest"][0]].pid
+        meters = {path: CpuMeter({"ingest": ingest, "broker": stack.broker.process.pid}) for path in paths}
+        rates: dict[str, list[float]] = {path: [] for path in paths}
+        for run in range(args.runs):
+            rates["raw"].append(
+                raw_limit(stack.bootstrap, records(args.records, f"l{run}"), False, meters["raw"])
+            )
+            if "tuned" in rates:
+                rates["tuned"].append(
+                    raw_limit(stack.bootstrap, records(args.records, f"k{run}"), True, meters["tuned"])
+                )
+            rates["http"].append(
+                http_ingest(
+                    stack.url("ingest"),
+                    stack.token("producer"),
+                    records(args.records, f"h{run}"),
+                    args.batch,
+                    args.clients,
+                    meters["http"],
+                )
+            )
+            rates["path"].append(
+                raw_topic_path(
+                    stack.bootstrap, stack.url("ingest"), records(args.records, f"t{run}"), meters["path"]
+                )
+            )
+            print(
+                f"{workers} worker(s), run {run + 1}: "
+                + ", ".join(f"{path} {values[-1]:,.0f}/s" for path, values in rates.items()),
+                flush=True,
+            )
+        return Measured(rates, meters, rss_mib(ingest))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=20_000)
@@ -182,41 +240,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.records, args.runs = 1000, 1
 
-    with bench_stack(("ingest",), CTLOOP_INGEST_MAX_BATCH=str(args.batch)) as stack:
-        assert stack.broker is not None and stack.broker.process is not None
-        pids = {"ingest": stack.processes[stack.names["ingest"][0]].pid, "broker": stack.broker.process.pid}
-        meters = {path: CpuMeter(pids) for path in ("raw", "tuned", "http", "path")}
-        raw, tuned, http, path, ratios, tuned_ratios, raw_ratios = [], [], [], [], [], [], []
-        for run in range(args.runs):
-            raw.append(raw_limit(stack.bootstrap, records(args.records, f"l{run}"), False, meters["raw"]))
-            tuned.append(raw_limit(stack.bootstrap, records(args.records, f"k{run}"), True, meters["tuned"]))
-            http.append(
-                http_ingest(
-                    stack.url("ingest"),
-                    stack.token("producer"),
-                    records(args.records, f"h{run}"),
-                    args.batch,
-                    args.clients,
-                    meters["http"],
-                )
-            )
-            path.append(
-                raw_topic_path(
-                    stack.bootstrap, stack.url("ingest"), records(args.records, f"t{run}"), meters["path"]
-                )
-            )
-            ratios.append(http[-1] / raw[-1])
-            raw_ratios.append(path[-1] / http[-1])
-            tuned_ratios.append(http[-1] / tuned[-1])
-            print(
-                f"run {run + 1}: raw producer {raw[-1]:,.0f}/s (tuned {tuned[-1]:,.0f}/s), "
-                f"HTTP {http[-1]:,.0f}/s (ratio {ratios[-1]:.2f}, vs tuned {tuned_ratios[-1]:.2f}), "
-                f"raw-topic path {path[-1]:,.0f}/s",
-                flush=True,
-            )
+    one = measure(args, workers=1)
+    two = measure(args, workers=2)
+    raw, tuned, http, path = one.rates["raw"], one.rates["tuned"], one.rates["http"], one.rates["path"]
+    ratios, tuned_ratios, raw_ratios = (
+        one.ratio("http", "raw"),
+        one.ratio("http", "tuned"),
+        one.ratio("path", "http"),
+    )
 
-    def cpu(meter: str, process: str) -> str:
-        return fmt(meters[meter].per_record[process], " µs")
+    def with_two(path: str) -> str:
+        """A row's cells for `path` with two workers (against HTTP with one, in the same run)."""
+        over_http = [a / b for a, b in zip(two.rates[path], http, strict=True)]
+        cells = [fmt(two.rates[path]), fmt(two.ratio(path, "raw"), digits=2), fmt(over_http, digits=2)]
+        return " | ".join([*cells, cpu(path, "ingest", two)])
+
+    def cpu(meter: str, process: str, measured: Measured = one) -> str:
+        return fmt(measured.meters[meter].per_record[process], " µs")
 
     body = f"""
 What: records/s through ingest beside a bare kafka-python producer sending the same records
@@ -245,6 +285,18 @@ idle during the raw producer's runs.
 | HTTP, batches of {args.batch} | {cpu("http", "load")} | {cpu("http", "ingest")} | {cpu("http", "broker")} |
 | `raw` topic to `records` | {cpu("path", "load")} | {cpu("path", "ingest")} | {cpu("path", "broker")} |
 
+One replica with two worker processes (`CTLOOP_INGEST_WORKERS=2`), on a stack of its own in
+the same run, against the raw producer measured on that stack in each run; CPU is the
+replica's processes summed (uvicorn's parent and its workers); memory is the replica's
+resident set after the runs (one process: {one.rss_mib:,.0f} MiB).
+
+| path, 2 workers | records/s | / raw producer | / HTTP with 1 worker | ingest CPU per record |
+|---|---|---|---|---|
+| HTTP | {with_two("http")} |
+| `raw` topic | {with_two("path")} |
+
+Resident memory of the replica with two workers: {two.rss_mib:,.0f} MiB.
+
 **HTTP / raw producer ratio: {fmt(ratios, digits=2)}** (goal >= 1.0);
 against the tuned producer: {fmt(tuned_ratios, digits=2)}.
 **`raw` topic path / HTTP: {fmt(raw_ratios, digits=2)}** (goal >= 1.0).
@@ -259,19 +311,19 @@ fetch and record decoding 10%, the producer's sender thread 14%, JSON parsing 3%
 between the two paths is the kafka-python consumer's fetching and record decoding, in one
 GIL-bound process.
 
-What the CPU table says about the goals (2026-12-04, Intel Xeon, this run's medians): one
-ingest process does everything the raw producer does for a record (ingest's producer uses
-ctloop's settings, ~20 µs a record in the table above) plus the JSON parsing, validation,
-de-duplication and the ~650-byte envelope: 44 µs a record for HTTP, against 36 µs for the
-raw producer with kafka-python's defaults; for the `raw` path, the fetch and decoding of the
-input on top, 54 µs. One process gets at most one core's worth of Python (the GIL), so it
-cannot take records as fast as the raw producer writes them; the broker costs 2-6 µs a
-record. On this machine the goal is within CPU reach only with more than one ingest process
-per replica: at the raw producer's rate, HTTP needs ~1.3 cores of ingest, ~0.3 of load and
-~0.1 of broker. Not built: HTTP's de-duplication window is per process (a retried batch
-reaching another worker would be written again), so several workers behind one port would
-weaken de-duplication to what it is between replicas, and their metrics would need
-prometheus-client's multiprocess mode.
+What the CPU tables say about the goals (2026-12-04, Intel Xeon, medians of a run of this
+benchmark): one ingest process does everything the raw producer does for a record (ingest's
+producer uses ctloop's settings, ~19 µs a record) plus the JSON parsing, validation,
+de-duplication and the ~650-byte envelope: ~41 µs a record over HTTP, against ~29 µs for the
+raw producer with kafka-python's defaults; the `raw` path adds the fetch and decoding of its
+input, ~46 µs. One process runs at most one core's worth of Python (the GIL), so one process
+cannot take records as fast as the raw producer writes them; the broker costs 2-6 µs a record.
+With two workers in the replica (`CTLOOP_INGEST_WORKERS=2`, uvicorn's workers on one port),
+HTTP took about the raw producer's rate: medians of 0.94x and 1.01x in two runs (spreads
+0.81-1.24; 1.26x and 1.48x one worker), for ~2.4x the memory (125 -> ~296 MiB: uvicorn's
+parent and two whole ingests), with the load generator and the broker on the same 2 cores.
+The `raw` path with two workers reached 0.80-0.82x one-worker HTTP and 0.52-0.66x two-worker
+HTTP: per record it costs what HTTP costs plus the fetch and decoding of its input.
 """
     print(body)
     if not args.quick:
