@@ -174,7 +174,7 @@ class RegistryClient:
 
     def _stage(self, artifact: bytes, artifact_digest: str) -> bool:
         try:
-            self._request(
+            response = self._send(
                 "PUT",
                 f"/v1/artifacts/{artifact_digest}",
                 content=artifact,
@@ -182,7 +182,9 @@ class RegistryClient:
             )
         except RegistryError:
             return False  # the upload sends it with the version, and reports what is wrong
-        return True
+        # Anything else than 201 (a refusal; a 404 from a registry older than staging): the
+        # upload sends the artifact with the version.
+        return response.status_code == 201
 
     def upload(self, name: str, artifact: bytes, metadata: VersionMetadata) -> ModelVersion:
         """Register a version with its artifact: the metadata alone when the artifact was
