@@ -297,7 +297,8 @@ def create_app(
 
 def _registry() -> CollectorRegistry:
     """This process's metrics; in a process of several sharing a port (a service's workers,
-    `PROMETHEUS_MULTIPROC_DIR` set), every worker's, summed (gauges with a `pid` label)."""
+    `PROMETHEUS_MULTIPROC_DIR` set), every worker's, summed (gauges with a `pid` label; a
+    worker that died keeps its last gauge values there, its counters stay in the sums)."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return REGISTRY
     registry = CollectorRegistry()

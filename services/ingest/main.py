@@ -2,7 +2,7 @@
 `CTLOOP_INGEST_WORKERS` processes sharing the port.
 
 One process takes records at most as fast as one core runs Python (benchmarks/RESULTS.md,
-"Ingest throughput": ~44 µs of CPU a record over HTTP). Several workers are uvicorn's: its
+"Ingest throughput": ~41-44 µs of CPU a record over HTTP). Several workers are uvicorn's: its
 parent process binds the port, starts the workers (each a whole ingest: its own producer,
 de-duplication window and member of the `raw` consumer group) and starts a worker again when
 one dies. Their metrics are summed over the workers (prometheus-client's multiprocess mode).

@@ -185,7 +185,7 @@ def build_app(
             UPLOADS.labels("digest_mismatch").inc()
             raise BadRequest(f"artifact digest {digest(data)} does not match {declared} {artifact_digest}")
         try:
-            load_model(data, artifact_digest)
+            load_model(data)  # its digest was checked just above
         except ArtifactError as exc:
             UPLOADS.labels("refused_artifact").inc()
             raise BadRequest(f"artifact refused: {exc}") from exc
