@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.serving.scoring import Scorer
-from services.serving.v2 import v2_router, v2_validation_error
+from services.serving.v2 import add_v2_routes, v2_validation_error
 from shared.http import BadRequest, Unprocessable, create_app
 from shared.json_input import MalformedJSON, loads_json
 from shared.schema import LabelValue
@@ -112,6 +112,6 @@ def build_app(scorer: Scorer, settings: ServingSettings, supervisor: Supervisor 
             }
         )
 
-    app.include_router(v2_router(scorer))
+    add_v2_routes(app.router, scorer)
     app.add_exception_handler(RequestValidationError, v2_validation_error)
     return app

@@ -130,11 +130,10 @@ def request_from_message(message: pb.ModelInferRequest) -> InferenceRequest:
             raise _invalid(f"inputs.{tensor.name}", f"unknown datatype {tensor.datatype[:40]!r}") from None
         shape = list(tensor.shape)
         data = decode_tensor(tensor.name, datatype, shape, raw[index]) if raw else _contents(tensor, datatype)
-        # NOTE: built without validation: protobuf already typed every field, and pydantic
-        # re-checking each value is the cost the V2 JSON path pays (profiled there).
-        inputs.append(TensorIn.model_construct(name=tensor.name, shape=shape, datatype=datatype, data=data))
-    outputs = [RequestedOutput.model_construct(name=o.name) for o in message.outputs]
-    return InferenceRequest.model_construct(id=message.id or None, inputs=inputs, outputs=outputs or None)
+        # built as it is: protobuf already typed every field
+        inputs.append(TensorIn(name=tensor.name, shape=shape, datatype=datatype, data=data))
+    outputs = [RequestedOutput(name=o.name) for o in message.outputs]
+    return InferenceRequest(id=message.id or None, inputs=inputs, outputs=outputs or None)
 
 
 def _fill(tensor: pb.ModelInferResponse.InferOutputTensor, output: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,27 @@ NUMPY_TYPES = {
     "FP32": "<f4",
     "FP64": "<f8",
 }
+
+
+NATIVE_FORMATS = (
+    {
+        "BOOL": "?",
+        "UINT8": "B",
+        "UINT16": "H",
+        "UINT32": "I",
+        "UINT64": "Q",
+        "INT8": "b",
+        "INT16": "h",
+        "INT32": "i",
+        "INT64": "q",
+        "FP32": "f",
+        "FP64": "d",
+    }
+    if sys.byteorder == "little"
+    else {}
+)
+"""`memoryview.cast` formats of the datatypes whose native layout is the protocol's (little-endian
+machines); the rest (FP16, or every type on a big-endian machine) are read through numpy."""
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -80,7 +102,13 @@ def decode_tensor(name: str, datatype: str, shape: list[int], data: bytes) -> li
             name,
             f"{len(data)} bytes of binary data where shape {shape} of {datatype} needs {count * itemsize}",
         )
-    values: list[Any] = np.frombuffer(data, dtype=dtype).tolist()
+    native = NATIVE_FORMATS.get(datatype)
+    if native is not None:
+        # NOTE: read through a memoryview, not numpy: 1.24 -> ~0.2 µs per one-value tensor,
+        # ~20 µs of a 20-feature binary request.
+        values: list[Any] = memoryview(data).cast(native).tolist()  # type: ignore[call-overload]
+        return values
+    values = np.frombuffer(data, dtype=dtype).tolist()
     return values
 
 

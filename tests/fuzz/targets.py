@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from shared.events import DEAD_LETTER_EXCERPT_CHARS, BadEvent, Envelope, dead_letter_of
 from shared.http import ServiceError
 from shared.json_input import MalformedJSON, loads_json
@@ -69,14 +67,12 @@ class _Model:
 
 
 def _rows_or_refusal(decode: Callable[[], Any]) -> None:
-    """Run a V2 decoder: it may refuse with a 4xx (or pydantic's validation error, which the
-    route turns into a 422); the rows it makes are checked as serving checks them."""
+    """Run a V2 decoder: it may refuse with a 4xx; the rows it makes are checked as serving
+    checks them."""
     from services.serving.v2 import _rows
 
     try:
         rows = _rows(_Model(SCHEMA), decode())  # type: ignore[arg-type]
-    except ValidationError:
-        return
     except ServiceError as exc:
         assert 400 <= exc.status_code < 500
         return
@@ -89,7 +85,7 @@ def v2_request(data: bytes) -> None:
     """Bytes as a V2 infer body: a request whose tensors become rows, or a 4xx. A body that
     starts with `B` and two length bytes is a binary-extension body (that many bytes of JSON
     header, then the tensors' raw data)."""
-    from services.serving.v2 import InferenceRequest
+    from services.serving.v2 import InferenceRequest, parse_request
     from services.serving.v2_binary import attach_inputs, split_body
 
     header_length = None
@@ -98,7 +94,7 @@ def v2_request(data: bytes) -> None:
 
     def decode() -> InferenceRequest:
         header, binary = split_body(data, header_length)
-        request = InferenceRequest.model_validate_json(header)
+        request = parse_request(header)
         attach_inputs(request.inputs, binary)
         return request
 

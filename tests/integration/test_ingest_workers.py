@@ -88,7 +88,9 @@ def test_both_doors_write_every_record_once_and_metrics_count_every_worker(inges
     accepted = post(ingest, "http", batches=20)
     assert len(accepted) == 1000
     on_records(ingest, "http-", 1000)
-    wait_for(lambda: counted(ingest, "http:/v1/records") == 1000, "the accepted count summed over the workers")
+    wait_for(
+        lambda: counted(ingest, "http:/v1/records") == 1000, "the accepted count summed over the workers"
+    )
 
     # both workers consume `raw` (each reports its task with its pid)
     text = httpx.get(f"{ingest.url('ingest')}/metrics", timeout=10).text

@@ -4,14 +4,15 @@ kind."""
 
 from __future__ import annotations
 
+import json
 import struct
 from typing import Any
 
 import numpy as np
 import pytest
 
-from services.serving.v2 import InferenceRequest
-from services.serving.v2_binary import attach_inputs, decode_tensor, encode_tensor, split_body
+from services.serving.v2 import InferenceRequest, parse_request
+from services.serving.v2_binary import NUMPY_TYPES, attach_inputs, decode_tensor, encode_tensor, split_body
 from shared.http import BadRequest, ServiceError, Unprocessable
 
 
@@ -22,7 +23,7 @@ def request_of(*tensors: tuple[str, str, list[int], int | None]) -> InferenceReq
         if size is not None:
             tensor["parameters"] = {"binary_data_size": size}
         inputs.append(tensor)
-    return InferenceRequest.model_validate({"inputs": inputs})
+    return parse_request(json.dumps({"inputs": inputs}).encode())
 
 
 def test_numbers_and_bytes_round_trip_as_tritonclient_packs_them() -> None:
@@ -78,3 +79,14 @@ def test_a_header_length_that_is_no_length_within_the_body_is_a_400(length: str)
 def test_a_large_count_with_few_bytes_is_refused_before_anything_is_allocated() -> None:
     with pytest.raises(Unprocessable, match="needs 8000000000"):
         decode_tensor("x", "FP64", [10**9], b"\x00" * 8)
+
+
+@pytest.mark.parametrize("datatype", sorted(NUMPY_TYPES))
+def test_every_datatype_reads_as_numpy_reads_it(datatype: str) -> None:
+    """The memoryview fast path gives the values numpy gives, for every numeric datatype."""
+    raw = np.random.default_rng(0).integers(0, 256, size=64, dtype=np.uint8).tobytes()
+    count = 64 // np.dtype(NUMPY_TYPES[datatype]).itemsize
+    expected = np.frombuffer(raw, dtype=NUMPY_TYPES[datatype]).tolist()
+    got = decode_tensor("x", datatype, [count], raw)
+    assert [type(v) for v in got] == [type(v) for v in expected]
+    assert np.array_equal(np.array(got), np.array(expected), equal_nan=datatype.startswith("FP"))
