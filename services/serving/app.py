@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from services.serving.scoring import Scorer
 from services.serving.v2 import add_v2_routes, v2_validation_error
-from shared.http import BadRequest, Unprocessable, create_app
+from shared.http import BadRequest, CompactJSONResponse, Unprocessable, create_app
 from shared.json_input import MalformedJSON, loads_json
 from shared.schema import LabelValue
 from shared.settings import ServingSettings
@@ -94,7 +94,7 @@ def build_app(scorer: Scorer, settings: ServingSettings, supervisor: Supervisor 
         scored = await scorer.score(model, ids, rows, "v1", started)
         # NOTE: built as plain JSON: every value is already validated, and re-validating the
         # response through PredictResponse cost more than the prediction (profiled).
-        return JSONResponse(
+        return CompactJSONResponse(
             {
                 "model_version": model.number,
                 "predictions": [

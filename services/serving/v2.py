@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import json
 import re
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from pydantic import BaseModel
 from services.serving.model import LoadedModel
 from services.serving.scoring import Scorer
 from services.serving.v2_binary import HEADER, attach_inputs, encode_tensor, split_body
-from shared.http import BadRequest, BodyTooLarge, NotFound, ServiceError, Unprocessable
+from shared.http import BadRequest, BodyTooLarge, CompactJSONResponse, NotFound, ServiceError, Unprocessable
 from shared.registry_api import VersionNumber
 
 
@@ -408,14 +407,14 @@ def add_v2_routes(router: APIRouter, scorer: Scorer) -> None:
             response["id"] = request.id
         binary = _binary_outputs(request, wanted)
         if not binary:
-            return JSONResponse(response)
+            return CompactJSONResponse(response)
         chunks = []
         for output in response["outputs"]:  # type: ignore[attr-defined]
             if output["name"] in binary:
                 raw = encode_tensor(output["datatype"], output.pop("data"))
                 output["parameters"] = {"binary_data_size": len(raw)}
                 chunks.append(raw)
-        head = json.dumps(response).encode()
+        head = msgspec.json.encode(response)
         return Response(
             b"".join([head, *chunks]),
             media_type="application/octet-stream",
