@@ -662,6 +662,15 @@ def main(argv: list[str] | None = None) -> None:
             lr["ctloop /v1/predict (micro-batching)"], lr["ctloop /v1/predict (no batching)"], strict=True
         )
     ]
+    v1_runs = lr["ctloop /v1/predict (micro-batching)"]
+    over_v1 = {
+        path: [
+            r["rps"] / v["rps"] for r, v in zip(lr[f"ctloop {path} (micro-batching)"], v1_runs, strict=True)
+        ]
+        for path in ("V2 JSON", "V2 binary (tritonclient's default)")
+        if f"ctloop {path} (micro-batching)" in lr
+    }
+    v2_over_v1 = "; ".join(f"{path} {fmt(r, 'x', 2)}" for path, r in over_v1.items())
     peer_note = " (mlserver 1.7.1 + mlserver-sklearn, .venv-peers)" if with_peer else " (not installed)"
     lr_peers = [n for n in MLSERVER_CONFIGS if n in lr]
     lr_best = [r["rps"] for r in best_of(lr, lr_peers, args.runs)] if lr_peers else []
@@ -707,17 +716,28 @@ wrk's is 2 s) aborts the run for ctloop and is counted for the peers.
 {chr(10).join(sections)}
 {limit}
 
-Where the time went (measured once by hand on 2026-12-03, not by this script: py-spy, 200 Hz,
-the serving process at 64 connections, logistic regression): one-row predicts had spent most
-of their time in scikit-learn's input checks (`ColumnTransformer.transform` alone 1.15 ms per
-call on the demo pipeline); the pipeline's
+V2 over `/v1` in requests/s (logistic regression, 64 connections, per run): {v2_over_v1} (goal
+for V2 JSON: >= 1.0).
+
+Where the time went (measured by hand, not by this script: py-spy at 200-250 Hz on the serving
+process at 64 connections, and cProfile on the app called in-process, logistic regression).
+2026-12-03: one-row predicts had spent most of their time in scikit-learn's input checks
+(`ColumnTransformer.transform` alone 1.15 ms per call on the demo pipeline); the pipeline's
 preparation step now runs compiled (`shared/compiled_preparation.py`, checked bit for bit
 against scikit-learn at load): one-row predict 1.42 -> 0.10 ms (logistic regression) and
 1.98 -> 0.57 ms (HistGradientBoosting), in-process, same machine. On the V2 JSON path, a list
-of feature names rebuilt per tensor was 10% of its CPU and route matching 3%; after both, its
-CPU per request fell from 397 to 316 µs (`/v1`: 204 µs). What is left there: pydantic's parse
-of 20 tensors (~8%), FastAPI's parameter handling (~3%), and the rest is the same HTTP, Kafka
-and batching work as `/v1`.
+of feature names rebuilt per tensor was 10% of its CPU and route matching 3%.
+2026-12-04: pydantic's parse of the 20-tensor request was 14.5% of the V2 JSON path's CPU
+(20.3 µs in-process; msgspec now decodes and checks it in 4.3 µs), FastAPI dispatched the
+included V2 router's routes a second time and resolved the model name as a declared path
+parameter (the routes now sit on the app's router and read the name from the path), the
+tensor-to-row step took 13.1 µs (9.9 µs), binary tensors were read through numpy (26.5 ->
+18 µs for 20 tensors, through a memoryview) and responses were written by `json` (5.3 ->
+1.5 µs, by msgspec). On one machine, before and after, 3 runs each of `/v1`, V2 JSON and V2
+binary in one serving process: V2 JSON / `/v1` 0.55-0.57x -> 0.66-0.80x, V2 binary / `/v1`
+0.43-0.49x -> 0.51-0.61x. What is left between V2 JSON and `/v1` is per tensor: 20 tensor
+objects decoded, checked and turned into a row where `/v1` reads one JSON object, which
+costs again in the micro-batcher's smaller batches at the lower rate.
 
 Micro-batching over no batching (logistic regression, /v1): {fmt(batched, "x", 2)}.
 
