@@ -139,6 +139,14 @@ def accepted_from_raw(client: httpx.Client, url: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def wait_until_accepted(client: httpx.Client, url: str, count: float, deadline: float, what: str) -> None:
+    """Until ingest counted `count` records from `raw` written (RuntimeError past `deadline`)."""
+    while accepted_from_raw(client, url) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: ingest did not write every record in time")
+        time.sleep(0.02)
+
+
 def raw_topic_path(bootstrap: str, url: str, items: list[dict], meter: CpuMeter) -> float:
     """Records/s from the first record sent to `raw` to the last one ingest wrote to
     `records` (and the broker acknowledged); every id is then found on `records`."""
@@ -159,10 +167,7 @@ def raw_topic_path(bootstrap: str, url: str, items: list[dict], meter: CpuMeter)
             producer.send(topics.RAW, key=r["id"].encode(), value=payload)
         producer.flush()
         deadline = time.monotonic() + 300
-        while accepted_from_raw(client, url) - before < len(items):
-            if time.monotonic() > deadline:
-                raise RuntimeError("raw path: ingest did not write every record within 300 s")
-            time.sleep(0.05)
+        wait_until_accepted(client, url, before + len(items), deadline, "raw path")
         elapsed = time.perf_counter() - start
         meter.stop(len(items))
     seen: set[str] = set()
@@ -195,11 +200,7 @@ def raw_backlog(bootstrap: str, url: str, items: list[dict], meter: CpuMeter, in
             os.kill(ingest, signal.SIGCONT)
         meter.start()
         start = time.perf_counter()
-        deadline = time.monotonic() + 300
-        while accepted_from_raw(client, url) - before < len(items):
-            if time.monotonic() > deadline:
-                raise RuntimeError("raw backlog: ingest did not write every record within 300 s")
-            time.sleep(0.02)
+        wait_until_accepted(client, url, before + len(items), time.monotonic() + 300, "raw backlog")
         elapsed = time.perf_counter() - start
         meter.stop(len(items))
     producer.close()
