@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from services.serving.model import LoadedModel
 from services.serving.scoring import Scorer
 from services.serving.v2_binary import HEADER, attach_inputs, encode_tensor, split_body
+from shared.events import REASON_CHARS, excerpt
 from shared.http import BadRequest, BodyTooLarge, CompactJSONResponse, NotFound, ServiceError, Unprocessable
 from shared.registry_api import VersionNumber
 
@@ -96,7 +97,9 @@ def parse_request(header: bytes) -> InferenceRequest:
         match = _PLACE.match(str(exc))
         assert match is not None  # the pattern matches any text
         path = (match["path"] or "").replace("[", ".").replace("]", "").lstrip(".")
-        raise Unprocessable([{"field": path or "<body>", "reason": match["reason"]}]) from None
+        # msgspec quotes the value it refused: bounded, as every error that may quote input
+        reason = excerpt(match["reason"], REASON_CHARS)
+        raise Unprocessable([{"field": path or "<body>", "reason": reason}]) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
     except RecursionError:

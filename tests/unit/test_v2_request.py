@@ -65,3 +65,12 @@ def test_what_is_not_json_is_a_400(body: bytes) -> None:
     with pytest.raises(BadRequest) as refused:
         parse_request(body)
     assert "malformed JSON" in str(refused.value.detail)
+
+
+def test_a_refused_value_is_quoted_only_in_part() -> None:
+    """msgspec quotes the value it refuses: a 100 kB datatype does not come back whole."""
+    body = b'{"inputs": [{"name": "x1", "shape": [1], "datatype": "' + b"A" * 100_000 + b'"}]}'
+    with pytest.raises(Unprocessable) as refused:
+        parse_request(body)
+    [error] = refused.value.detail
+    assert error["field"] == "inputs.0.datatype" and len(error["reason"]) < 600, len(error["reason"])
