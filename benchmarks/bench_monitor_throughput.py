@@ -90,13 +90,16 @@ def rates(progress: list[tuple[float, float, float]]) -> Rates:
     return Rates(whole=whole, steady=steady, per_cpu=(n1 - n0) / (cpu1 - cpu0))
 
 
-def bare_rates(stack: Stack, count: int) -> Rates:
-    result = Path(stack.env["CTLOOP_DATA_DIR"]) / "bare-progress.txt"
+def bare_rates(stack: Stack, count: int, consumer: str = "faust") -> Rates:
+    """The bare agent's rates, on faust's consumer as shipped or (`consumer="monitor"`) on the
+    monitor's (its one-task hand-over of each message)."""
+    result = Path(stack.env["CTLOOP_DATA_DIR"]) / f"bare-{consumer}-progress.txt"
     result.unlink(missing_ok=True)
     env = {
         **stack.env,
         "BENCH_EXPECT": str(count),
         "BENCH_RESULT": str(result),
+        "BENCH_CONSUMER": consumer,
     }
     out = subprocess.run(
         ["taskset", "-c", "0", sys.executable, "-m", "benchmarks.faust_bare", "worker", "-l", "warn"],
@@ -166,12 +169,14 @@ def registered_stack(schema_path: str, monitors: int = 1) -> Iterator[Stack]:
         yield stack
 
 
-def one_run(count: int, schema_path: str) -> tuple[Rates, Rates]:
+def one_run(count: int, schema_path: str) -> tuple[Rates, Rates, Rates]:
+    """The monitor, the bare agent on faust's consumer and on the monitor's, on one topic."""
     with registered_stack(schema_path) as stack:
         fill_records(stack.bootstrap, count)
         bare = bare_rates(stack, count)
+        bare_on_monitor_consumer = bare_rates(stack, count, "monitor")
         full = monitor_rates(stack, count)
-    return full, bare
+    return full, bare, bare_on_monitor_consumer
 
 
 def workers_rates(count: int, schema_path: str, workers: int) -> Rates:
@@ -214,14 +219,15 @@ def main(argv: list[str] | None = None) -> None:
     schema_path = os.path.join(folder, "bench.yaml")
     with open(schema_path, "w") as f:
         yaml.safe_dump(SCHEMA, f)
-    runs: list[tuple[Rates, Rates]] = []
+    runs: list[tuple[Rates, Rates, Rates]] = []
     for run in range(args.runs):
-        monitor, bare = one_run(args.records, schema_path)
-        runs.append((monitor, bare))
+        monitor, bare, same_consumer = one_run(args.records, schema_path)
+        runs.append((monitor, bare, same_consumer))
         print(
             f"run {run + 1}: monitor {monitor.whole:,.0f} rec/s (steady {monitor.steady:,.0f}, "
             f"per CPU-second {monitor.per_cpu:,.0f}), bare faust agent {bare.whole:,.0f} rec/s "
-            f"(steady {bare.steady:,.0f}, per CPU-second {bare.per_cpu:,.0f})",
+            f"(steady {bare.steady:,.0f}, per CPU-second {bare.per_cpu:,.0f}), bare agent on the "
+            f"monitor's consumer per CPU-second {same_consumer.per_cpu:,.0f}",
             flush=True,
         )
 
@@ -233,8 +239,8 @@ def main(argv: list[str] | None = None) -> None:
             f"run {run + 1}: 1 worker {one.whole:,.0f} rec/s, 3 workers {three.whole:,.0f} rec/s", flush=True
         )
 
-    def ratio(rate: Callable[[Rates], float]) -> str:
-        return fmt([rate(m) / rate(b) for m, b in runs], "x", 2)
+    def ratio(rate: Callable[[Rates], float], worker: int = 1) -> str:
+        return fmt([rate(pair[0]) / rate(pair[worker]) for pair in runs], "x", 2)
 
     def column(rate: Callable[[Rates], float], worker: int) -> str:
         return fmt([rate(pair[worker]) for pair in runs])
@@ -258,24 +264,27 @@ With the join in a faust table (a changelog write per record) the ratio was 0.32
 |---|---|---|---|
 | ctloop monitor | {column(whole, 0)} | {column(steady, 0)} | {column(cpu, 0)} |
 | bare faust agent (parse only) | {column(whole, 1)} | {column(steady, 1)} | {column(cpu, 1)} |
+| bare agent on the monitor's consumer | {column(whole, 2)} | {column(steady, 2)} | {column(cpu, 2)} |
 
 Monitor / bare agent (goal ≥ 0.9): **per CPU-second {ratio(cpu)}**; steady {ratio(steady)};
-whole runs {ratio(whole)}.
+whole runs {ratio(whole)}. Monitor / the bare agent on the monitor's consumer (what the
+monitor's own work costs, with the hand-over the same on both sides): per CPU-second
+{ratio(cpu, 2)}.
 
-Where the monitor's extra CPU goes (measured by hand on 2026-12-04, Intel Xeon: py-spy on the
-worker during 90,000 records, the per-record functions timed in-process over 50,000 records,
-CPU of an idle worker from /proc). Per CPU-second the bare agent spends ~96 µs a record: the
-envelope's decoding and parsing ~23 µs, faust's own path ~73 µs. The monitor spends ~138 µs:
-those 96 µs, then its own work on the record, ~16 µs (schema check 2.5 µs, was 4.9 before a
-fast path for finite floats; the join's step 5.4 µs; the feature windows with their KS tests
-and histograms every 500 records 6.9 µs; the join store 1 µs), then what it runs beside the
-records: its control consumers of `models` and `training` (kafka-python, fetches waiting at most
-`CTLOOP_KAFKA_LOOP_FETCH_WAIT_MS`, 50 ms) and timers cost an idle worker ~60 ms of CPU a second
-(~8.6 µs a record at this rate), and this benchmark's own progress reads of `/metrics` ~1 ms
-each, 20 a second (~2.9 µs a record); the remaining ~14 µs is the agent's per-event coroutines
-and its three other input topics. At 0.9 the monitor would have ~107 µs a record: the bare agent's 96 µs and
-the control plane's ~9 µs leave ~2 µs for the join, the windows and the tests (~16 µs now).
-The goal needs a cheaper path through faust than the bare agent's own (~73 µs a record).
+Where the time went (py-spy --gil on the worker, 2026-12-04, AMD EPYC, this benchmark's
+records). faust's fetcher hands each message to the agent as
+`Consumer.wait_first(delivery, suspend_flow.wait())`: four `ensure_future` tasks and an
+`asyncio.wait` per message, about 20% of the bare agent's CPU. The monitor's consumer
+(`services/monitor/delivery.py`) runs the delivery as one task instead and cancels it when the
+flow is suspended (a rebalance), which is what the race was for; the unit tests in
+`tests/unit/test_monitor_delivery.py` show that a blocked delivery is abandoned on
+`stop_flow` and nothing is delivered while stopped. Before it, the monitor spent ~391 µs of
+GIL time a record against the bare agent's ~174 µs on that machine (0.56x per CPU-second);
+with it, 0.86-1.09x in three runs. What remains above the bare agent on its own consumer is
+the monitor's work on each record: the join and windows (`observe_one`, ~8% of its GIL time
+before the change), the schema check (~3%), the retrying guard around each event (~4%) and
+the valid-events wrapper (~2%), plus its control consumers of `models` and `training` and
+timers (an idle worker ~60 ms of CPU a second).
 
 ### One worker and three
 

@@ -1,7 +1,11 @@
 """The monitor throughput benchmark's baseline: a bare faust agent that only parses the same
 envelopes from `records` (no join, no windows, no tests) and reports its rate.
 
-    python -m benchmarks.faust_bare worker    (env: CTLOOP_KAFKA_BOOTSTRAP, BENCH_EXPECT, BENCH_RESULT)
+    python -m benchmarks.faust_bare worker    (env: CTLOOP_KAFKA_BOOTSTRAP, BENCH_EXPECT, BENCH_RESULT,
+                                               BENCH_CONSUMER=faust|monitor)
+
+BENCH_CONSUMER=monitor runs the same agent on the monitor's faust app (its consumer's one-task
+hand-over of each message, `services/monitor/delivery.py`); the default is faust as shipped.
 
 Writes its progress to the file BENCH_RESULT names (faust takes over stdout), one line
 "seconds-since-the-first-message count cpu-seconds-of-the-process" every `STEP` messages up to
@@ -15,6 +19,7 @@ import time
 
 import faust
 
+from services.monitor.app import MonitorApp
 from shared import topics
 from shared.events import Envelope
 from shared.gc_tuning import MONITOR_YOUNG, tune_gc
@@ -23,7 +28,8 @@ from shared.settings import MonitorSettings
 
 settings = MonitorSettings()
 tune_gc(MONITOR_YOUNG)  # the monitor's own collector setting (services/monitor/main.py)
-app = faust.App(
+App = MonitorApp if os.environ.get("BENCH_CONSUMER") == "monitor" else faust.App
+app = App(
     f"ctloop-bench-bare-{os.getpid()}", store="memory://", web_enabled=False, **faust_broker_config(settings)
 )
 records = app.topic(topics.RECORDS, key_serializer="raw", value_serializer="raw")

@@ -17,6 +17,7 @@ from prometheus_client import Gauge
 
 from services.monitor import agents
 from services.monitor.control import ControlFollower
+from services.monitor.delivery import OneTaskDelivery
 from services.monitor.join_store import JoinStore
 from services.monitor.registry_link import FetchReference, RegistryLink
 from services.monitor.state import MonitorState
@@ -51,8 +52,9 @@ class _PromptConsumerThread(faust_kafka.AIOKafkaConsumerThread):
         return consumer
 
 
-class _PromptConsumer(faust_kafka.Consumer):
-    """faust's aiokafka consumer, on the prompt thread."""
+class _PromptConsumer(OneTaskDelivery, faust_kafka.Consumer):
+    """faust's aiokafka consumer, on the prompt thread, handing each message over with one
+    task (`delivery.py`)."""
 
     def _new_consumer_thread(self) -> faust_kafka.AIOKafkaConsumerThread:
         return _PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
