@@ -224,8 +224,8 @@ def build_app(
                     ]
                 )
             data = await artifact.read()
-        # Verifying an artifact (a full skops load, ~20 ms) and writing it must not stall the
-        # event loop that answers serving's downloads and every health check meanwhile.
+        # Verifying an artifact (a full skops load, ~10 ms for the demo pipeline) and writing it
+        # must not stall the event loop that answers serving's downloads and every health check.
         return await run_in_threadpool(register, name, data, metadata)
 
     def register(name: str, data: bytes | None, metadata: str) -> ModelVersion:

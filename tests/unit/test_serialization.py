@@ -67,3 +67,39 @@ def test_untrusted_type_is_refused() -> None:
 def test_garbage_is_refused() -> None:
     with pytest.raises(ArtifactError, match="not a readable skops artifact"):
         load_model(b"\x80\x04 definitely not a zip")
+
+
+ARRAYS = {
+    "c_order": np.arange(12.0).reshape(3, 4),
+    "fortran_order": np.asfortranarray(np.arange(12, dtype=np.int32).reshape(3, 4)),
+    "structured": np.array([(1.5, 2, True)], dtype=[("value", "<f8"), ("count", "<u4"), ("leaf", "|u1")]),
+    "empty": np.zeros((0, 8), dtype=np.uint32),
+    "zero_dimensional": np.array(3.25),
+    "big_endian": np.arange(5, dtype=">i8"),
+    "nan_and_inf": np.array([np.nan, np.inf, -np.inf, -0.0]),
+    "same_header_again": np.arange(12.0).reshape(3, 4) + 1,
+}
+
+
+def test_arrays_load_as_numpy_wrote_them() -> None:
+    # The serializer parses each distinct `.npy` header once; every layout still comes back
+    # exactly, as a writable array of its own.
+    loaded = load_model(dump_model(ARRAYS)[0])
+    assert isinstance(loaded, dict) and loaded.keys() == ARRAYS.keys()
+    for name, array in ARRAYS.items():
+        got = loaded[name]
+        assert got.dtype == array.dtype and got.shape == array.shape, name
+        assert np.array_equal(got, array, equal_nan=array.dtype.kind == "f"), name
+        assert got.flags.writeable, name
+    assert loaded["fortran_order"].flags.f_contiguous
+
+
+def test_truncated_array_is_refused() -> None:
+    data = dump_model({"a": np.arange(100.0)})[0]
+    source, out = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for name in source.namelist():
+            content = source.read(name)
+            target.writestr(name, content[:-8] if name.endswith(".npy") else content)
+    with pytest.raises(ArtifactError, match="not a readable skops artifact"):
+        load_model(out.getvalue())
