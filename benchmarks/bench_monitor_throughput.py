@@ -280,7 +280,8 @@ flow is suspended (a rebalance), which is what the race was for; the unit tests 
 `tests/unit/test_monitor_delivery.py` show that a blocked delivery is abandoned on
 `stop_flow` and nothing is delivered while stopped. Before it, the monitor spent ~391 µs of
 GIL time a record against the bare agent's ~174 µs on that machine (0.56x per CPU-second);
-with it, 0.86-1.09x in three runs. What remains above the bare agent on its own consumer is
+with it, 0.86-1.09x in three runs. On an Intel Xeon, this benchmark's
+last run before it gave 0.67x (0.66-0.71, n=5). What remains above the bare agent on its own consumer is
 the monitor's work on each record: the join and windows (`observe_one`, ~8% of its GIL time
 before the change), the schema check (~3%), the retrying guard around each event (~4%) and
 the valid-events wrapper (~2%), plus its control consumers of `models` and `training` and
