@@ -186,7 +186,7 @@ its fit. The `gates` phase is three processes on 2 cores: the fit process scorin
 round trip (~25 ms) and the registry's verification load (~22 ms). Outside the phases, the
 run's training set is gathered from the store (~7-10 ms).
 
-2026-12-05 (AMD EPYC, cProfile of `load_model` on the same artifact): half of each load was
+2026-12-05 (Intel Xeon, cProfile of `load_model` on the same artifact): half of each load was
 numpy parsing the `.npy` header of each of the artifact's 203 arrays with `ast.literal_eval`,
 though only 14 headers differ. The serializer now parses each distinct header once (numpy's own
 reader, cached): a load takes ~10 ms instead of ~18, which the trainer's round trip and the
