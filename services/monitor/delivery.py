@@ -37,6 +37,9 @@ class OneTaskDelivery:
         delivery, suspended = coros
         suspended.close()  # never awaited: `stop_flow` cancels the delivery instead
         if self.suspend_flow.is_set():
+            # A rebalance is under way: not delivered. faust's race would deliver it when the
+            # stream's buffer had room; either way, when the rebalance ends faust's recovery
+            # seeks every stream partition back to its committed offset, and reads it again.
             delivery.close()
             return WaitResults([suspended], [None], False)
         task = self._delivering = self.loop.create_task(delivery)
