@@ -11,6 +11,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import threading
 import zipfile
 from typing import Any
@@ -101,7 +102,7 @@ class _CachedHeaderArrayNode(NdArrayNode):  # type: ignore[misc]
         if dtype.hasobject:
             return super()._construct()  # refused there: objects would need pickle
         # frombuffer raises if the data is shorter than the header says (a truncated array)
-        array = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)), offset=start).copy()
+        array = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=start).copy()
         return array.reshape(shape[::-1]).transpose() if fortran_order else array.reshape(shape)
 
 

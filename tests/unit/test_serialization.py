@@ -6,10 +6,12 @@ import io
 import json
 import os
 import zipfile
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import skops.io as sio
+from numpy.lib import format as npy_format
 from sklearn.preprocessing import FunctionTransformer
 
 from shared.features import encode_features
@@ -94,12 +96,23 @@ def test_arrays_load_as_numpy_wrote_them() -> None:
     assert loaded["fortran_order"].flags.f_contiguous
 
 
-def test_truncated_array_is_refused() -> None:
+def _lying_header(content: bytes) -> bytes:
+    header = io.BytesIO()
+    npy_format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (2**40, 2**40)}
+    )
+    return header.getvalue() + content[-16:]
+
+
+@pytest.mark.parametrize(
+    "damage", [lambda content: content[:-8], _lying_header], ids=["truncated", "shape_beyond_its_data"]
+)
+def test_an_array_shorter_than_its_header_says_is_refused(damage: Callable[[bytes], bytes]) -> None:
     data = dump_model({"a": np.arange(100.0)})[0]
     source, out = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
     with zipfile.ZipFile(out, "w") as target:
         for name in source.namelist():
             content = source.read(name)
-            target.writestr(name, content[:-8] if name.endswith(".npy") else content)
+            target.writestr(name, damage(content) if name.endswith(".npy") else content)
     with pytest.raises(ArtifactError, match="not a readable skops artifact"):
         load_model(out.getvalue())
