@@ -87,7 +87,8 @@ class _CachedHeaderArrayNode(NdArrayNode):  # type: ignore[misc]
     parsing was ~8 of the load's ~18 ms. With the headers cached the load takes ~10 ms (same
     machine, same artifact), which the trainer's round trip, the registry's verification and
     serving's swap each pay. Anything but a plain numeric `.npy` array goes to skops's own
-    node unchanged."""
+    node unchanged. It is registered in skops's private node table only while that table
+    still maps to skops's own array node, so a skops that changes it loads as skops does."""
 
     def _construct(self) -> Any:
         if self.type != "numpy" or (self.module_name, self.class_name) != ("numpy", "ndarray"):

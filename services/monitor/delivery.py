@@ -8,8 +8,8 @@ abandoned when a rebalance stops the flow. `OneTaskDelivery` runs the delivery a
 cancels that task when the flow stops or the consumer stops: the same outcome, one task.
 
 NOTE: the race was ~20% of a bare faust agent's CPU (py-spy --gil, 50,000 records); with this
-the monitor went from 0.56x to 0.86-1.09x a bare faust agent per CPU-second on the same machine
-(benchmarks/RESULTS.md, "Monitor throughput").
+the monitor went from 0.56x to 0.86-1.09x a bare faust agent per CPU-second on an AMD EPYC, and
+from 0.67x to 0.93x on an Intel Xeon (benchmarks/RESULTS.md, "Monitor throughput").
 """
 
 from __future__ import annotations
