@@ -31,6 +31,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine, Row
@@ -106,6 +107,10 @@ evidence = Table(
 )
 
 T = TypeVar("T")
+
+OUTBOX_RELAY_LOCK = 0x6374_6C6F_6F71
+"""PostgreSQL advisory lock key held by the replica relaying the outbox (migrate.py holds the
+one below it)."""
 
 
 class StoreConflict(ValueError):
@@ -571,10 +576,20 @@ class RegistryStore:
         """Claim up to `limit` unsent events, hand them to `send` (which returns the ids it
         delivered, in order), and mark those sent, all in one transaction.
 
-        NOTE: on PostgreSQL the rows are locked with SKIP LOCKED, so several registry replicas
-        relay without sending the same event twice; SQLite has a single writer anyway.
+        NOTE: on PostgreSQL one replica relays at a time (a transaction-scoped advisory lock;
+        the others find it taken and relay next time), so events reach Kafka in the order they
+        were written. SKIP LOCKED alone kept replicas from sending an event twice but not the
+        order: a full test run saw `model.registered` v4 sent before v2 and v3, which another
+        replica had claimed (test_registry_replicas). SQLite has a single writer anyway.
         """
         with self.engine.begin() as conn:
+            if (
+                conn.dialect.name == "postgresql"
+                and not conn.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": OUTBOX_RELAY_LOCK}
+                ).scalar()
+            ):
+                return 0
             rows = conn.execute(
                 select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value)
                 .where(outbox.c.sent_at.is_(None))
