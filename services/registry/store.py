@@ -130,6 +130,9 @@ class RegistryStore:
         # NOTE: serializes this process's writes (SQLite has one writer anyway); writers in
         # other processes are kept apart by the unique keys and a retry.
         self._write_lock = threading.Lock()
+        self.outbox_written = threading.Event()
+        """Set after each committed write of this process, which may have added outbox rows:
+        the relay in this process waits on it (other replicas' rows are found by its polling)."""
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -274,7 +277,9 @@ class RegistryStore:
         for attempt in range(attempts):
             try:
                 with self._write_lock, self.engine.begin() as conn:
-                    return change(conn)
+                    result = change(conn)
+                self.outbox_written.set()
+                return result
             except (IntegrityError, OperationalError, _AliasRaced) as exc:
                 if attempt == attempts - 1:
                     if isinstance(exc, _AliasRaced):  # a 409 to the caller, not a 500

@@ -7,14 +7,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
 
 from services.registry.migrate import head_revision, migrate
+from services.registry.outbox import OutboxRelay
 from services.registry.store import RegistryStore, StoreConflict
 from shared.events import Envelope, Source
 from shared.registry_api import GateReport, Lineage, VersionMetadata
@@ -301,3 +303,48 @@ def test_replicas_starting_together_migrate_one_after_the_other() -> None:
         for thread in threads:
             thread.join(60)
         assert errors == [] and not any(thread.is_alive() for thread in threads)
+
+
+class _Acknowledged:
+    """What `KafkaProducer.send` returns, already acknowledged."""
+
+    def get(self, timeout: float) -> None:
+        return None
+
+
+class _Producer:
+    """Records what the relay sends; every send is acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, topic: str, key: bytes, value: bytes) -> _Acknowledged:
+        self.sent.append(Envelope.model_validate_json(value).type)
+        return _Acknowledged()
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_write_wakes_the_relay_long_before_its_next_poll(url: str) -> None:
+    store, producer = store_for(url), _Producer()
+    relay = OutboxRelay(store, producer, keep=100, interval_s=120)
+    worker = threading.Thread(target=relay.run)
+    worker.start()
+    try:
+        store.create_version("wake", metadata(1), promote_to="champion")
+        assert wait_for(lambda: len(producer.sent) == 2, 60), producer.sent  # its first pass
+        store.create_version("wake", metadata(2), promote_to="champion")
+        # well inside the 120 s poll that follows an empty pass: the write itself woke it
+        assert wait_for(lambda: len(producer.sent) == 4, 60), producer.sent
+        assert producer.sent == ["model.registered", "model.promoted"] * 2
+    finally:
+        relay.stop()
+        worker.join(60)
+    assert not worker.is_alive()  # stop wakes it too
