@@ -31,6 +31,7 @@ from services.trainer.dataset import materialize, prune_datasets
 from services.trainer.examples import TrainingSet
 from services.trainer.fitting import FitJob, FitProcess
 from services.trainer.gates import (
+    ChampionScore,
     Evidence,
     examine,
     holdout_accuracy,
@@ -71,6 +72,9 @@ class Trigger(BaseModel):
     min_rows: int | None = None
     """Examples it may use (since `since`, or all) needed before it runs; None: the settings'
     minimum for its kind. A refresh waits for its episode's next size."""
+    recall_tried: bool = False
+    """A drift's recall at the alarm (`trainer_recall_at_alarm`) was tried and found no
+    earlier model to bring back: it waits for its first fit."""
 
     @classmethod
     def for_drift(cls, event: Envelope, drift: DriftDetected) -> Trigger:
@@ -187,13 +191,7 @@ def execute(
     the artifact as serving would, compare, judge) and `upload`.
     """
     report.status, report.started_at = "running", datetime.now(UTC)
-    clock = time.perf_counter()
-
-    def phase(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        report.phases_ms[name] = round((now - clock) * 1000, 2)
-        clock = now
+    phase = _PhaseClock(report)
 
     def beside(name: str, since: float) -> None:
         report.beside_fit_ms[name] = round((time.perf_counter() - since) * 1000, 2)
@@ -223,7 +221,7 @@ def execute(
             champion_score = score_champion(champion_model, x_holdout, y_holdout)
         beside("champion", started)
         started = time.perf_counter()
-        recalled = _best_earlier(earlier() if earlier else [], x, y)
+        recalled = best_earlier(earlier() if earlier else [], x, y)
         if earlier is not None:
             beside("earlier", started)
         with cyclic_gc_resumed():
@@ -249,12 +247,103 @@ def execute(
         reloaded = reload_and_score(schema, was.artifact, was.version.digest, x_holdout)
         artifact, digest, estimator = was.artifact, was.version.digest, was.version.estimator
         report.recalled_from = was.version.version
+    return _judge_and_upload(
+        report,
+        _Judged(artifact, digest, estimator, evidence, reloaded, y_holdout, champion_score),
+        schema,
+        settings,
+        registry,
+        phase,
+        train_rows=len(examples) - holdout_rows,
+        reference=lambda accuracy: _reference(schema, data_profile, accuracy, evidence, y_holdout),
+    )
+
+
+def execute_recall(
+    report: RunReport,
+    data: TrainingSet,
+    schema: DatasetSchema,
+    settings: TrainerSettings,
+    registry: ModelVersions,
+    champion: Callable[[], Pipeline | None],
+    recalled: Earlier,
+    offsets: Callable[[], dict[str, list[int]]] | None = None,
+) -> RunReport:
+    """A drift's run without a fit: `recalled`, an earlier episode's model, goes through the
+    gates on all of `data` (the few examples since the onset, none of which it saw) and is
+    registered again. It keeps its own reference profile: the concept it learned is back, and
+    a profile of a few dozen rows would make every window look drifted to the monitor."""
+    report.status, report.started_at = "running", datetime.now(UTC)
+    phase = _PhaseClock(report)
+    examples, x, y = data.examples, data.x, data.y
+    report.rows = len(examples)
+    folder = settings.data_dir / "trainer" / "datasets"
+    report.dataset = materialize(schema, examples, x, folder, len(examples), offsets() if offsets else {})
+    prune_datasets(folder, settings.trainer_datasets_kept)
+    champion_model = champion()
+    champion_score = score_champion(champion_model, x, y) if champion_model is not None else None
+    phase("prepare")
+    evidence = examine(schema, recalled.model, x, [])
+    reloaded = reload_and_score(schema, recalled.artifact, recalled.version.digest, x)
+    report.recalled_from = recalled.version.version
+    was = recalled.version
+    data_profile = _DataProfile.of(schema, examples)
+    return _judge_and_upload(
+        report,
+        _Judged(recalled.artifact, was.digest, was.estimator, evidence, reloaded, y, champion_score),
+        schema,
+        settings,
+        registry,
+        phase,
+        train_rows=0,
+        reference=lambda accuracy: (
+            was.reference_profile or _reference(schema, data_profile, accuracy, evidence, y)
+        ),
+    )
+
+
+class _PhaseClock:
+    """Times a run's phases, one after another, into `report.phases_ms`."""
+
+    def __init__(self, report: RunReport) -> None:
+        self.report, self.clock = report, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.report.phases_ms[name] = round((now - self.clock) * 1000, 2)
+        self.clock = now
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """A candidate as the gates see it."""
+
+    artifact: bytes
+    digest: str
+    estimator: str
+    evidence: Evidence
+    reloaded: np.ndarray | str
+    y_holdout: np.ndarray
+    champion: ChampionScore | None
+
+
+def _judge_and_upload(
+    report: RunReport,
+    candidate: _Judged,
+    schema: DatasetSchema,
+    settings: TrainerSettings,
+    registry: ModelVersions,
+    phase: _PhaseClock,
+    train_rows: int,
+    reference: Callable[[float], ReferenceProfile],
+) -> RunReport:
+    """The gates, then the upload of a candidate that passed them."""
     gate_report = report.gate_report = run_gates(
-        evidence,
-        y_holdout,
-        reloaded,
+        candidate.evidence,
+        candidate.y_holdout,
+        candidate.reloaded,
         min_accuracy=settings.trainer_min_accuracy,
-        champion=champion_score,
+        champion=candidate.champion,
         # A refresh replaces a model of its own episode: it goes out only if it is at least
         # as good on the newest data, or refreshes would trade accuracy for data volume.
         champion_tolerance=0.0
@@ -264,8 +353,8 @@ def execute(
     accuracy = next(g.value for g in gate_report.gates if g.name == "min_accuracy") or 0.0
     report.metrics = {
         "accuracy": accuracy,
-        "train_rows": float(len(examples) - holdout_rows),
-        "holdout_rows": float(holdout_rows),
+        "train_rows": float(train_rows),
+        "holdout_rows": float(len(candidate.y_holdout)),
     }
     phase("gates")
     if not gate_report.passed:
@@ -275,13 +364,13 @@ def execute(
         )
 
     metadata = VersionMetadata(
-        digest=digest,
+        digest=candidate.digest,
         input_schema=schema,
         metrics=report.metrics,
         gate_report=gate_report,
         dataset=report.dataset,
-        reference_profile=_reference(schema, data_profile, accuracy, evidence, y_holdout),
-        estimator=estimator,
+        reference_profile=reference(accuracy),
+        estimator=candidate.estimator,
         package_versions=_package_versions(),
         lineage=Lineage(
             run_id=report.run_id,
@@ -291,14 +380,14 @@ def execute(
             recalled_from=report.recalled_from,
         ),
     )
-    created = registry.upload(schema.name, artifact, metadata)
+    created = registry.upload(schema.name, candidate.artifact, metadata)
     report.version, report.aliases = created.version, list(created.aliases)
     phase("upload")
     report.status, report.finished_at = "completed", datetime.now(UTC)
     return report
 
 
-def _best_earlier(earlier: list[Earlier], x: np.ndarray, y: np.ndarray) -> tuple[Earlier, float] | None:
+def best_earlier(earlier: list[Earlier], x: np.ndarray, y: np.ndarray) -> tuple[Earlier, float] | None:
     """The earlier model with the highest accuracy on `x`, `y` (the newest on a tie), or None
     when there is none or none can score them."""
     best: tuple[Earlier, float] | None = None

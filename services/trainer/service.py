@@ -34,7 +34,8 @@ from threadpoolctl import threadpool_limits
 
 from services.trainer.examples import ExampleStore
 from services.trainer.fitting import FitError, FitProcess
-from services.trainer.run import Earlier, RunReport, Trigger, execute
+from services.trainer.gates import score_champion
+from services.trainer.run import Earlier, RunReport, Trigger, best_earlier, execute, execute_recall
 from shared import topics
 from shared.changepoint import change_point, split_p_value
 from shared.events import (
@@ -73,6 +74,10 @@ ANSWERED_KEPT = 10_000
 """Answered trigger ids remembered: far more than the tails a takeover reads (200 events)."""
 TRIGGERS = Counter("ctloop_trainer_triggers_total", "Triggers received", ["kind", "outcome"])
 REFRESH_HOLD_P = 1e-3
+"""A refresh is held when the champion's errors rose this significantly (`_refresh_or_hold`)."""
+RECALL_SLACK = 0.05
+"""An earlier model is brought back at a drift's alarm when it scores at least its own holdout
+accuracy less this on the few examples since the onset (about one standard error at 40)."""
 """A refresh is held when the champion's errors rose this significantly (`_refresh_or_hold`)."""
 
 
@@ -245,6 +250,7 @@ class Trainer:
                 pending.correlation_id = trigger.correlation_id
                 pending.since, pending.refined_since = trigger.since, None
                 pending.reference_version, pending.min_rows = trigger.reference_version, None
+                pending.recall_tried = False
                 TRIGGERS.labels(trigger.kind, "merged").inc()
             else:
                 pending.merged.append(trigger.event_id or trigger.kind)
@@ -274,8 +280,8 @@ class Trainer:
             return None
         if pending.since is not None:
             minimum = pending.min_rows or self.settings.trainer_min_post_drift
-            if self.examples.count_since(pending.since) < minimum:
-                return None
+            if self._before_fit(pending):
+                return pending if self._recall_due(pending) else None
             if pending.refined_since is None:
                 snapshot = self.examples.snapshot(since=pending.since)
                 pending.refined_since = refine_onset(snapshot, pending.since)
@@ -283,6 +289,65 @@ class Trainer:
         else:
             enough = len(self.examples) >= (pending.min_rows or self.settings.trainer_min_examples)
         return pending if enough else None
+
+    def _before_fit(self, trigger: Trigger) -> bool:
+        """Whether a trigger that trains on data since an onset has too few examples to fit."""
+        minimum = trigger.min_rows or self.settings.trainer_min_post_drift
+        return trigger.since is not None and self.examples.count_since(trigger.since) < minimum
+
+    def _recall_due(self, trigger: Trigger) -> bool:
+        """Whether a drift waiting for its first fit should try now to bring back an earlier
+        episode's model (`trainer_recall_at_alarm`)."""
+        wanted = self.settings.trainer_recall_at_alarm
+        return (
+            trigger.kind == TriggerKind.DRIFT
+            and not trigger.recall_tried
+            and wanted > 0
+            and self.settings.trainer_recall_episodes > 0
+            and trigger.since is not None
+            and self.examples.count_since(trigger.since) >= wanted
+        )
+
+    def _recall_at_alarm(self, trigger: Trigger) -> Earlier | None:
+        """The earlier episode's model to register again before any fit, or None: the best of
+        them on the examples since the onset, when it scores there at least its own holdout
+        accuracy less `RECALL_SLACK` (the concept it learned is back) and more than the
+        champion."""
+        data = self.examples.training_set(since=trigger.since)
+        best = best_earlier(self._earlier(), data.x, data.y)
+        if best is None:
+            return None
+        was, score = best
+        own = was.version.metrics.get("accuracy", 1.0)
+        champion = self._champion()
+        against = score_champion(champion, data.x, data.y).accuracy if champion is not None else math.nan
+        found = score >= max(own - RECALL_SLACK, self.settings.trainer_min_accuracy) and not against >= score
+        log.info(
+            "drift %s: v%d scores %.3f on the %d examples since the onset (%.3f on its own holdout, "
+            "the champion %.3f): %s",
+            trigger.event_id,
+            was.version.version,
+            score,
+            len(data.examples),
+            own,
+            against,
+            "brought back before any fit" if found else "not brought back; waiting for a fit",
+        )
+        return was if found else None
+
+    def _wait_for_fit(self, trigger: Trigger) -> None:
+        """A drift whose recall at the alarm found nothing waits again, for its first fit; a
+        trigger that arrived meanwhile is merged with it as `trigger` would."""
+        trigger.recall_tried = True
+        with self._wake:
+            pending = self._pending
+            if pending is None:
+                self._pending = trigger
+            elif pending.kind == TriggerKind.DRIFT:  # a newer drift: it places the onset
+                pending.merged.extend([trigger.event_id or trigger.kind, *trigger.merged])
+            else:  # a drift outranks a waiting manual run, cold start or refresh
+                trigger.merged.append(pending.event_id or pending.kind)
+                self._pending = trigger
 
     def _refresh_or_hold(self, episode: _Episode) -> Trigger | None:
         """The refresh due now, or None when the champion's live errors in the episode's
@@ -440,6 +505,13 @@ class Trainer:
         return list(loaded.values())
 
     def _run(self, trigger: Trigger) -> None:
+        recalled = None
+        if trigger.kind == TriggerKind.DRIFT and self._before_fit(trigger):  # recall at the alarm
+            with threadpool_limits(self.settings.trainer_threads):
+                recalled = self._recall_at_alarm(trigger)
+            if recalled is None:
+                self._wait_for_fit(trigger)
+                return
         report = RunReport(trigger=trigger)
         # A run with no triggering event starts a loop of its own: its id follows it through.
         trigger.correlation_id = trigger.correlation_id or report.run_id
@@ -471,17 +543,17 @@ class Trainer:
             DATASET_ROWS.observe(len(data))
             # NOTE: for the scoring done here; see TrainerSettings.trainer_threads for why 1.
             with threadpool_limits(self.settings.trainer_threads):
-                execute(
-                    report,
-                    data,
-                    self.schema,
-                    self.settings,
-                    self.registry,
-                    self._champion,
-                    self.fitter,
-                    offsets=lambda: self.examples.offset_ranges(data.examples),
-                    earlier=self._earlier if trigger.kind == TriggerKind.DRIFT else None,
-                )
+                common = (report, data, self.schema, self.settings, self.registry, self._champion)
+                offsets = lambda: self.examples.offset_ranges(data.examples)  # noqa: E731
+                if recalled is not None:
+                    execute_recall(*common, recalled, offsets=offsets)
+                else:
+                    execute(
+                        *common,
+                        self.fitter,
+                        offsets=offsets,
+                        earlier=self._earlier if trigger.kind == TriggerKind.DRIFT else None,
+                    )
         except Exception as exc:
             if isinstance(exc, FitError):  # its reason says it all; the traceback is the child's
                 reason = f"fit failed: {exc}"

@@ -396,24 +396,31 @@ def test_a_drift_is_answered_by_a_small_candidate_then_refreshes_at_each_doublin
         assert abs(beats.threshold - float(beats.detail.split()[1])) < 1e-4  # no tolerance
 
 
-def test_a_concept_that_returns_brings_back_the_model_of_its_earlier_episode(tmp_path: Path) -> None:
-    registry = PromotingRegistry()
-    trainer = Trainer(
+def recurring_trainer(tmp_path: Path, registry: PromotingRegistry, **overrides: object) -> Trainer:
+    """A trainer for concepts that come back: one model of 500 examples first, no refreshes."""
+    return Trainer(
         settings(
             tmp_path,
             trainer_min_examples=500,
-            trainer_min_post_drift=60,  # a fresh fit on 45 examples, a holdout of 15
             trainer_refresh_factor=0,
             trainer_max_examples=500,
+            **overrides,
         ),
         credit_schema(),
         FakePublisher(),
         registry,
     )
-    second, third = T0 + timedelta(days=1), T0 + timedelta(days=2)
 
-    def renamed(examples: list[Example], prefix: str) -> list[Example]:
-        return [e.model_copy(update={"record_id": f"{prefix}-{i}"}) for i, e in enumerate(examples)]
+
+def renamed(examples: list[Example], prefix: str) -> list[Example]:
+    return [e.model_copy(update={"record_id": f"{prefix}-{i}"}) for i, e in enumerate(examples)]
+
+
+def test_a_concept_that_returns_brings_back_the_model_of_its_earlier_episode(tmp_path: Path) -> None:
+    registry = PromotingRegistry()
+    # a fresh fit on 45 examples, a holdout of 15; no recall before the fit
+    trainer = recurring_trainer(tmp_path, registry, trainer_min_post_drift=60, trainer_recall_at_alarm=0)
+    second, third = T0 + timedelta(days=1), T0 + timedelta(days=2)
 
     with fed(trainer) as feed:
         feed(credit_examples(500, seed=1, start=T0), runs=1)  # v1: concept A
@@ -434,6 +441,34 @@ def test_a_concept_that_returns_brings_back_the_model_of_its_earlier_episode(tmp
     beats = {g.name: g for g in runs[2].gate_report.gates}["beats_champion"]  # type: ignore[union-attr]
     assert beats.passed and beats.value is not None and beats.threshold is not None
     assert beats.value > beats.threshold + 0.5  # B's model gets A's labels wrong
+
+
+def test_a_concept_that_returns_is_brought_back_at_the_alarm_before_any_fit(tmp_path: Path) -> None:
+    registry = PromotingRegistry()
+    trainer = recurring_trainer(tmp_path, registry, trainer_min_post_drift=100, trainer_recall_at_alarm=40)
+    second, third = T0 + timedelta(days=1), T0 + timedelta(days=2)
+
+    with fed(trainer) as feed:
+        feed(credit_examples(500, seed=1, start=T0), runs=1)  # v1: concept A
+        trainer.trigger(Trigger(kind="drift", event_id="d-1", correlation_id="d-1", since=second))
+        # B was never seen: the recall at 40 examples finds nothing, the drift waits for its fit
+        feed(renamed(flipped(credit_examples(100, seed=2, start=second)), "b"), runs=2)  # v2: B
+        trainer.trigger(Trigger(kind="drift", event_id="d-2", correlation_id="d-2", since=third))
+        feed(renamed(credit_examples(45, seed=3, start=third), "a"), runs=3)  # A again, 45 labels
+
+    runs = trainer.runs
+    assert [r.status for r in runs] == ["completed"] * 3, [r.reason for r in runs]
+    assert runs[1].recalled_from is None and runs[1].rows == 100  # a fresh fit on B
+    assert runs[2].recalled_from == 1 and runs[2].version == 3  # v1 again, at the alarm
+    assert runs[2].rows == 45 and "fit" not in runs[2].phases_ms  # before any fit, on 45 labels
+    artifact, metadata = registry.uploads[2]
+    assert artifact == registry.uploads[0][0] and metadata.digest == registry.uploads[0][1].digest
+    assert metadata.lineage.recalled_from == 1 and metadata.lineage.correlation_id == "d-2"
+    # the monitor keeps watching it against the profile of the episode that trained it
+    assert metadata.reference_profile == registry.uploads[0][1].reference_profile
+    gates = {g.name: g for g in runs[2].gate_report.gates}  # type: ignore[union-attr]
+    assert gates["beats_champion"].passed and gates["min_accuracy"].value > 0.8  # type: ignore[operator]
+    assert metadata.metrics["holdout_rows"] == 45  # every example since the onset judged it
 
 
 def test_a_refresh_is_held_while_the_champions_errors_rise(tmp_path: Path) -> None:
