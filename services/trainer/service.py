@@ -507,8 +507,11 @@ class Trainer:
     def _run(self, trigger: Trigger) -> None:
         recalled = None
         if trigger.kind == TriggerKind.DRIFT and self._before_fit(trigger):  # recall at the alarm
-            with threadpool_limits(self.settings.trainer_threads):
-                recalled = self._recall_at_alarm(trigger)
+            try:
+                with threadpool_limits(self.settings.trainer_threads):
+                    recalled = self._recall_at_alarm(trigger)
+            except Exception:  # the drift must not be lost with it: it waits for its fit
+                log.exception("drift %s: the recall at the alarm failed", trigger.event_id)
             if recalled is None:
                 self._wait_for_fit(trigger)
                 return

@@ -471,6 +471,29 @@ def test_a_concept_that_returns_is_brought_back_at_the_alarm_before_any_fit(tmp_
     assert metadata.metrics["holdout_rows"] == 45  # every example since the onset judged it
 
 
+def test_a_recall_at_the_alarm_that_fails_loses_no_drift(tmp_path: Path) -> None:
+    registry = PromotingRegistry()
+    trainer = recurring_trainer(tmp_path, registry, trainer_min_post_drift=100, trainer_recall_at_alarm=40)
+    attempts = []
+
+    def broken() -> list[object]:  # once, at the alarm; the fit's own recall finds nothing
+        attempts.append(len(trainer.examples))
+        if len(attempts) == 1:
+            raise RuntimeError("the registry answered nonsense")
+        return []
+
+    trainer._earlier = broken  # type: ignore[method-assign]
+    second = T0 + timedelta(days=1)
+    with fed(trainer) as feed:
+        feed(credit_examples(500, seed=1, start=T0), runs=1)
+        trainer.trigger(Trigger(kind="drift", event_id="d-1", correlation_id="d-1", since=second))
+        feed(renamed(flipped(credit_examples(45, seed=2, start=second)), "b"), runs=1)
+        wait_for(lambda: bool(attempts), "the recall at the alarm")
+        feed(renamed(flipped(credit_examples(100, seed=2, start=second)), "c"), runs=2)
+    assert attempts and trainer.runs[1].trigger.event_id == "d-1"  # answered by its fit
+    assert trainer.runs[1].status == "completed" and trainer.runs[1].recalled_from is None
+
+
 def test_a_refresh_is_held_while_the_champions_errors_rise(tmp_path: Path) -> None:
     from services.trainer.service import _Episode
 
