@@ -8,7 +8,8 @@ timed so the run report says where the time went.
 A drift's run may also be handed models of earlier episodes (a concept that recurs). None of
 them saw any of the run's (post-onset) examples, so each is scored on all of them, a closer
 estimate than the fresh fit's on its holdout alone; the best replaces the fresh fit as the
-candidate when it scores at least as well, and goes through the same gates.
+candidate when it scores at least as well, and goes through the same gates. A drift answered
+at its alarm by such a model runs `execute_recall`: no fit, the same gates and upload.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ their examples and wait to take over (`take_over`, `step_down`).
 A drift is answered progressively (`_Episode`): a first candidate from a small post-onset
 sample, then refreshes each time the episode's data has grown by `trainer_refresh_factor`,
 until the training window is full of it; the first model is refreshed the same way as
-labelled data grows.
+labelled data grows. A concept that returns is answered at the alarm, before any fit, by the
+model of the earlier episode that learned it (`_recall_at_alarm`).
 
 The Kafka consume loop only records examples and triggers and returns, so it never blocks
 past `max_poll_interval_ms` (kafka-python #1401, #2179); runs happen in `Trainer.run` (a
@@ -78,7 +79,6 @@ REFRESH_HOLD_P = 1e-3
 RECALL_SLACK = 0.05
 """An earlier model is brought back at a drift's alarm when it scores at least its own holdout
 accuracy less this on the few examples since the onset (about one standard error at 40)."""
-"""A refresh is held when the champion's errors rose this significantly (`_refresh_or_hold`)."""
 
 
 def refine_onset(examples: list[Example], since: datetime, p_max: float = 1e-3) -> datetime:
