@@ -288,7 +288,6 @@ def execute_recall(
     reloaded = reload_and_score(schema, recalled.artifact, recalled.version.digest, x)
     report.recalled_from = recalled.version.version
     was = recalled.version
-    data_profile = _DataProfile.of(schema, examples)
     return _judge_and_upload(
         report,
         _Judged(recalled.artifact, was.digest, was.estimator, evidence, reloaded, y, champion_score),
@@ -297,8 +296,9 @@ def execute_recall(
         registry,
         phase,
         train_rows=0,
-        reference=lambda accuracy: (
-            was.reference_profile or _reference(schema, data_profile, accuracy, evidence, y)
+        reference=lambda accuracy: (  # a version registered without a profile: these examples'
+            was.reference_profile
+            or _reference(schema, _DataProfile.of(schema, examples), accuracy, evidence, y)
         ),
     )
 
