@@ -1,12 +1,12 @@
 """Adaptive micro-batching: concurrent prediction requests share one `predict` call.
 
-Requests await their rows' results on the event loop; a single worker thread takes the next
-request and, with it, every request already waiting for the same model (up to `max_rows`),
-predicts them in one call (measured here: a 64-row predict costs about as much as a one-row
-one), and settles the whole batch's futures with one wake-up of the loop. Nothing waits on
-a timer: a request that arrives alone is predicted at once, and under load batches form by
-themselves while the previous predict runs. `max_rows=1` predicts each request alone, still
-off the event loop.
+Requests await their rows' results on the event loop (HTTP) or block a worker thread (gRPC);
+a single worker thread takes the next request and, with it, every request already waiting for
+the same model (up to `max_rows`), predicts them in one call (measured here: a 64-row predict
+costs about as much as a one-row one), and settles the whole batch with one wake-up of each
+waiting loop and of each waiting thread. Nothing waits on a timer: a request that arrives alone
+is predicted at once, and under load batches form by themselves while the previous predict
+runs. `max_rows=1` predicts each request alone, still off the event loop.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ import asyncio
 import contextlib
 import queue
 from collections import defaultdict
+from concurrent import futures
 
 from prometheus_client import Histogram
 
 from services.serving.model import LoadedModel
+from shared.http import Unavailable
 from shared.schema import LabelValue
 from shared.validation import Row
 
@@ -27,7 +29,8 @@ BATCH_ROWS = Histogram(
 )
 
 Result = tuple[list[LabelValue], list[dict[str, float]]]
-_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Result]"]
+_Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[Result]] | futures.Future[Result]
+"""A request on an event loop (settled through that loop), or a blocked thread's future."""
 _Item = tuple[LoadedModel, list[Row], _Waiter]
 
 
@@ -47,6 +50,13 @@ class MicroBatcher:
         future: asyncio.Future[Result] = loop.create_future()
         self._queue.put((model, rows, (loop, future)))
         return await future
+
+    def predict_blocking(self, model: LoadedModel, rows: list[Row]) -> Result:
+        """Called from a worker thread (gRPC's): blocks it until this request's rows are
+        predicted, with no event loop between it and the batcher."""
+        future: futures.Future[Result] = futures.Future()
+        self._queue.put((model, rows, future))
+        return future.result()
 
     def _next(self) -> _Item | None:
         if self._held is not None:
@@ -72,32 +82,55 @@ class MicroBatcher:
                 batch.append(item)
                 size += len(item[1])
             self._predict(model, batch, size)
+        self._refuse_waiting()
+
+    def _refuse_waiting(self) -> None:
+        """Stopped: whatever is still queued is answered 503, so no caller waits for ever."""
+        gone = Unavailable("serving is shutting down")
+        left = [self._held] if self._held is not None else []
+        self._held = None
+        with contextlib.suppress(queue.Empty):
+            while True:
+                if (item := self._queue.get_nowait()) is not None:
+                    left.append(item)
+        if left:
+            _settle_all([item[2] for item in left], [gone] * len(left))
 
     @staticmethod
     def _predict(model: LoadedModel, batch: list[_Item], size: int) -> None:
         BATCH_ROWS.observe(size)
-        outcomes: list[tuple[asyncio.Future[Result], Result | BaseException]] = []
+        outcomes: list[Result | BaseException] = []
         try:
             classes, probabilities = model.predict([row for _, rows, _ in batch for row in rows])
         except Exception as exc:  # every request of the batch gets the error
-            outcomes = [(future, exc) for _, _, (_, future) in batch]
+            outcomes = [exc] * len(batch)
         else:
             start = 0
-            for _, rows, (_, future) in batch:
+            for _, rows, _ in batch:
                 end = start + len(rows)
-                outcomes.append((future, (classes[start:end], probabilities[start:end])))
+                outcomes.append((classes[start:end], probabilities[start:end]))
                 start = end
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Result], object]]] = defaultdict(
-            list
-        )
-        for (_, _, (loop, _)), outcome in zip(batch, outcomes, strict=True):
-            by_loop[loop].append(outcome)
-        for loop, settled in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting
-                loop.call_soon_threadsafe(_settle, settled)
+        _settle_all([waiter for _, _, waiter in batch], outcomes)
 
     def stop(self) -> None:
         self._queue.put(None)
+
+
+def _settle_all(waiters: list[_Waiter], outcomes: list[Result | BaseException]) -> None:
+    """Each waiter its outcome: a blocked thread's at once, a loop's requests together in one
+    call on that loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Result], object]]] = defaultdict(list)
+    for waiter, outcome in zip(waiters, outcomes, strict=True):
+        if isinstance(waiter, futures.Future):
+            if isinstance(outcome, BaseException):
+                waiter.set_exception(outcome)
+            else:
+                waiter.set_result(outcome)
+        else:
+            by_loop[waiter[0]].append((waiter[1], outcome))
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting
+            loop.call_soon_threadsafe(_settle, settled)
 
 
 def _settle(outcomes: list[tuple[asyncio.Future[Result], object]]) -> None:

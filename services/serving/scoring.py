@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import Counter, Histogram
 
-from services.serving.batching import MicroBatcher
+from services.serving.batching import MicroBatcher, Result
 from services.serving.holder import ModelHolder
 from services.serving.model import LoadedModel
 from services.serving.prediction_log import PredictionLog, ScoredRows
@@ -85,22 +85,42 @@ class Scorer:
             raise Unprocessable([e.model_dump(exclude_none=True) for e in errors])
         return ids, rows
 
-    async def validated(
+    def rows_here(
         self, model: LoadedModel, items: list[tuple[object, object]], api: str
     ) -> tuple[list[str], list[Row]]:
-        """`rows`, on the event loop for a few rows and off it for large batches."""
+        """`rows` within the per-request limit (413 beyond it), on the calling thread."""
         if len(items) > self.max_rows:
             REQUESTS.labels("413", str(model.number), api).inc()
             raise TooLarge(f"{len(items)} rows exceed the limit of {self.max_rows} per request")
+        return self.rows(model, items, api)
+
+    async def validated(
+        self, model: LoadedModel, items: list[tuple[object, object]], api: str
+    ) -> tuple[list[str], list[Row]]:
+        """`rows_here`, on the event loop for a few rows and off it for large batches."""
         if len(items) <= INLINE_ROWS:
-            return self.rows(model, items, api)
-        return await run_in_threadpool(self.rows, model, items, api)
+            return self.rows_here(model, items, api)
+        return await run_in_threadpool(self.rows_here, model, items, api)
 
     async def score(
         self, model: LoadedModel, ids: list[str], rows: list[Row], api: str, started: float
     ) -> ScoredRows:
         """Predict validated rows (micro-batched with concurrent requests), log and shadow them."""
-        classes, probabilities = await self.batcher.predict(model, rows)
+        result = await self.batcher.predict(model, rows)
+        return self._scored(model, ids, rows, result, api, started)
+
+    def score_blocking(
+        self, model: LoadedModel, ids: list[str], rows: list[Row], api: str, started: float
+    ) -> ScoredRows:
+        """`score` from a worker thread (gRPC's), which waits for the micro-batcher itself."""
+        result = self.batcher.predict_blocking(model, rows)
+        return self._scored(model, ids, rows, result, api, started)
+
+    def _scored(
+        self, model: LoadedModel, ids: list[str], rows: list[Row], result: Result, api: str, started: float
+    ) -> ScoredRows:
+        """Predicted rows logged, offered to the shadow challenger and counted."""
+        classes, probabilities = result
         scored = ScoredRows(
             model_name=model.schema.name,
             model_version=model.number,

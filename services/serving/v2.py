@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from services.serving.model import LoadedModel
+from services.serving.prediction_log import ScoredRows
 from services.serving.scoring import Scorer
 from services.serving.v2_binary import HEADER, attach_inputs, encode_tensor, split_body
 from shared.events import REASON_CHARS, excerpt
@@ -299,37 +300,65 @@ def loaded_model(scorer: Scorer, name: str, version: int | None, api: str) -> Lo
 OUTPUTS = ("predict", "predict_proba")
 
 
+Outputs = list[dict[str, Any]]
+"""Output tensors as the wire formats write them: `name`, `shape`, `datatype` and flat `data`."""
+
+
 async def infer_outputs(
     scorer: Scorer, name: str, version: int | None, request: InferenceRequest, api: str
-) -> tuple[LoadedModel, list[dict[str, Any]]]:
-    """Score a V2 request with the model it names: the model and its output tensors (`name`,
-    `shape`, `datatype`, flat `data`), those the request asked for or all. The wire formats
-    (JSON, binary, gRPC) only translate what goes in and out."""
+) -> tuple[LoadedModel, Outputs]:
+    """Score a V2 request with the model it names: the model and its output tensors, those the
+    request asked for or all. The wire formats (JSON, binary, gRPC) only translate what goes in
+    and out."""
     started = time.perf_counter()
+    model, items = _model_and_items(scorer, name, version, request, api)
+    ids, rows = await scorer.validated(model, items, api)
+    scored = await scorer.score(model, ids, rows, api, started)
+    return model, _outputs(model, scored, request)
+
+
+def infer_outputs_blocking(
+    scorer: Scorer, name: str, version: int | None, request: InferenceRequest, api: str
+) -> tuple[LoadedModel, Outputs]:
+    """`infer_outputs` from a worker thread (gRPC's), with no event loop on the way."""
+    started = time.perf_counter()
+    model, items = _model_and_items(scorer, name, version, request, api)
+    ids, rows = scorer.rows_here(model, items, api)
+    scored = scorer.score_blocking(model, ids, rows, api, started)
+    return model, _outputs(model, scored, request)
+
+
+def _model_and_items(
+    scorer: Scorer, name: str, version: int | None, request: InferenceRequest, api: str
+) -> tuple[LoadedModel, list[tuple[object, object]]]:
+    """The model the request names and its (id, features) pairs, its outputs checked."""
     unknown = [o.name for o in request.outputs or [] if o.name not in OUTPUTS]
     if unknown:
         raise Unprocessable([{"field": f"outputs.{n}", "reason": "unknown output"} for n in unknown])
     model = loaded_model(scorer, name, version, api)
-    ids, rows = await scorer.validated(model, _rows(model, request), api)
-    scored = await scorer.score(model, ids, rows, api, started)
+    return model, _rows(model, request)
+
+
+def _outputs(model: LoadedModel, scored: ScoredRows, request: InferenceRequest) -> Outputs:
+    """The scored rows as the output tensors the request asked for (all when it names none)."""
     keys = model.schema.class_keys
     label_type = _label_type(model)
     outputs = {
         "predict": {
             "name": "predict",
-            "shape": [len(rows)],
+            "shape": [len(scored.rows)],
             "datatype": label_type,
             "data": scored.classes if label_type == Datatype.INT64 else [str(c) for c in scored.classes],
         },
         "predict_proba": {
             "name": "predict_proba",
-            "shape": [len(rows), len(keys)],
+            "shape": [len(scored.rows), len(keys)],
             "datatype": Datatype.FP64,
             "data": [p[k] for p in scored.probabilities for k in keys],
         },
     }
     wanted = [o.name for o in request.outputs] if request.outputs else list(OUTPUTS)
-    return model, [outputs[n] for n in wanted]
+    return [outputs[n] for n in wanted]
 
 
 def _v2_errors(function: Callable[..., Any]) -> Callable[..., Any]:
