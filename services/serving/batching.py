@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import threading
 from collections import defaultdict
 from concurrent import futures
 
@@ -43,20 +44,28 @@ class MicroBatcher:
         self.max_rows = max_rows
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._held: _Item | None = None  # taken from the queue but for another model
+        self._closed = False  # stopped: what is queued from now on would never be predicted
+        self._closing = threading.Lock()
 
     async def predict(self, model: LoadedModel, rows: list[Row]) -> Result:
         """Called on the event loop; resolves when this request's rows are predicted."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
-        self._queue.put((model, rows, (loop, future)))
+        self._enqueue((model, rows, (loop, future)))
         return await future
 
     def predict_blocking(self, model: LoadedModel, rows: list[Row]) -> Result:
         """Called from a worker thread (gRPC's): blocks it until this request's rows are
         predicted, with no event loop between it and the batcher."""
         future: futures.Future[Result] = futures.Future()
-        self._queue.put((model, rows, future))
+        self._enqueue((model, rows, future))
         return future.result()
+
+    def _enqueue(self, item: _Item) -> None:
+        with self._closing:
+            if self._closed:
+                raise Unavailable("serving is shutting down")
+            self._queue.put(item)
 
     def _next(self) -> _Item | None:
         if self._held is not None:
@@ -85,7 +94,10 @@ class MicroBatcher:
         self._refuse_waiting()
 
     def _refuse_waiting(self) -> None:
-        """Stopped: whatever is still queued is answered 503, so no caller waits for ever."""
+        """Stopped: whatever is still queued is answered 503, and so is every later request (a
+        gRPC worker may still be decoding one), so no caller waits for ever."""
+        with self._closing:
+            self._closed = True
         gone = Unavailable("serving is shutting down")
         left = [self._held] if self._held is not None else []
         self._held = None

@@ -140,3 +140,5 @@ def test_requests_queued_after_the_batcher_stops_are_refused_not_left_waiting() 
         for future in late:
             with pytest.raises(Unavailable, match="shutting down"):
                 future.result(timeout=30)
+    with pytest.raises(Unavailable, match="shutting down"):  # a request after the stop
+        batcher.predict_blocking(_Model("a"), [{"n": 9}])  # type: ignore[arg-type]
