@@ -30,9 +30,19 @@ from kafka.errors import (
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge
+from pydantic import BaseModel
 
 from shared import topics
-from shared.events import BadEvent, DeadLetter, Envelope, Payload, Source, dead_letter_of, encode_event
+from shared.events import (
+    BadEvent,
+    DeadLetter,
+    Envelope,
+    Payload,
+    Source,
+    dead_letter_of,
+    encode_event,
+    encode_validated,
+)
 from shared.partitioner import KeyPartitioner
 from shared.settings import CommonSettings
 
@@ -257,6 +267,14 @@ class EventPublisher:
             causation_id=causation_id,
             event_id=event_id,
         )
+        return event_id, self.producer.send(topic, key=key.encode(), value=value)
+
+    def publish_validated(
+        self, topic: str, payload_type: type[BaseModel], fields: dict[str, Any], key: str
+    ) -> tuple[str, FutureRecordMetadata]:
+        """`publish` for a new event whose payload values are already validated
+        (`shared.events.encode_validated`: for paths that write one event per record)."""
+        event_id, value = encode_validated(payload_type, fields, self.source)
         return event_id, self.producer.send(topic, key=key.encode(), value=value)
 
     def dead_letter(

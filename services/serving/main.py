@@ -7,7 +7,7 @@ import os
 
 from shared import topics
 from shared.http import serve
-from shared.kafka import ConsumeLoop, EventPublisher, make_consumer
+from shared.kafka import ConsumeLoop, EventPublisher, make_consumer, make_producer
 from shared.logs import setup_logging
 from shared.registry_api import PRODUCTION
 from shared.registry_client import RegistryClient
@@ -36,7 +36,10 @@ def main() -> None:
     settings.require_for("serving")
     schema = load_schema(settings.schema_path)
     topics.ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
-    publisher = EventPublisher(settings, "serving")
+    # NOTE: predictions are written one event per row, read by the monitor in windows; waiting
+    # 25 ms instead of 5 to fill a batch took /v1 from ~4,590 to ~4,870 requests/s on one core
+    # (fewer batches for kafka-python's sender to build and send; alternating runs).
+    publisher = EventPublisher(settings, "serving", make_producer(settings, linger_ms=25))
     holder = ModelHolder(
         schema,
         RegistryClient(settings.registry_url, settings.token("reader"), verifier=settings.verifier()),

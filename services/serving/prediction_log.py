@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -41,23 +42,25 @@ class ScoredRows:
     probabilities: list[dict[str, float]]
     prediction_ids: list[str]
 
-    def events(self) -> list[Prediction]:
-        return [
-            Prediction(
-                prediction_id=p,
-                record_id=i,
-                model_name=self.model_name,
-                model_version=self.model_version,
-                features=row,
-                prediction=c,
-                probabilities=pr,
-                event_time=self.at,
-                shadow=self.shadow,
+    def predictions(self) -> Iterator[tuple[str, dict[str, object]]]:
+        """Each row's record id and `Prediction` payload, as its fields (already validated)."""
+        for p, i, row, c, pr in zip(
+            self.prediction_ids, self.ids, self.rows, self.classes, self.probabilities, strict=True
+        ):
+            yield (
+                i,
+                {
+                    "prediction_id": p,
+                    "record_id": i,
+                    "model_name": self.model_name,
+                    "model_version": self.model_version,
+                    "features": row,
+                    "prediction": c,
+                    "probabilities": pr,
+                    "event_time": self.at,
+                    "shadow": self.shadow,
+                },
             )
-            for p, i, row, c, pr in zip(
-                self.prediction_ids, self.ids, self.rows, self.classes, self.probabilities, strict=True
-            )
-        ]
 
 
 class PredictionLog:
@@ -86,9 +89,9 @@ class PredictionLog:
         while (scored := self._queue.get()) is not None:
             with self._lock:
                 self._waiting -= len(scored.ids)
-            for prediction in scored.events():
+            for record_id, fields in scored.predictions():
                 try:
-                    self.publisher.publish(topics.PREDICTIONS, prediction, key=prediction.record_id)
+                    self.publisher.publish_validated(topics.PREDICTIONS, Prediction, fields, key=record_id)
                     LOGGED.inc()
                 except Exception as exc:  # the producer's own buffer is full or it is closed
                     DROPPED.inc()

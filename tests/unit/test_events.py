@@ -11,12 +11,14 @@ from shared.events import (
     Envelope,
     ModelPromoted,
     ModelRegistered,
+    Prediction,
     Source,
     TrainingCompleted,
     TrainingEvent,
     TrainingFailed,
     TrainingStarted,
     encode_event,
+    encode_validated,
 )
 from shared.vocabulary import EventType
 
@@ -55,6 +57,28 @@ def test_encode_event_writes_exactly_what_the_envelope_model_writes() -> None:
     assert back.encode() == data  # the bytes are what the Envelope model itself would write
     assert back.event_id == event_id and back.parsed() == record
     assert (back.correlation_id, back.causation_id) == (cause.correlation_id, cause.event_id)
+
+
+def test_an_event_written_from_validated_fields_reads_back_as_encode_event_writes_it() -> None:
+    from datetime import UTC, datetime
+
+    fields: dict[str, object] = {
+        "prediction_id": "p-1",
+        "record_id": "r-\u00e9-1",
+        "model_name": "demo",
+        "model_version": 4,
+        "features": {"x1": 1.5, "x2": 1e-7, "big": 1e22, "color": "blue", "missing": None},
+        "prediction": "yes",
+        "probabilities": {"no": 0.25, "yes": 0.75},
+        "event_time": datetime(2026, 11, 21, 5, 0, 0, 250, tzinfo=UTC),
+        "shadow": True,
+    }
+    event_id, data = encode_validated(Prediction, fields, SRC)
+    fast, slow = Envelope.decode(data), new_event(Prediction(**fields), SRC)  # type: ignore[arg-type]
+    assert fast.event_id == event_id == fast.correlation_id and fast.causation_id is None
+    assert (fast.type, fast.schema_version, fast.source) == (slow.type, slow.schema_version, slow.source)
+    assert fast.occurred_at.tzinfo is not None
+    assert fast.payload == slow.payload and fast.parsed() == slow.parsed()
 
 
 def test_correlation_follows_the_cause() -> None:
