@@ -18,7 +18,14 @@ from pydantic import BaseModel
 
 from services.serving.scoring import Scorer
 from services.serving.v2 import add_v2_routes, v2_validation_error
-from shared.http import BadRequest, CompactJSONResponse, Unprocessable, create_app
+from shared.http import (
+    BadRequest,
+    CompactJSONResponse,
+    DirectRoute,
+    Unprocessable,
+    create_app,
+    direct_routes_first,
+)
 from shared.json_input import MalformedJSON, loads_json
 from shared.schema import LabelValue
 from shared.settings import ServingSettings
@@ -73,7 +80,6 @@ def build_app(scorer: Scorer, settings: ServingSettings, supervisor: Supervisor 
         "ctloop serving", health=health, supervisor=supervisor, max_body_bytes=settings.serving_max_body_bytes
     )
 
-    @app.post("/v1/predict", response_model=PredictResponse, tags=["predict"], openapi_extra=PREDICT_BODY)
     async def predict(request: Request) -> JSONResponse:
         """Predict one record (`{"id", "features"}`) or a batch (`{"records": [...]}`)."""
         started = time.perf_counter()
@@ -112,6 +118,16 @@ def build_app(scorer: Scorer, settings: ServingSettings, supervisor: Supervisor 
             }
         )
 
+    app.router.add_api_route(
+        "/v1/predict",
+        predict,
+        methods=["POST"],
+        response_model=PredictResponse,
+        tags=["predict"],
+        openapi_extra=PREDICT_BODY,
+        route_class_override=DirectRoute,
+    )
     add_v2_routes(app.router, scorer)
+    direct_routes_first(app)
     app.add_exception_handler(RequestValidationError, v2_validation_error)
     return app
