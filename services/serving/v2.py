@@ -431,8 +431,9 @@ def add_v2_routes(router: APIRouter, scorer: Scorer) -> None:
     def post(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return router.post(f"/v2{path}", tags=tags, responses=errors, **options)
 
-    # NOTE: the inference routes first: routes are matched in order, and they take nearly all
-    # the traffic (matching the metadata routes before them was ~3% of the V2 path's CPU).
+    # NOTE: the inference routes before the metadata routes: routes are matched in order, and
+    # they take nearly all the traffic (matching the metadata routes before them was ~3% of the
+    # V2 path's CPU). The champion's is a `DirectRoute`, moved ahead of every route by the app.
 
     async def infer(name: str, version: int | None, request: InferenceRequest) -> Response:
         model, outputs = await infer_outputs(scorer, name, version, request, "v2")
