@@ -15,6 +15,7 @@ object of that class, never a dict, and `encode_event` takes the type from the p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -136,7 +137,7 @@ _WRITER = msgspec.json.Encoder()
 
 
 def encode_validated(
-    payload_type: type[BaseModel], fields: dict[str, Any], source: Source
+    payload_type: type[BaseModel], fields: Mapping[str, Any], source: Source
 ) -> tuple[str, bytes]:
     """`encode_event` for a new event (no cause) whose payload values are already validated:
     `fields` holds `payload_type`'s fields, every value of its type. Written from the dict

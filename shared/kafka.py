@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -270,7 +270,7 @@ class EventPublisher:
         return event_id, self.producer.send(topic, key=key.encode(), value=value)
 
     def publish_validated(
-        self, topic: str, payload_type: type[BaseModel], fields: dict[str, Any], key: str
+        self, topic: str, payload_type: type[BaseModel], fields: Mapping[str, Any], key: str
     ) -> tuple[str, FutureRecordMetadata]:
         """`publish` for a new event whose payload values are already validated
         (`shared.events.encode_validated`: for paths that write one event per record)."""

@@ -123,6 +123,11 @@ class DatasetSchema(BaseModel):
         return [f.name for f in self.features]
 
     @cached_property
+    def id_regex(self) -> re.Pattern[str]:
+        """`id_pattern` compiled once: every record's id is matched against it."""
+        return re.compile(self.id_pattern)
+
+    @cached_property
     def known_features(self) -> frozenset[str]:
         """The feature names as a set, made once: validation checks every record against it."""
         return frozenset(self.feature_names)

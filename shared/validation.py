@@ -16,10 +16,9 @@ returns the valid records and an error per rejected one (its index, field and re
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypedDict, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -53,6 +52,28 @@ class Record(BaseModel):
 
 class Label(BaseModel):
     """A validated late label for a record id."""
+
+    id: str
+    label: LabelValue
+    event_time: datetime
+
+
+class RecordFields(TypedDict):
+    """A record that passed validation, as the fields of `Record`: what ingest writes with
+    `shared.events.encode_validated`.
+
+    NOTE: a dict, not the model: `Record.model_construct` cost 4.5 µs of the 8.7 µs it took to
+    validate a five-feature record, and writing the model 6.3 µs against ~2 µs for the dict
+    (in-process, 20,000 records); ingest does both for every record it takes."""
+
+    id: str
+    event_time: datetime
+    features: dict[str, FeatureValue]
+    label: LabelValue | None
+
+
+class LabelFields(TypedDict):
+    """A label that passed validation, as the fields of `Label` (as `RecordFields`)."""
 
     id: str
     label: LabelValue
@@ -94,7 +115,7 @@ def _check_id(schema: DatasetSchema, value: Any) -> str:
         return new_record_id()
     if not isinstance(value, str):
         raise InvalidField("id", f"must be a string, got {type(value).__name__}", "type")
-    if not re.fullmatch(schema.id_pattern, value):
+    if not schema.id_regex.fullmatch(value):
         raise InvalidField("id", f"does not match the id pattern {schema.id_pattern}", "id_format")
     return value
 
@@ -196,27 +217,28 @@ def check_label(schema: DatasetSchema, value: Any) -> LabelValue:
     return cast(LabelValue, value)  # one of the classes, so an int or a str
 
 
-def validate_record(schema: DatasetSchema, raw: Any, now: datetime | None = None) -> Record:
+_RECORD_KEYS = frozenset(Record.model_fields)
+_LABEL_KEYS = frozenset(Label.model_fields)
+
+
+def validate_record(schema: DatasetSchema, raw: Any, now: datetime | None = None) -> RecordFields:
     """One record, or `InvalidField`. Generates `id` and `event_time` when absent."""
     now = now or datetime.now(UTC)
     if not isinstance(raw, dict):
         raise InvalidField("<record>", "must be a JSON object", "type")
-    extra = sorted(set(raw) - {"id", "event_time", "features", "label"})
-    if extra:
+    if not raw.keys() <= _RECORD_KEYS:
         raise InvalidField(
-            extra[0], "is not a record field (id, event_time, features, label)", "unknown_field"
+            sorted(raw.keys() - _RECORD_KEYS)[0],
+            "is not a record field (id, event_time, features, label)",
+            "unknown_field",
         )
-    record_id = _check_id(schema, raw.get("id"))
-    event_time = _check_time(schema, raw.get("event_time"), now)
-    features = check_features(schema, raw.get("features"))
     label = raw.get("label")
-    # Every field was checked above: construct without validating a second time.
-    return Record.model_construct(
-        id=record_id,
-        event_time=event_time,
-        features=features,
-        label=None if label is None else check_label(schema, label),
-    )
+    return {
+        "id": _check_id(schema, raw.get("id")),
+        "event_time": _check_time(schema, raw.get("event_time"), now),
+        "features": check_features(schema, raw.get("features")),
+        "label": None if label is None else check_label(schema, label),
+    }
 
 
 def _raw_id(raw: Any) -> str | None:
@@ -224,21 +246,24 @@ def _raw_id(raw: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def validate_label(schema: DatasetSchema, raw: Any, now: datetime | None = None) -> Label:
+def validate_label(schema: DatasetSchema, raw: Any, now: datetime | None = None) -> LabelFields:
     """One `{"id", "label"}` object, or `InvalidField`."""
     now = now or datetime.now(UTC)
     if not isinstance(raw, dict):
         raise InvalidField("<label>", "must be a JSON object", "type")
-    extra = sorted(set(raw) - {"id", "label", "event_time"})
-    if extra:
-        raise InvalidField(extra[0], "is not a label field (id, label, event_time)", "unknown_field")
+    if not raw.keys() <= _LABEL_KEYS:
+        raise InvalidField(
+            sorted(raw.keys() - _LABEL_KEYS)[0],
+            "is not a label field (id, label, event_time)",
+            "unknown_field",
+        )
     if raw.get("id") is None:
         raise InvalidField("id", "is required", "missing")
-    return Label(
-        id=_check_id(schema, raw["id"]),
-        label=check_label(schema, raw.get("label")),
-        event_time=_check_time(schema, raw.get("event_time"), now),
-    )
+    return {
+        "id": _check_id(schema, raw["id"]),
+        "label": check_label(schema, raw.get("label")),
+        "event_time": _check_time(schema, raw.get("event_time"), now),
+    }
 
 
 T = TypeVar("T")
@@ -260,7 +285,7 @@ def _split(items: Iterable[Any], validate_one: Callable[[Any], T]) -> tuple[list
 
 def validate_records(
     schema: DatasetSchema, items: Iterable[Any], now: datetime | None = None
-) -> tuple[list[Record], list[FieldError]]:
+) -> tuple[list[RecordFields], list[FieldError]]:
     """Split a batch into valid records and one `FieldError` per rejected item."""
     now = now or datetime.now(UTC)
     return _split(items, lambda raw: validate_record(schema, raw, now))
@@ -268,7 +293,7 @@ def validate_records(
 
 def validate_labels(
     schema: DatasetSchema, items: Iterable[Any], now: datetime | None = None
-) -> tuple[list[Label], list[FieldError]]:
+) -> tuple[list[LabelFields], list[FieldError]]:
     """Split a batch of `{"id", "label"}` objects into valid labels and errors."""
     now = now or datetime.now(UTC)
     return _split(items, lambda raw: validate_label(schema, raw, now))

@@ -25,7 +25,15 @@ from shared import topics
 from shared.events import DeadLetter
 from shared.kafka import EventPublisher, TryLater
 from shared.schema import DatasetSchema
-from shared.validation import FieldError, Label, Record, validate_labels, validate_records
+from shared.validation import (
+    FieldError,
+    Label,
+    LabelFields,
+    Record,
+    RecordFields,
+    validate_labels,
+    validate_records,
+)
 
 ACCEPTED = Counter("ctloop_ingest_accepted_total", "Items written and acknowledged", ["kind", "origin"])
 REJECTED = Counter("ctloop_ingest_rejected_total", "Items refused by validation", ["kind", "code"])
@@ -122,17 +130,18 @@ class Intake:
         """Validate and write records; `positions` are the items' (partition, offset) when they
         were read from a topic, so their dead letters can say where they came from."""
         valid, errors = validate_records(self.schema, items)
-        return self._take("record", items, valid, errors, origin, topics.RECORDS, positions)
+        return self._take("record", Record, items, valid, errors, origin, topics.RECORDS, positions)
 
     def labels(self, items: list[Any], origin: str) -> Outcome:
         valid, errors = validate_labels(self.schema, items)
-        return self._take("label", items, valid, errors, origin, topics.LABELS)
+        return self._take("label", Label, items, valid, errors, origin, topics.LABELS)
 
     def _take(
         self,
         kind: str,
+        payload_type: type[Record | Label],
         items: list[Any],
-        valid: Sequence[Record | Label],
+        valid: Sequence[RecordFields | LabelFields],
         errors: list[FieldError],
         origin: str,
         topic: str,
@@ -150,30 +159,32 @@ class Intake:
         bad = {e.index for e in errors}
         indices = [i for i in range(len(items)) if i not in bad]
         writes = _Writes(self.recent, kind, origin, outcome)
-        keys = [f"{kind}:{item.id}" for item in valid]
+        keys = [f"{kind}:{item['id']}" for item in valid]
         seen = self.recent.reserve_all(keys)
         try:
             for index, item, key, answer in zip(indices, valid, keys, seen, strict=True):
                 if answer is Seen.DUPLICATE:
                     DUPLICATES.labels(kind).inc()
-                    outcome.duplicates.append({"index": index, "id": item.id})
+                    outcome.duplicates.append({"index": index, "id": item["id"]})
                 elif answer is Seen.IN_FLIGHT:
-                    outcome.in_flight.append({"index": index, "id": item.id})
+                    outcome.in_flight.append({"index": index, "id": item["id"]})
                 else:
                     try:
-                        _, future = self.publisher.publish(topic, item, key=item.id)
+                        _, future = self.publisher.publish_validated(
+                            topic, payload_type, item, key=item["id"]
+                        )
                     except MessageSizeTooLargeError as exc:
                         # The item's own fault: refused like an invalid field, its id freed.
                         self.recent.settle(failed=[key])
                         error = FieldError(
-                            index=index, field=f"<{kind}>", reason=str(exc), code="too_large", id=item.id
+                            index=index, field=f"<{kind}>", reason=str(exc), code="too_large", id=item["id"]
                         )
                         REJECTED.labels(kind, error.code).inc()
                         outcome.rejected.append(error)
                         self._dead_letter(origin, error, items[index], positions)
                         continue
                     writes.pending.append((key, future))
-                    outcome.accepted.append({"index": index, "id": item.id})
+                    outcome.accepted.append({"index": index, "id": item["id"]})
         except Exception:
             # A send that failed before it was queued (no metadata in time, the producer
             # closed): the ids not queued are freed at once, so a retry is not told "in flight"

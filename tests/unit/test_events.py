@@ -81,6 +81,47 @@ def test_an_event_written_from_validated_fields_reads_back_as_encode_event_write
     assert fast.payload == slow.payload and fast.parsed() == slow.parsed()
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"id": "r-1", "features": {"x1": 3, "x2": 1e-7, "x3": 1e22, "amount": 0, "color": "red"}},
+        {"features": {"x1": -0.5, "x2": 2.0, "x3": 0.1, "amount": 9.99, "color": "blue"}, "label": 1},
+        {
+            "id": "r-2",
+            "event_time": "2026-11-21T07:00:00.000250+02:00",
+            "features": {"x1": 1.0, "x2": 2.0, "x3": 3.0, "amount": 4.0, "color": "green"},
+            "label": 0,
+        },
+    ],
+)
+def test_records_written_from_their_validated_fields_read_back_as_the_model_writes_them(
+    raw: dict[str, object],
+) -> None:
+    from datetime import UTC, datetime
+
+    from shared.validation import Record, validate_records
+    from tests.fixtures import demo_schema
+
+    [fields], errors = validate_records(demo_schema(), [raw], now=datetime(2026, 11, 21, 5, 30, tzinfo=UTC))
+    assert not errors
+    fast, slow = Envelope.decode(encode_validated(Record, fields, SRC)[1]), new_event(Record(**fields), SRC)
+    assert fast.type == slow.type == "record.accepted"
+    assert fast.payload == slow.payload and fast.parsed() == slow.parsed()
+
+
+def test_labels_written_from_their_validated_fields_read_back_as_the_model_writes_them() -> None:
+    from datetime import UTC, datetime
+
+    from shared.validation import Label, validate_labels
+    from tests.fixtures import demo_schema
+
+    raw = {"id": "r-1", "label": 1, "event_time": "2026-11-21T05:00:00Z"}
+    [fields], errors = validate_labels(demo_schema(), [raw], now=datetime(2026, 11, 21, 5, 30, tzinfo=UTC))
+    assert not errors
+    fast, slow = Envelope.decode(encode_validated(Label, fields, SRC)[1]), new_event(Label(**fields), SRC)
+    assert fast.type == slow.type and fast.payload == slow.payload and fast.parsed() == slow.parsed()
+
+
 def test_correlation_follows_the_cause() -> None:
     drift = new_event(TrainingStarted(run_id="r", model_name="demo", trigger="drift"), SRC)
     child = new_event(TrainingCompleted(run_id="r", model_name="demo", trigger="drift"), SRC, cause=drift)

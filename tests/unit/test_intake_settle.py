@@ -62,7 +62,7 @@ def test_a_write_unanswered_in_time_stays_in_flight_until_the_producer_knows() -
 
 
 class _RefusingPublisher:
-    """A publisher whose `publish` raises for the records `refuse` names, before anything is
+    """A publisher whose `publish_validated` raises for the records `refuse` names, before anything is
     queued (as kafka-python's `send` does for a message over `max_request_size`, or when the
     topic's metadata does not come within `max_block_ms`)."""
 
@@ -71,7 +71,9 @@ class _RefusingPublisher:
         self.letters: list[object] = []
         self.sent: list[FutureProduceResult] = []
 
-    def publish(self, topic: str, payload: Any, key: str) -> tuple[str, FutureRecordMetadata]:
+    def publish_validated(
+        self, topic: str, payload_type: type, fields: Any, key: str
+    ) -> tuple[str, FutureRecordMetadata]:
         if key in self.refuse:
             raise self.refuse[key]
         batch = FutureProduceResult(TopicPartition(topic, 0))

@@ -89,7 +89,7 @@ def test_record_rules(record: object, field: str, reason: str) -> None:
 def test_generated_id_and_time() -> None:
     valid, errors = validate_records(demo_schema(), [{"features": GOOD}], now=NOW)
     assert not errors
-    assert valid[0].id.startswith("r-") and valid[0].event_time == NOW and valid[0].label is None
+    assert valid[0]["id"].startswith("r-") and valid[0]["event_time"] == NOW and valid[0]["label"] is None
 
 
 def test_mixed_batch_keeps_the_valid_records() -> None:
@@ -100,7 +100,7 @@ def test_mixed_batch_keeps_the_valid_records() -> None:
         {"id": "d", "features": {**GOOD, "amount": -5}},
     ]
     valid, errors = validate_records(demo_schema(), batch, now=NOW)
-    assert [r.id for r in valid] == ["a", "c"]
+    assert [r["id"] for r in valid] == ["a", "c"]
     assert [(e.index, e.id, e.field) for e in errors] == [
         (1, "b", "features.x1"),
         (3, "d", "features.amount"),
@@ -122,7 +122,7 @@ def test_second_schema_rules() -> None:
         ],
         now=NOW,
     )
-    assert [r.id for r in valid] == ["app-1", "app-2"]
+    assert [r["id"] for r in valid] == ["app-1", "app-2"]
     assert [(e.id, e.field) for e in errors] == [
         ("app-3", "features.purpose"),
         ("r-4", "id"),
@@ -142,7 +142,7 @@ def test_labels() -> None:
         ],
         now=NOW,
     )
-    assert [v.id for v in valid] == ["a"]
+    assert [v["id"] for v in valid] == ["a"]
     assert [(e.index, e.field, e.reason) for e in errors] == [
         (1, "id", "is required"),
         (2, "label", "'1' is not one of the classes [0, 1]"),
