@@ -358,7 +358,10 @@ while they travel (up to 4 batches unsettled, committed in order once acknowledg
 process is busy: `KafkaProducer.send` 21%, envelope encoding 13%, validation 11%, kafka-python's
 fetch and record decoding 10%, the producer's sender thread 14%, JSON parsing 3%. What is left
 between the two paths is the kafka-python consumer's fetching and record decoding, in one
-GIL-bound process.
+GIL-bound process. 2026-12-05 (AMD EPYC), the consume loop timed while records flowed (3 runs
+of 20,000): its batches were full (~490 records), and of its wall time polls took 36% (the
+fetch, the records' decoding, and waiting for the producer), handling 52% (~24 µs a record)
+and commits 9%.
 
 What the CPU tables say about the goals (2026-12-04, Intel Xeon, medians of a run of this
 benchmark): one ingest process does everything the raw producer does for a record (ingest's
@@ -379,6 +382,18 @@ producer shares the 2 cores with ingest and a consumer that has caught up reads 
 (by hand, the same machine: 52-62 µs of ingest CPU a record live, 33-42 µs from a backlog of
 40,000). A larger `fetch_min_bytes` (64 KiB, 20 ms wait) for the `raw` consumer did not
 change the live rate beyond this machine's noise (4 runs each), and was not kept.
+
+2026-12-05 (AMD EPYC): validation now hands ingest a dict per record and the envelope is
+written from it by msgspec (`shared.events.encode_validated`), where it built a pydantic
+`Record` and wrote that. In-process, per five-feature record: validation 6.3 -> 3.0 µs, the
+envelope 6.3 -> 3.0 µs; of what is left, kafka-python's `send` is ~17 µs of the calling
+thread. Old and new ingest alternating on one machine (3 pairs, 3 runs of 20,000 each): HTTP
+23.5k/25.4k/26.0k -> 30.0k/34.2k/30.6k records/s, ingest CPU per record 36-38.5 -> 26-30 µs;
+the `raw` path 13.6k/15.8k/16.5k -> 18.8k/19.3k/20.9k, 42.5-51 -> 36-41 µs. On the live `raw`
+path the benchmark's own producer (~30-38 µs a record) shares the 2 cores with ingest; its
+cost, not ingest's, is what keeps that path below HTTP here. Tried and not kept: a 25 ms
+linger for ingest's producer (~2 µs a record less CPU, no rate beyond the noise, up to 20 ms
+more per request) and a shorter GIL switch interval (1 and 0.5 ms: no gain).
 """
     print(body)
     if not args.quick:
