@@ -47,6 +47,9 @@ NUMPY_TYPES = {
 }
 
 
+_LITTLE_ENDIAN = sys.byteorder == "little"
+"""The protocol's byte order is the machine's: numbers can be read in place."""
+
 ITEM_SIZES = {datatype: np.dtype(dtype).itemsize for datatype, dtype in NUMPY_TYPES.items()}
 
 NATIVE_FORMATS = (
@@ -87,9 +90,16 @@ def _invalid(name: str, reason: str) -> Unprocessable:
     return Unprocessable([{"field": f"inputs.{name}", "reason": reason}])
 
 
-def decode_tensor(name: str, datatype: str, shape: list[int], data: bytes) -> list[Any]:
+def decode_tensor(name: str, datatype: str, shape: list[int], data: bytes | memoryview) -> list[Any]:
     """One input's raw bytes as a flat list of values; 422 naming the input when the bytes do
     not hold exactly what its shape and datatype say."""
+    # NOTE: the common case (a flat FP64 tensor of the right size) decided first, by string
+    # comparison: the lookups below hash a `Datatype` member, which runs Python code. With
+    # `attach_inputs` reading slices of one memoryview, a 20-tensor binary request's inputs
+    # took 14.6 -> 5.7 µs (in-process).
+    if datatype == "FP64" and _LITTLE_ENDIAN and len(shape) == 1 and len(data) == 8 * shape[0]:
+        values: list[Any] = memoryview(data).cast("d").tolist()
+        return values
     if shape and min(shape) < 0:
         raise _invalid(name, f"shape {shape} has a negative dimension")
     count = math.prod(shape)
@@ -108,13 +118,13 @@ def decode_tensor(name: str, datatype: str, shape: list[int], data: bytes) -> li
     if native is not None:
         # NOTE: read through a memoryview, not numpy (and the item size from a table): decoding
         # a 20-feature binary request's tensors took 26.5 -> 18 µs (in-process).
-        values: list[Any] = memoryview(data).cast(native).tolist()  # type: ignore[call-overload]
+        values = memoryview(data).cast(native).tolist()  # type: ignore[call-overload]
         return values
     values = np.frombuffer(data, dtype=dtype).tolist()
     return values
 
 
-def _decode_bytes(name: str, count: int, data: bytes) -> list[Any]:
+def _decode_bytes(name: str, count: int, data: bytes | memoryview) -> list[Any]:
     values: list[Any] = []
     offset = 0
     while offset < len(data):
@@ -129,7 +139,7 @@ def _decode_bytes(name: str, count: int, data: bytes) -> list[Any]:
         element = data[offset : offset + length]
         offset += length
         try:
-            values.append(element.decode("utf-8"))
+            values.append(str(element, "utf-8"))
         except UnicodeDecodeError:
             raise _invalid(name, f"BYTES element {len(values)} is not UTF-8 text") from None
         if len(values) > count:
@@ -142,25 +152,27 @@ def _decode_bytes(name: str, count: int, data: bytes) -> list[Any]:
 def attach_inputs(inputs: list[Any], binary: bytes) -> None:
     """Fill the `data` of each input that carries `binary_data_size` from `binary`, in order;
     every byte must belong to an input."""
-    offset = 0
+    view = memoryview(binary)  # each input reads its slice in place, without a copy
+    offset, end = 0, len(binary)
     for tensor in inputs:
         size = tensor.parameters.get("binary_data_size") if tensor.parameters else None
         if size is None:
             if tensor.data is None:
                 raise _invalid(tensor.name, "has neither `data` nor `parameters.binary_data_size`")
             continue
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        if type(size) is not int or size < 0:  # (a bool is not a size either)
             raise _invalid(tensor.name, f"binary_data_size {size!r} is not a size in bytes")
-        if size > len(binary) - offset:
-            raise _invalid(
-                tensor.name, f"binary_data_size {size} exceeds the {len(binary) - offset} bytes left"
-            )
-        tensor.data = decode_tensor(
-            tensor.name, tensor.datatype, tensor.shape, binary[offset : offset + size]
-        )
+        if size > end - offset:
+            raise _invalid(tensor.name, f"binary_data_size {size} exceeds the {end - offset} bytes left")
+        shape = tensor.shape
+        if tensor.datatype == "FP64" and _LITTLE_ENDIAN and len(shape) == 1 and size == 8 * shape[0]:
+            # decode_tensor's first case, inlined: the call was a third of this loop's time
+            tensor.data = view[offset : offset + size].cast("d").tolist()
+        else:
+            tensor.data = decode_tensor(tensor.name, tensor.datatype, shape, view[offset : offset + size])
         offset += size
-    if offset != len(binary):
-        raise BadRequest(f"{len(binary) - offset} bytes of binary data belong to no input")
+    if offset != end:
+        raise BadRequest(f"{end - offset} bytes of binary data belong to no input")
 
 
 def encode_tensor(datatype: str, values: list[Any]) -> bytes:

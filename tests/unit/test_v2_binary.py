@@ -87,6 +87,18 @@ def test_every_datatype_reads_as_numpy_reads_it(datatype: str) -> None:
     raw = np.random.default_rng(0).integers(0, 256, size=64, dtype=np.uint8).tobytes()
     count = 64 // np.dtype(NUMPY_TYPES[datatype]).itemsize
     expected = np.frombuffer(raw, dtype=NUMPY_TYPES[datatype]).tolist()
-    got = decode_tensor("x", datatype, [count], raw)
-    assert [type(v) for v in got] == [type(v) for v in expected]
-    assert np.array_equal(np.array(got), np.array(expected), equal_nan=datatype.startswith("FP"))
+    # as bytes, and as the slice of a larger body that attach_inputs hands it
+    for data in (raw, memoryview(b"\x00" + raw)[1:]):
+        got = decode_tensor("x", datatype, [count], data)
+        assert [type(v) for v in got] == [type(v) for v in expected]
+        assert np.array_equal(np.array(got), np.array(expected), equal_nan=datatype.startswith("FP"))
+
+
+def test_inputs_of_every_kind_after_one_another_read_their_own_bytes() -> None:
+    """The FP64 shortcut and the general decoder, mixed, each reading its slice in order."""
+    request = request_of(
+        ("a", "FP64", [2], 16), ("b", "FP64", [2, 1], 16), ("c", "FP32", [1], 4), ("d", "FP64", [0], 0)
+    )
+    body = np.array([1.0, 2.0, 3.0, 4.0]).tobytes() + np.array([5.5], dtype="<f4").tobytes()
+    attach_inputs(request.inputs, body)
+    assert [t.data for t in request.inputs] == [[1.0, 2.0], [3.0, 4.0], [5.5], []]
