@@ -311,8 +311,10 @@ class ServingSettings(HTTPServiceSettings):
     serving_swap_p99_slack_ms: float = Field(2.0, ge=0)
     """...plus this many milliseconds (so that timer noise on very fast models refuses none)."""
 
-    serving_swap_check_rows: int = Field(16, ge=1, le=256)
-    """Recent rows the swap check times both models on, one at a time."""
+    serving_swap_check_rows: int = Field(8, ge=1, le=256)
+    """Recent rows the swap check times both models on, one at a time. Each costs two one-row
+    predicts while the new model waits (services/serving/perf_check.py: 16 rows delayed the
+    drift's first swap by 124-348 ms under the demo's load, 8 rows by 70-101 ms)."""
 
     serving_swap_check_repeats: int = Field(1, ge=1)
     """Times each row is predicted by each model in the swap check (the fastest counts).

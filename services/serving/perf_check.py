@@ -9,8 +9,12 @@ model that predicts on several threads must be charged for all of them.
 NOTE: the check delays every swap, the drift's answer included. Measured in the demo under load
 (300 records/s, refreshes fitting beside it) with the ~8 ms HistGradientBoosting pipeline:
 32 rows x 5 repeats took 8-9 s per swap, 48 predicts 1.1-2.1 s (23-44 ms each: the machine,
-not the model). One pass over 16 rows (32 predicts) is the default; the ratio and slack of the
-budget absorb the noise one pass leaves, since both models see the same machine in turn. A
+not the model). One pass over 8 rows (16 predicts) is the default; the ratio and slack of the
+budget absorb the noise one pass leaves, since both models see the same machine in turn. With
+16 rows the drift's first swap took its check 124-348 ms (2-8 ms a predict, the machine's load),
+and serving answered with the drift's first model 300 records (220-320) after the change; with
+8 rows, 70-101 ms and 240 records (240-260), 3 seeds each, one after the other (bench_loop,
+the abrupt stream; first 1,000 records after the change 78.2% -> 79.5%). A
 refusal is confirmed by up to `CONFIRM_PASSES` more passes (each row then counts its fastest
 time over the passes): a full test run once refused a model as fast as the current one
 (16.0 ms against 4.6 ms, one pass on a loaded machine). Only a candidate over budget pays them.
@@ -43,7 +47,7 @@ class Budget:
 
     ratio: float
     slack_ms: float
-    rows: int = 16
+    rows: int = 8
     repeats: int = 1
 
     def allowed_ms(self, current_p99_ms: float) -> float:
