@@ -8,6 +8,9 @@ Why a process of its own:
 - a fit that crashes in native code, runs out of memory or runs past
   `trainer_fit_timeout_s` costs one run, not the service: the next run gets a new process.
 
+A small training set (a drift's first candidates) may fit a second, simpler estimator beside
+the configured one; the holdout picks which becomes the candidate (`fit_candidate`).
+
 One job at a time. The child answers each job with two messages: `Serialized` as soon as the
 model is dumped (the trainer loads it while the child goes on), then the gates' `Evidence`.
 They travel pickled over a socket pair private to the trainer and the child it started (no
@@ -25,18 +28,20 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import TypeVar
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from services.trainer.gates import Evidence, examine
 from services.trainer.pipeline import build_pipeline, make_estimator
 from shared.schema import DatasetSchema
 from shared.serialization import dump_model
+from shared.settings import TrainerSettings
 
 T = TypeVar("T")
 
@@ -54,6 +59,11 @@ class FitJob:
     x_train: np.ndarray
     y_train: np.ndarray
     x_holdout: np.ndarray
+    y_holdout: np.ndarray
+    small_sample: tuple[str, dict[str, object]] | None = None
+    """A second estimator (import path, parameters) fitted beside `estimator` on a small
+    training set (`trainer_small_sample_estimator`); the better on the holdout is the
+    candidate, this one on a tie."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,10 @@ class Serialized:
     error: str | None
     fit_ms: float
     dump_ms: float
+    estimator: str
+    """Import path of the estimator the candidate ends in (the one chosen, when two were fitted)."""
+    holdout_accuracies: dict[str, float] = field(default_factory=dict)
+    """When two estimators were fitted: each one's holdout accuracy, by import path."""
 
 
 @dataclass(frozen=True)
@@ -72,22 +86,66 @@ class _Failed:
     reason: str
 
 
-def fit_and_examine(job: FitJob, send: Callable[[object], None]) -> None:
-    """Fit the job's pipeline, then send `Serialized` and `Evidence` (the child's work)."""
-    start = time.perf_counter()
-    model = build_pipeline(job.schema, make_estimator(job.estimator, job.params))
+@dataclass(frozen=True)
+class _Fitted:
+    estimator: str
+    model: Pipeline
+    convergence: list[str]
+    """The fit's convergence warnings (the gates report them)."""
+
+
+def _fit(job: FitJob, estimator: str, params: dict[str, object]) -> _Fitted:
+    model = build_pipeline(job.schema, make_estimator(estimator, params))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         model.fit(job.x_train, job.y_train)
-    convergence = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
-    fitted = time.perf_counter()
+    return _Fitted(
+        estimator, model, [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    )
+
+
+def small_sample_estimator(
+    settings: TrainerSettings, train_rows: int
+) -> tuple[str, dict[str, object]] | None:
+    """The estimator to fit beside the configured one on `train_rows` rows, if any."""
+    small = settings.trainer_small_sample_estimator
+    if small and small != settings.trainer_estimator and train_rows < settings.trainer_small_sample_rows:
+        return small, settings.trainer_small_sample_params
+    return None
+
+
+def fit_candidate(job: FitJob) -> tuple[_Fitted, dict[str, float]]:
+    """The job's candidate, and the holdout accuracies when a small-sample estimator competed."""
+    configured = _fit(job, job.estimator, job.params)
+    if job.small_sample is None:
+        return configured, {}
+    small = _fit(job, *job.small_sample)
+    scores = {
+        fitted.estimator: float(np.mean(fitted.model.predict(job.x_holdout) == job.y_holdout))
+        for fitted in (configured, small)
+    }
+    # A small model that did not converge would fail its gate where the configured one may pass.
+    if not small.convergence and scores[small.estimator] >= scores[configured.estimator]:
+        return small, scores
+    return configured, scores
+
+
+def fit_and_examine(job: FitJob, send: Callable[[object], None]) -> None:
+    """Fit the job's pipeline, then send `Serialized` and `Evidence` (the child's work)."""
+    start = time.perf_counter()
+    fitted, scores = fit_candidate(job)
+    done = time.perf_counter()
     try:
-        artifact, digest, error = *dump_model(model), None
+        artifact, digest, error = *dump_model(fitted.model), None
     except Exception as exc:  # the round-trip gate reports it
         artifact, digest, error = b"", "", f"{type(exc).__name__}: {exc}"[:300]
     dumped = time.perf_counter()
-    send(Serialized(artifact, digest, error, (fitted - start) * 1000, (dumped - fitted) * 1000))
-    send(examine(job.schema, model, job.x_holdout, convergence))
+    send(
+        Serialized(
+            artifact, digest, error, (done - start) * 1000, (dumped - done) * 1000, fitted.estimator, scores
+        )
+    )
+    send(examine(job.schema, fitted.model, job.x_holdout, fitted.convergence))
 
 
 def _exit_with_the_trainer(trainer_pid: int) -> None:

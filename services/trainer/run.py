@@ -30,7 +30,7 @@ from sklearn.pipeline import Pipeline
 
 from services.trainer.dataset import materialize, prune_datasets
 from services.trainer.examples import TrainingSet
-from services.trainer.fitting import FitJob, FitProcess
+from services.trainer.fitting import FitJob, FitProcess, small_sample_estimator
 from services.trainer.gates import (
     ChampionScore,
     Evidence,
@@ -111,6 +111,9 @@ class RunReport(BaseModel):
     dataset: DatasetManifest | None = None
     recalled_from: int | None = None
     """The earlier version registered again instead of the fresh fit (it scored higher)."""
+    estimators: dict[str, float] = {}
+    """When a small training set fitted two estimators (`trainer_small_sample_estimator`):
+    each one's holdout accuracy, by import path. The version's `estimator` names the one kept."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +209,14 @@ def execute(
         phase("prepare")
         return _fail(report, "enough_classes", "the training set has a single class")
     job = FitJob(
-        schema, settings.trainer_estimator, settings.trainer_estimator_params, x_train, y_train, x_holdout
+        schema,
+        settings.trainer_estimator,
+        settings.trainer_estimator_params,
+        x_train,
+        y_train,
+        x_holdout,
+        y_holdout,
+        small_sample_estimator(settings, len(x_train)),
     )
     with fitter.run(job) as fit:
         phase("prepare")
@@ -239,7 +249,8 @@ def execute(
             schema, serialized.artifact, serialized.digest, x_holdout
         )
         evidence = fit.evidence()
-    artifact, digest, estimator = serialized.artifact, serialized.digest, settings.trainer_estimator
+    artifact, digest, estimator = serialized.artifact, serialized.digest, serialized.estimator
+    report.estimators = serialized.holdout_accuracies
     if recalled is not None and recalled[1] >= holdout_accuracy(evidence, y_holdout):
         # A concept seen before: its model, trained on a whole episode, knows it at least as
         # well as a fit on the few examples since the onset (on a tie, it learned from more).

@@ -3,16 +3,21 @@ never a half upload, and the process never outlives its trainer."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from services.trainer.examples import TrainingSet
-from services.trainer.fitting import FitError, FitProcess
+from services.trainer.fitting import FitError, FitJob, FitProcess, Serialized, fit_and_examine
+from services.trainer.gates import Evidence
 from services.trainer.run import RunReport, Trigger, execute
 from services.trainer.service import Trainer
+from shared.schema import DatasetSchema
+from shared.serialization import load_model
 from tests.fixtures import credit_examples, credit_schema
 from tests.unit.trainer.helpers import FakePublisher, FakeRegistry, run, run_one, settings, wait_for
 
@@ -110,7 +115,7 @@ fitter = FitProcess(threads=1, timeout_s=600)
 fitter.start()
 print(fitter.pid, flush=True)
 job = FitJob(credit_schema(), "sklearn.ensemble.RandomForestClassifier",
-             {"n_estimators": 20_000, "random_state": 0}, data.x, data.y, data.x[:10])
+             {"n_estimators": 20_000, "random_state": 0}, data.x, data.y, data.x[:10], data.y[:10])
 with fitter.run(job) as run:
     run.serialized()
 """
@@ -145,3 +150,70 @@ def test_the_fit_process_ends_when_the_trainer_dies(when: str) -> None:
     finally:
         trainer.kill()
         trainer.wait(30)
+
+
+def _small_job(x: np.ndarray, y: np.ndarray) -> FitJob:
+    schema = DatasetSchema.model_validate(
+        {
+            "name": "plane",
+            "label": {"name": "y", "type": "categorical", "classes": ["0", "1"]},
+            "features": [{"name": "a", "type": "numeric"}, {"name": "b", "type": "numeric"}],
+        }
+    )
+    train = int(len(x) * 0.75)
+    return FitJob(
+        schema,
+        "sklearn.ensemble.HistGradientBoostingClassifier",
+        {"max_iter": 100, "random_state": 0},
+        x[:train],
+        y[:train],
+        x[train:],
+        y[train:],
+        ("sklearn.linear_model.LogisticRegression", {}),
+    )
+
+
+def _chosen(job: FitJob) -> Serialized:
+    sent: list[object] = []
+    fit_and_examine(job, sent.append)
+    serialized, evidence = sent
+    assert isinstance(serialized, Serialized) and isinstance(evidence, Evidence)
+    return serialized
+
+
+def test_a_small_training_set_keeps_the_simpler_model_when_it_scores_as_well() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 2))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)  # a line: the simple model's concept
+    serialized = _chosen(_small_job(x, y))
+    assert serialized.estimator == "sklearn.linear_model.LogisticRegression"
+    scores = serialized.holdout_accuracies
+    assert set(scores) == {
+        "sklearn.linear_model.LogisticRegression",
+        "sklearn.ensemble.HistGradientBoostingClassifier",
+    }
+    assert (
+        scores["sklearn.linear_model.LogisticRegression"]
+        >= scores["sklearn.ensemble.HistGradientBoostingClassifier"]
+    )
+    assert type(load_model(serialized.artifact, serialized.digest).steps[-1][1]).__name__ == (  # type: ignore[attr-defined]
+        "LogisticRegression"
+    )
+
+
+def test_a_small_training_set_keeps_the_configured_model_when_it_scores_higher() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(400, 2))
+    y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(int)  # a checkerboard no line can separate
+    serialized = _chosen(_small_job(x, y))
+    assert serialized.estimator == "sklearn.ensemble.HistGradientBoostingClassifier"
+    scores = serialized.holdout_accuracies
+    assert scores[serialized.estimator] > scores["sklearn.linear_model.LogisticRegression"] + 0.2
+
+
+def test_without_a_small_sample_estimator_only_the_configured_one_is_fitted() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 2))
+    job = dataclasses.replace(_small_job(x, (x[:, 0] > 0).astype(int)), small_sample=None)
+    serialized = _chosen(job)
+    assert serialized.estimator == job.estimator and serialized.holdout_accuracies == {}

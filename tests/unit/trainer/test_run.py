@@ -164,3 +164,34 @@ def test_a_run_that_crashes_mid_upload_registers_nothing(tmp_path: Path) -> None
     assert report.status == "failed" and "registry went away" in (report.reason or "")
     assert report.version is None and not registry.uploads
     assert [t for t, _ in publisher.events] == ["training.started", "training.failed"]
+
+
+def test_a_small_training_set_also_fits_the_small_sample_estimator(
+    tmp_path: Path, fitter: FitProcess
+) -> None:
+    def upload(examples: int, **overrides: object) -> tuple[RunReport, VersionMetadata]:
+        registry = FakeRegistry()
+        report = execute(
+            RunReport(trigger=Trigger(kind="manual")),
+            TrainingSet.of(credit_schema(), credit_examples(examples)),
+            credit_schema(),
+            settings(tmp_path, **overrides),
+            registry,
+            lambda: None,
+            fitter,
+        )
+        assert report.status == "completed", report.reason
+        return report, registry.uploads[0][1]
+
+    configured, small = (
+        "sklearn.ensemble.HistGradientBoostingClassifier",
+        "sklearn.linear_model.LogisticRegression",
+    )
+    report, meta = upload(400)  # 300 training rows, under the default 1,000
+    assert set(report.estimators) == {configured, small}
+    kept = small if report.estimators[small] >= report.estimators[configured] else configured
+    assert meta.estimator == kept
+    assert report.metrics["accuracy"] == report.estimators[kept]
+    for overrides in ({"trainer_small_sample_rows": 300}, {"trainer_small_sample_estimator": ""}):
+        report, meta = upload(400, **overrides)
+        assert report.estimators == {} and meta.estimator == configured
