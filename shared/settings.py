@@ -311,6 +311,12 @@ class ServingSettings(HTTPServiceSettings):
     serving_swap_p99_slack_ms: float = Field(2.0, ge=0)
     """...plus this many milliseconds (so that timer noise on very fast models refuses none)."""
 
+    serving_swap_other_estimator_ms: float = Field(25.0, gt=0)
+    """...but a new champion that ends in another estimator than the current one (the trainer's
+    small-sample choice alternates logistic regression and the configured estimator) may take
+    up to this many milliseconds per row instead: the ratio would compare two different models.
+    25 is the trainer's own latency gate."""
+
     serving_swap_check_rows: int = Field(8, ge=1, le=256)
     """Recent rows the swap check times both models on, one at a time. Each costs two one-row
     predicts while the new model waits (services/serving/perf_check.py: 16 rows delayed the

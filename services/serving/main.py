@@ -54,6 +54,7 @@ def main() -> None:
             settings.serving_swap_p99_slack_ms,
             settings.serving_swap_check_rows,
             settings.serving_swap_check_repeats,
+            settings.serving_swap_other_estimator_ms,
         )
         if settings.serving_swap_check
         else None,

@@ -14,7 +14,10 @@ from shared.validation import check_features
 from tests.fixtures import demo_examples, demo_rows, demo_schema, tiny_pipeline
 
 
-def loaded(number: int, estimator: str, params: dict[str, object] | None = None) -> LoadedModel:
+def loaded(
+    number: int, estimator: str, params: dict[str, object] | None = None, named: bool = False
+) -> LoadedModel:
+    """A fitted model; `named`: its version names its estimator, as the trainer's do."""
     schema = demo_schema()
     examples = demo_examples(300, seed=number)
     version = ModelVersion(
@@ -25,6 +28,7 @@ def loaded(number: int, estimator: str, params: dict[str, object] | None = None)
         input_schema=schema,
         gate_report=GateReport(passed=True, gates=[]),
         lineage=Lineage(run_id=f"run-{number}", trigger="manual"),
+        estimator=estimator if named else "",
     )
     return LoadedModel(version=version, pipeline=tiny_pipeline(schema, examples, estimator, params))
 
@@ -49,6 +53,7 @@ class _Hiccup:
 
     def __init__(self, model: LoadedModel, slow_calls: int) -> None:
         self.model, self.number, self.calls, self.slow_calls = model, model.number, 0, slow_calls
+        self.version = model.version
 
     def predict(self, rows: list[dict[str, object]]) -> object:
         self.calls += 1
@@ -65,6 +70,21 @@ def test_a_refusal_is_confirmed_by_more_passes_before_it_stands() -> None:
     refused = check(current, always, ROWS, BUDGET)  # type: ignore[arg-type]
     assert not refused.passed and refused.candidate_p99_ms >= 30
     assert always.calls == 1 + 3 * len(ROWS)  # the warm-up, then three passes before refusing
+
+
+def test_a_model_of_another_estimator_is_held_to_the_fixed_budget() -> None:
+    current = loaded(1, "sklearn.linear_model.LogisticRegression", named=True)
+    forest = loaded(
+        2, "sklearn.ensemble.RandomForestClassifier", {"n_estimators": 300, "random_state": 0}, named=True
+    )
+    generous = check(current, forest, ROWS, Budget(ratio=2.0, slack_ms=0.0, other_estimator_ms=10_000))
+    assert generous.passed and generous.estimator_changed and generous.allowed_p99_ms == 10_000
+    assert generous.candidate_p99_ms > 2 * generous.current_p99_ms  # the ratio would have refused it
+    strict = check(current, forest, ROWS, Budget(ratio=2.0, slack_ms=0.0, other_estimator_ms=0.001))
+    assert not strict.passed and strict.allowed_p99_ms == 0.001
+    again = loaded(3, "sklearn.linear_model.LogisticRegression", named=True)
+    same = check(current, again, ROWS, Budget(ratio=2.0, slack_ms=2.0, other_estimator_ms=0.001))
+    assert same.passed and not same.estimator_changed  # the same estimator: the ratio applies
 
 
 def test_the_budget_is_a_ratio_plus_a_slack() -> None:
