@@ -112,8 +112,9 @@ class RunReport(BaseModel):
     recalled_from: int | None = None
     """The earlier version registered again instead of the fresh fit (it scored higher)."""
     estimators: dict[str, float] = {}
-    """When a small training set fitted two estimators (`trainer_small_sample_estimator`):
-    each one's holdout accuracy, by import path. The version's `estimator` names the one kept."""
+    """When a small training set chose between two estimators (`trainer_small_sample_estimator`):
+    each one's cross-validated accuracy on the training rows, by import path. The version's
+    `estimator` names the one kept."""
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,6 @@ def execute(
         x_train,
         y_train,
         x_holdout,
-        y_holdout,
         small_sample_estimator(settings, len(x_train)),
     )
     with fitter.run(job) as fit:
@@ -250,7 +250,7 @@ def execute(
         )
         evidence = fit.evidence()
     artifact, digest, estimator = serialized.artifact, serialized.digest, serialized.estimator
-    report.estimators = serialized.holdout_accuracies
+    report.estimators = serialized.cross_validated
     if recalled is not None and recalled[1] >= holdout_accuracy(evidence, y_holdout):
         # A concept seen before: its model, trained on a whole episode, knows it at least as
         # well as a fit on the few examples since the onset (on a tie, it learned from more).

@@ -115,7 +115,7 @@ fitter = FitProcess(threads=1, timeout_s=600)
 fitter.start()
 print(fitter.pid, flush=True)
 job = FitJob(credit_schema(), "sklearn.ensemble.RandomForestClassifier",
-             {"n_estimators": 20_000, "random_state": 0}, data.x, data.y, data.x[:10], data.y[:10])
+             {"n_estimators": 20_000, "random_state": 0}, data.x, data.y, data.x[:10])
 with fitter.run(job) as run:
     run.serialized()
 """
@@ -168,7 +168,6 @@ def _small_job(x: np.ndarray, y: np.ndarray) -> FitJob:
         x[:train],
         y[:train],
         x[train:],
-        y[train:],
         ("sklearn.linear_model.LogisticRegression", {}),
     )
 
@@ -187,7 +186,7 @@ def test_a_small_training_set_keeps_the_simpler_model_when_it_scores_as_well() -
     y = (x[:, 0] + x[:, 1] > 0).astype(int)  # a line: the simple model's concept
     serialized = _chosen(_small_job(x, y))
     assert serialized.estimator == "sklearn.linear_model.LogisticRegression"
-    scores = serialized.holdout_accuracies
+    scores = serialized.cross_validated
     assert set(scores) == {
         "sklearn.linear_model.LogisticRegression",
         "sklearn.ensemble.HistGradientBoostingClassifier",
@@ -207,7 +206,7 @@ def test_a_small_training_set_keeps_the_configured_model_when_it_scores_higher()
     y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(int)  # a checkerboard no line can separate
     serialized = _chosen(_small_job(x, y))
     assert serialized.estimator == "sklearn.ensemble.HistGradientBoostingClassifier"
-    scores = serialized.holdout_accuracies
+    scores = serialized.cross_validated
     assert scores[serialized.estimator] > scores["sklearn.linear_model.LogisticRegression"] + 0.2
 
 
@@ -216,4 +215,4 @@ def test_without_a_small_sample_estimator_only_the_configured_one_is_fitted() ->
     x = rng.normal(size=(120, 2))
     job = dataclasses.replace(_small_job(x, (x[:, 0] > 0).astype(int)), small_sample=None)
     serialized = _chosen(job)
-    assert serialized.estimator == job.estimator and serialized.holdout_accuracies == {}
+    assert serialized.estimator == job.estimator and serialized.cross_validated == {}

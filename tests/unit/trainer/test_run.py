@@ -166,7 +166,7 @@ def test_a_run_that_crashes_mid_upload_registers_nothing(tmp_path: Path) -> None
     assert [t for t, _ in publisher.events] == ["training.started", "training.failed"]
 
 
-def test_a_small_training_set_also_fits_the_small_sample_estimator(
+def test_a_small_training_set_lets_the_small_sample_estimator_compete(
     tmp_path: Path, fitter: FitProcess
 ) -> None:
     def upload(examples: int, **overrides: object) -> tuple[RunReport, VersionMetadata]:
@@ -191,7 +191,6 @@ def test_a_small_training_set_also_fits_the_small_sample_estimator(
     assert set(report.estimators) == {configured, small}
     kept = small if report.estimators[small] >= report.estimators[configured] else configured
     assert meta.estimator == kept
-    assert report.metrics["accuracy"] == report.estimators[kept]
     for overrides in ({"trainer_small_sample_rows": 300}, {"trainer_small_sample_estimator": ""}):
         report, meta = upload(400, **overrides)
         assert report.estimators == {} and meta.estimator == configured
