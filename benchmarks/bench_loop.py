@@ -45,7 +45,7 @@ from benchmarks.peers import peer_python
 from services.demo.driver import DemoConfig, DemoReport, run_demo
 from services.demo.stream import ConceptStream, RecordStream
 from services.supervisor import SERVICES
-from services.trainer.pipeline import build_pipeline, make_estimator
+from services.trainer.fitting import FitJob, fit_candidate, small_sample_estimator
 from shared.features import encode_features
 from shared.schema import DatasetSchema, load_schema
 from shared.settings import TrainerSettings
@@ -179,12 +179,14 @@ def ctloop(
 
 
 def fit(schema: DatasetSchema, rows: list[dict], labels: list[int]) -> object:
+    """The configured estimator fitted on `rows`; where ctloop's trainer would let its
+    small-sample estimator compete, the baselines choose between the two as it does (cross-
+    validated on the training rows): the comparison is between the loops, not estimators."""
     settings = TrainerSettings()
-    model = build_pipeline(
-        schema, make_estimator(settings.trainer_estimator, settings.trainer_estimator_params)
-    )
-    model.fit(encode_features(schema, rows), labels)
-    return model
+    x, y = encode_features(schema, rows), np.asarray(labels)
+    small = small_sample_estimator(settings, len(rows))
+    job = FitJob(schema, settings.trainer_estimator, settings.trainer_estimator_params, x, y, x[:0], small)
+    return fit_candidate(job)[0].model
 
 
 def predict(schema: DatasetSchema, model: object, rows: list[dict]) -> np.ndarray:
