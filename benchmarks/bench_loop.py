@@ -545,7 +545,8 @@ What: `benchmarks/bench_loop.py`, {len(seeds)} runs per stream (seeds {", ".join
 a labelled warm-up of {first[0].config.warmup} records, then records at 300/s through serving with
 labels late (50 records unless a stream says otherwise), one prediction per record. ctloop runs
 as five processes on the embedded broker with its default settings; the baselines replay the
-same records offline with the same label delay, first training set and estimator. Prequential
+same records offline with the same label delay, first training set and estimator (under 1,000
+rows, chosen between the configured and the small-sample one as ctloop's trainer does). Prequential
 accuracy, median (min-max) over the runs, on the same index ranges for every method ("after
 recovery": from ctloop's first answer by a drift-triggered model, or 1,000 records after the
 change when there is none, to the end). Retrains: models served after the first (ctloop: swaps
