@@ -524,7 +524,7 @@ class TrainerSettings(HTTPServiceSettings):
     cross-validation on the training rows, and the better (on a tie, this one: the simpler
     model) is fitted as the candidate; the holdout stays the gates'. A drift's first candidates
     learn from ~75 rows, where a boosted ensemble fits noise. The choice costs ~180 ms at 75
-    rows and ~460 ms at 900 (services/trainer/fitting.py). Empty: off.
+    rows and ~460 ms at 900 (one idle core). Empty: off.
     NOTE: measured offline (8 seeds per synthetic stream, 10 points of the rainfall data),
     accuracy over the next 1,000 records of a model fitted on the first 100 examples after a
     change (75 to train, 25 held out): HistGradientBoosting 83.9% and logistic regression 91.1%

@@ -79,7 +79,7 @@ class Serialized:
     fit_ms: float
     dump_ms: float
     estimator: str
-    """Import path of the estimator the candidate ends in (the one chosen, when two were fitted)."""
+    """Import path of the estimator the candidate ends in (the one chosen, when two competed)."""
     cross_validated: dict[str, float] = field(default_factory=dict)
     """When two estimators competed: each one's cross-validated accuracy, by import path."""
 
@@ -131,10 +131,10 @@ def fit_candidate(job: FitJob) -> tuple[_Fitted, dict[str, float]]:
     them; the small one wins a tie).
 
     The choice is made on the training rows so that the holdout stays an unbiased judge for the
-    gates. NOTE: picking the better of the two on the holdout itself let candidates that only
-    looked better replace their champions: on the rainfall stream (bench_loop, 3 seeds) ctloop
-    fell from 76.1% to 73.5% over the stream (71.4-75.2), though periodic retraining with the
-    same choice gained (77.1% -> 77.3%)."""
+    gates: the better of two on the holdout would then be compared with the champion on the same
+    rows. NOTE: bench_loop measured no difference between the two ways on its own (rainfall,
+    3 seeds: 73.5% picking on the holdout, 73.4% by cross-validation); what had cost rainfall
+    ~1.5 points was serving's swap check refusing a change of estimator (perf_check.py)."""
     if job.small_sample is None:
         return _fit(job, job.estimator, job.params), {}
     competing = dict([job.small_sample, (job.estimator, job.params)])  # small first: ties go to it
