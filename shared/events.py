@@ -391,7 +391,7 @@ class SwapCheck(BaseModel):
     allowed_p99_ms: float
     passed: bool
     estimator_changed: bool = False
-    """The new model ends in another estimator: `allowed_p99_ms` is then the fixed budget
+    """Both versions name their estimator and they differ: `allowed_p99_ms` is then the fixed budget
     (`serving_swap_other_estimator_ms`), not a ratio of the current one's."""
 
 

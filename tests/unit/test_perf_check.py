@@ -1,6 +1,7 @@
 """The swap's performance check with real models: a forest ten times slower per row than a
-logistic regression fails it, a model as fast as the current one passes, and the budget's
-arithmetic is what the settings say."""
+logistic regression fails it, a model as fast as the current one passes, a model of another
+named estimator is held to the fixed budget instead, and the budget's arithmetic is what the
+settings say."""
 
 from __future__ import annotations
 
@@ -85,6 +86,9 @@ def test_a_model_of_another_estimator_is_held_to_the_fixed_budget() -> None:
     again = loaded(3, "sklearn.linear_model.LogisticRegression", named=True)
     same = check(current, again, ROWS, Budget(ratio=2.0, slack_ms=2.0, other_estimator_ms=0.001))
     assert same.passed and not same.estimator_changed  # the same estimator: the ratio applies
+    unnamed = loaded(4, "sklearn.ensemble.RandomForestClassifier", {"n_estimators": 300, "random_state": 0})
+    unknown = check(current, unnamed, ROWS, Budget(ratio=2.0, slack_ms=0.0, other_estimator_ms=10_000))
+    assert not unknown.passed and not unknown.estimator_changed  # no name: the stricter ratio
 
 
 def test_the_budget_is_a_ratio_plus_a_slack() -> None:

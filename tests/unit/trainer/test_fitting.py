@@ -1,5 +1,6 @@
 """The fit process (`services.trainer.fitting`): a failure costs one run, never the service,
-never a half upload, and the process never outlives its trainer."""
+never a half upload, and the process never outlives its trainer; a small training set keeps
+the simpler estimator only when cross-validation says it does as well."""
 
 from __future__ import annotations
 
