@@ -45,7 +45,7 @@ from benchmarks.peers import peer_python
 from services.demo.driver import DemoConfig, DemoReport, run_demo
 from services.demo.stream import ConceptStream, RecordStream
 from services.supervisor import SERVICES
-from services.trainer.fitting import FitJob, fit_candidate, small_sample_estimator
+from services.trainer.fitting import fit_candidate, fit_job
 from shared.features import encode_features
 from shared.schema import DatasetSchema, load_schema
 from shared.settings import TrainerSettings
@@ -182,11 +182,8 @@ def fit(schema: DatasetSchema, rows: list[dict], labels: list[int]) -> object:
     """The configured estimator fitted on `rows`; where ctloop's trainer would let its
     small-sample estimator compete, the baselines choose between the two as it does (cross-
     validated on the training rows): the comparison is between the loops, not estimators."""
-    settings = TrainerSettings()
     x, y = encode_features(schema, rows), np.asarray(labels)
-    small = small_sample_estimator(settings, len(rows))
-    job = FitJob(schema, settings.trainer_estimator, settings.trainer_estimator_params, x, y, x[:0], small)
-    return fit_candidate(job)[0].model
+    return fit_candidate(fit_job(TrainerSettings(), schema, x, y, x[:0]))[0].model
 
 
 def predict(schema: DatasetSchema, model: object, rows: list[dict]) -> np.ndarray:

@@ -9,7 +9,8 @@ Why a process of its own:
   `trainer_fit_timeout_s` costs one run, not the service: the next run gets a new process.
 
 A small training set (a drift's first candidates) may choose between the configured estimator
-and a simpler one by cross-validation on its training rows (`fit_candidate`).
+and a simpler one by cross-validation on its training rows (`fit_candidate`); the smallest
+(a drift's very first candidate) are fitted with the simpler one alone (`fit_job`).
 
 One job at a time. The child answers each job with two messages: `Serialized` as soon as the
 model is dumped (the trainer loads it while the child goes on), then the gates' `Evidence`.
@@ -28,7 +29,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import TypeVar
 
@@ -67,6 +68,8 @@ class FitJob:
     small_sample: tuple[str, dict[str, object]] | None = None
     """A second estimator (import path, parameters) that competes with `estimator` on a small
     training set (`trainer_small_sample_estimator`): see `fit_candidate`."""
+    small_sample_only: bool = False
+    """Fit `small_sample` without the choice (`estimator` only if it does not converge)."""
 
 
 @dataclass(frozen=True)
@@ -107,14 +110,24 @@ def _fit(job: FitJob, estimator: str, params: dict[str, object]) -> _Fitted:
     )
 
 
-def small_sample_estimator(
-    settings: TrainerSettings, train_rows: int
-) -> tuple[str, dict[str, object]] | None:
-    """The estimator to fit beside the configured one on `train_rows` rows, if any."""
-    small = settings.trainer_small_sample_estimator
-    if small and small != settings.trainer_estimator and train_rows < settings.trainer_small_sample_rows:
-        return small, settings.trainer_small_sample_params
-    return None
+def fit_job(
+    settings: TrainerSettings,
+    schema: DatasetSchema,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_holdout: np.ndarray,
+) -> FitJob:
+    """The job for a training set, with the estimators its size calls for: the configured one;
+    under `trainer_small_sample_rows` rows, the small-sample one competing with it; under
+    `trainer_small_sample_direct_rows`, the small-sample one alone."""
+    job = FitJob(
+        schema, settings.trainer_estimator, settings.trainer_estimator_params, x_train, y_train, x_holdout
+    )
+    small, rows = settings.trainer_small_sample_estimator, len(x_train)
+    if not small or small == settings.trainer_estimator or rows >= settings.trainer_small_sample_rows:
+        return job
+    only = rows < settings.trainer_small_sample_direct_rows
+    return replace(job, small_sample=(small, settings.trainer_small_sample_params), small_sample_only=only)
 
 
 def _cross_validated(job: FitJob, estimator: str, params: dict[str, object]) -> float:
@@ -137,16 +150,23 @@ def fit_candidate(job: FitJob) -> tuple[_Fitted, dict[str, float]]:
     ~1.5 points was serving's swap check refusing a change of estimator (perf_check.py)."""
     if job.small_sample is None:
         return _fit(job, job.estimator, job.params), {}
+    if job.small_sample_only:
+        return _converged_or_configured(job, _fit(job, *job.small_sample)), {}
     competing = dict([job.small_sample, (job.estimator, job.params)])  # small first: ties go to it
     try:
         scores = {name: _cross_validated(job, name, params) for name, params in competing.items()}
     except ValueError:  # too few rows of a class to fold: no choice, as for a large set
         return _fit(job, job.estimator, job.params), {}
     best = max(scores, key=lambda name: scores[name])
-    fitted = _fit(job, best, competing[best])
-    if fitted.convergence and best != job.estimator:  # it would fail its gate; the other may pass
-        fitted = _fit(job, job.estimator, job.params)
-    return fitted, scores
+    return _converged_or_configured(job, _fit(job, best, competing[best])), scores
+
+
+def _converged_or_configured(job: FitJob, fitted: _Fitted) -> _Fitted:
+    """`fitted`, or the configured estimator's fit when `fitted` is another one that did not
+    converge (it would fail its gate; the configured one may pass)."""
+    if fitted.convergence and fitted.estimator != job.estimator:
+        return _fit(job, job.estimator, job.params)
+    return fitted
 
 
 def fit_and_examine(job: FitJob, send: Callable[[object], None]) -> None:

@@ -30,7 +30,7 @@ from sklearn.pipeline import Pipeline
 
 from services.trainer.dataset import materialize, prune_datasets
 from services.trainer.examples import TrainingSet
-from services.trainer.fitting import FitJob, FitProcess, small_sample_estimator
+from services.trainer.fitting import FitProcess, fit_job
 from services.trainer.gates import (
     ChampionScore,
     Evidence,
@@ -209,16 +209,7 @@ def execute(
     if np.unique(y_train).size < 2:
         phase("prepare")
         return _fail(report, "enough_classes", "the training set has a single class")
-    job = FitJob(
-        schema,
-        settings.trainer_estimator,
-        settings.trainer_estimator_params,
-        x_train,
-        y_train,
-        x_holdout,
-        small_sample_estimator(settings, len(x_train)),
-    )
-    with fitter.run(job) as fit:
+    with fitter.run(fit_job(settings, schema, x_train, y_train, x_holdout)) as fit:
         phase("prepare")
         started = time.perf_counter()
         folder = settings.data_dir / "trainer" / "datasets"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from services.trainer.examples import TrainingSet
-from services.trainer.fitting import FitError, FitJob, FitProcess, Serialized, fit_and_examine
+from services.trainer.fitting import FitError, FitJob, FitProcess, Serialized, fit_and_examine, fit_job
 from services.trainer.gates import Evidence
 from services.trainer.run import RunReport, Trigger, execute
 from services.trainer.service import Trainer
@@ -217,3 +217,32 @@ def test_without_a_small_sample_estimator_only_the_configured_one_is_fitted() ->
     job = dataclasses.replace(_small_job(x, (x[:, 0] > 0).astype(int)), small_sample=None)
     serialized = _chosen(job)
     assert serialized.estimator == job.estimator and serialized.cross_validated == {}
+
+
+def test_the_training_set_size_decides_which_estimators_are_fitted(tmp_path: Path) -> None:
+    x, y, schema = np.zeros((1200, 2)), np.zeros(1200, dtype=int), credit_schema()
+
+    def job(rows: int, **overrides: object) -> FitJob:
+        return fit_job(settings(tmp_path, **overrides), schema, x[:rows], y[:rows], x[:0])
+
+    small = ("sklearn.linear_model.LogisticRegression", {})
+    assert job(75).small_sample == small and job(75).small_sample_only  # alone: no choice
+    assert job(100).small_sample == small and not job(100).small_sample_only  # the choice
+    assert job(999).small_sample == small and not job(999).small_sample_only
+    assert job(1000).small_sample is None  # the configured estimator alone
+    assert job(75, trainer_small_sample_estimator="").small_sample is None  # off
+    assert not job(75, trainer_small_sample_direct_rows=0).small_sample_only
+
+
+def test_the_smallest_training_sets_fit_the_simpler_model_alone_unless_it_does_not_converge() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(100, 2))
+    y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(int)  # where the configured model would win the choice
+    alone = dataclasses.replace(_small_job(x, y), small_sample_only=True)
+    serialized = _chosen(alone)
+    assert serialized.estimator == "sklearn.linear_model.LogisticRegression"
+    assert serialized.cross_validated == {}  # no cross-validation was run
+    stuck = dataclasses.replace(
+        alone, small_sample=("sklearn.linear_model.LogisticRegression", {"max_iter": 1})
+    )
+    assert _chosen(stuck).estimator == "sklearn.ensemble.HistGradientBoostingClassifier"

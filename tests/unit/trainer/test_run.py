@@ -194,3 +194,5 @@ def test_a_small_training_set_lets_the_small_sample_estimator_compete(
     for overrides in ({"trainer_small_sample_rows": 300}, {"trainer_small_sample_estimator": ""}):
         report, meta = upload(400, **overrides)
         assert report.estimators == {} and meta.estimator == configured
+    report, meta = upload(100)  # 75 training rows: the small-sample estimator alone, no choice
+    assert report.estimators == {} and meta.estimator == small
