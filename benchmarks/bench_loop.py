@@ -179,9 +179,9 @@ def ctloop(
 
 
 def fit(schema: DatasetSchema, rows: list[dict], labels: list[int]) -> object:
-    """The configured estimator fitted on `rows`; where ctloop's trainer would let its
-    small-sample estimator compete, the baselines choose between the two as it does (cross-
-    validated on the training rows): the comparison is between the loops, not estimators."""
+    """A model of `rows` with the estimators ctloop's trainer would use on that many rows
+    (`fit_job`: the configured one, the small-sample one competing with it by cross-validation,
+    or the small-sample one alone): the comparison is between the loops, not estimators."""
     x, y = encode_features(schema, rows), np.asarray(labels)
     return fit_candidate(fit_job(TrainerSettings(), schema, x, y, x[:0]))[0].model
 
