@@ -330,7 +330,8 @@ class ServingSettings(HTTPServiceSettings):
 
     serving_registry_retry_s: float = Field(2.0, gt=0)
     """Seconds between attempts to reach the registry while no model is loaded; also the first
-    wait before a version the swap check refused is checked again (then 2x, 4x, 8x)."""
+    wait before a version the swap check refused, or the registry did not hand over, is
+    tried again (then 2x, 4x, 8x)."""
 
     serving_environment: str = Field(PRODUCTION, pattern=ENVIRONMENT_PATTERN)
     """The environment this instance serves: it follows that environment's alias (`champion`

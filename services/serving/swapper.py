@@ -5,15 +5,16 @@ on `models` (to the version the registry's alias names then: the event is only a
 of the served model, done or refused, is reported as an event carrying the promotion's
 correlation id and the environment.
 
-A version refused by the performance check is tried again sooner than the registry is asked
-(after `retry_s`, then twice as long each time, `CHECK_RETRIES` times): the check times wall
-clock on serving's machine, and a moment of load can refuse a model that is fine. Meanwhile
-the registry's champion is not what serving serves, and the monitor, which judges the
-champion's predictions, sees none. NOTE: seen on a slow day of a 2-core machine (the demo,
-abrupt stream): a refresh ending in HistGradientBoosting after a logistic first model was
-refused at 42.7 ms per row (p99 of the fastest of 3 passes; its budget 25 ms), and no concept
-alarm came until the next reconcile's swap, 15 x `retry_s` later; the drift's first event
-came 520-2,200 records after the change where it had come after 100.
+A version refused by the performance check, or not swapped because the registry did not
+answer, is tried again sooner than the reconcile would (after `retry_s`, then twice as long
+each time, `CHECK_RETRIES` times): the check times wall clock on serving's machine, and a
+moment of load can refuse a model that is fine. Meanwhile the registry's champion is not what
+serving serves, and the monitor, which judges the champion's predictions, sees none. A
+version that does not load waits for the reconcile. NOTE: seen on a slow day of a 2-core
+machine (the demo, abrupt stream): a refresh ending in HistGradientBoosting after a logistic
+first model was refused at 42.7 ms per row (p99 of the fastest of 3 passes; its budget 25
+ms); serving kept the first model, the monitor got no predictions by the champion, and the
+drift's only event was a feature alarm 2,140 records after the change.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from shared.vocabulary import Alias
 log = logging.getLogger(__name__)
 
 CHECK_RETRIES = 4
-"""Times a version the performance check refused is tried again before the reconcile's turn."""
+"""Times a refused version (by the check, or for want of the registry) is tried again before
+the reconcile's turn."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class Swapper:
             self.slots[Alias.CHALLENGER] = Alias.CHALLENGER
         self._wanted: dict[str, tuple[int, Envelope | None]] = {}
         self._retries: dict[str, _Retry] = {}
-        """Per alias, the version the performance check refused and when to try it again."""
+        """Per alias, the refused version to try again and when."""
         self._wake = threading.Condition()
         self._stop = False
 
@@ -167,7 +169,7 @@ class Swapper:
         except (SwapRefused, RegistryError) as exc:
             log.error("%s v%d refused, v%s stays: %s", alias, number, previous, exc)
             check = exc.check if isinstance(exc, SwapRefused) else None
-            if check is not None:
+            if check is not None or isinstance(exc, RegistryError):  # both may pass in a moment
                 self._retry_later(alias, number, cause)
             if slot == Alias.CHAMPION:
                 self._report(ModelSwapFailed, number, previous, 0.0, cause, str(exc), check, loop)

@@ -1,5 +1,6 @@
-"""Serving's swapper tries a version the performance check refused again, sooner than the
-registry's reconcile would, and a bounded number of times (`services.serving.swapper`)."""
+"""Serving's swapper tries a version the performance check refused (or the registry did not
+hand over) again, sooner than the registry's reconcile would, and a bounded number of times
+(`services.serving.swapper`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from types import SimpleNamespace
 from services.serving.holder import SwapRefused
 from services.serving.swapper import CHECK_RETRIES, Swapper
 from shared.events import ModelSwapFailed, ModelSwapped, SwapCheck
+from shared.registry_client import RegistryError
 
 SLOW = SwapCheck(
     rows=8, current_version=1, current_p99_ms=2.4, candidate_p99_ms=42.7, allowed_p99_ms=25.0, passed=False
@@ -72,7 +74,7 @@ def test_a_version_the_check_refused_is_tried_again_until_it_passes() -> None:
     assert swapper._retries == {}
 
 
-def test_retries_are_bounded_and_spaced_and_only_for_the_performance_check() -> None:
+def test_retries_are_bounded_and_spaced_and_not_for_a_version_that_does_not_load() -> None:
     swapper = Swapper(Holder(refusals=99), Publisher(), retry_s=1.0)  # type: ignore[arg-type]
     delays = []
     for _ in range(CHECK_RETRIES):
@@ -86,3 +88,12 @@ def test_retries_are_bounded_and_spaced_and_only_for_the_performance_check() -> 
     failed_load = Swapper(Holder(refusals=99, check=None), Publisher(), retry_s=1.0)  # type: ignore[arg-type]
     failed_load._swap("champion", 2, None)
     assert failed_load._retries == {}  # a version that does not load is not tried again early
+
+    unreachable = Swapper(Holder(refusals=0), Publisher(), retry_s=1.0)  # type: ignore[arg-type]
+    unreachable.holder.registry = SimpleNamespace(alias=no_registry)  # type: ignore[attr-defined]
+    unreachable._swap("champion", 2, None)
+    assert unreachable._retries["champion"].attempts == 1  # the registry may answer in a moment
+
+
+def no_registry(name: str, alias: str = "champion") -> object:
+    raise RegistryError("registry not reachable")
